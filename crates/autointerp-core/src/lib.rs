@@ -1,0 +1,31 @@
+//! Small types shared by every autointerp crate, and the on-disk format of a latent cache's splits.
+//!
+//! Data flows one way through autointerp: tokens → activations → latents → records → prompts →
+//! answers → scores → report. This crate holds the nouns of that flow, so that the crates doing the
+//! work can each be used alone.
+//!
+//! ```
+//! use autointerp_core::{HookPoint, LatentId};
+//!
+//! // Canonical names are the same for every architecture; HF module paths are accepted as aliases.
+//! let hook: HookPoint = "model.layers.6".parse()?;
+//! assert_eq!(hook, HookPoint::Residual(6));
+//! assert_eq!(hook.to_string(), "layers.6");
+//!
+//! let id = LatentId::new(hook, 1234);
+//! assert_eq!(id.to_string(), "layers.6_latent1234");
+//! # Ok::<(), autointerp_core::Error>(())
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod chat;
+mod error;
+mod hook;
+mod record;
+pub mod split;
+
+pub use chat::{Message, Role};
+pub use error::{Error, Result};
+pub use hook::HookPoint;
+pub use record::{Example, Explanation, LatentId, LatentRecord, LatentStats, Score};
