@@ -3,6 +3,7 @@
 
 mod device;
 mod error;
+pub mod gguf;
 
 pub use device::{init_cuda, parse_device, DType};
 pub use error::{Error, Result};

@@ -1,0 +1,29 @@
+use std::path::PathBuf;
+
+/// Errors from caching latents.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A latent index outside the coder's width.
+    #[error("latent {latent} is outside the sparse coder's width {width}")]
+    LatentOutOfRange {
+        /// The index.
+        latent: u32,
+        /// The width.
+        width: u32,
+    },
+    /// A split file could not be written or read.
+    #[error(transparent)]
+    Split(#[from] autointerp_core::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

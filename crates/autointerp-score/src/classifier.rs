@@ -1,0 +1,485 @@
+//! What detection and fuzzing share: batches of examples, the 0/1 answer parser, and label
+//! probabilities from token logprobs.
+
+use std::ops::Range;
+
+use autointerp_core::LatentId;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::parse_failure;
+use crate::{Error, ExampleOutcome, Result};
+
+/// Options shared by the classifier scorers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClassifierConfig {
+    /// Examples per prompt (delphi's `num_examples_per_scorer_prompt`, default 5). More examples
+    /// per prompt cost fewer calls but make the answer format harder to keep.
+    pub n_examples_shown: usize,
+    /// Tokens above this fraction of an example's maximum activation count as highlighted.
+    pub threshold: f32,
+    /// Seeds the shuffles and the fuzzed highlights. Each latent draws from its own stream, so
+    /// results do not depend on the order in which latents are scored.
+    pub seed: u64,
+}
+
+impl Default for ClassifierConfig {
+    fn default() -> Self {
+        Self {
+            n_examples_shown: 5,
+            threshold: autointerp_explain::highlight::DEFAULT_THRESHOLD,
+            seed: 42,
+        }
+    }
+}
+
+impl ClassifierConfig {
+    pub(crate) fn validate(&self) -> Result<()> {
+        if self.n_examples_shown == 0 {
+            return Err(Error::InvalidConfig(
+                "n_examples_shown must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A random generator for one latent and one purpose, derived from `seed`.
+pub(crate) fn latent_rng(seed: u64, latent: &LatentId, stream: &str) -> ChaCha8Rng {
+    // FNV-1a over the latent's name and the stream, mixed into the seed.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in latent.to_string().bytes().chain([0]).chain(stream.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    ChaCha8Rng::seed_from_u64(seed ^ h)
+}
+
+/// Examples shown together in one classifier prompt. Each item carries the excerpt as shown
+/// (`text`) and the right answer (`activating`); `prediction` is filled in by [`Batch::resolve`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    /// The examples, in the order shown.
+    pub items: Vec<ExampleOutcome>,
+}
+
+/// The outcomes of one batch, and why its answer could not be used, if it could not.
+#[derive(Debug)]
+pub struct BatchResult {
+    /// One outcome per example; all failed (`prediction: None`) when `failure` is set.
+    pub outcomes: Vec<ExampleOutcome>,
+    /// Why the answer was unusable.
+    pub failure: Option<Error>,
+}
+
+impl Batch {
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The numbered excerpts as they appear in the prompt: `Excerpt 1: …`, one per line.
+    pub fn excerpts(&self) -> String {
+        self.items
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                format!(
+                    "Excerpt {}: {}",
+                    i + 1,
+                    o.text.as_deref().unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Reads the scorer's answer into the outcomes: one 0/1 label per example
+    /// ([`parse_labels`]), with probabilities when token `logprobs` of the answer are given
+    /// ([`label_probabilities`]). An unparseable answer or one of the wrong length marks every
+    /// example of the batch as failed.
+    pub fn resolve(mut self, answer: &str, logprobs: Option<&[TokenLogprobs]>) -> BatchResult {
+        match parse_labels(answer, self.len()) {
+            Ok(labels) => {
+                let probs = logprobs.and_then(|lp| label_probabilities(answer, lp, self.len()));
+                for (i, (item, label)) in self.items.iter_mut().zip(labels).enumerate() {
+                    item.set_prediction(Some(label), probs.as_ref().map(|p| p[i]));
+                }
+                BatchResult {
+                    outcomes: self.items,
+                    failure: None,
+                }
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Marks every example as failed, e.g. when the LLM call itself failed.
+    pub fn fail(mut self, why: Error) -> BatchResult {
+        for item in &mut self.items {
+            item.set_prediction(None, None);
+        }
+        BatchResult {
+            outcomes: self.items,
+            failure: Some(why),
+        }
+    }
+}
+
+/// Splits `examples` into batches of `n` (the last may be smaller).
+pub(crate) fn into_batches(examples: Vec<ExampleOutcome>, n: usize) -> Vec<Batch> {
+    examples
+        .chunks(n)
+        .map(|c| Batch { items: c.to_vec() })
+        .collect()
+}
+
+/// One token of an answer with its logprob and the most likely alternatives at its position,
+/// as OpenAI-compatible APIs return them (`logprobs.content[i]` with `top_logprobs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprobs {
+    /// The sampled token's text.
+    pub token: String,
+    /// Its natural-log probability.
+    pub logprob: f32,
+    /// The top alternatives at this position, `(token, logprob)`.
+    pub top: Vec<(String, f32)>,
+}
+
+/// Reads `n` labels (1 = yes, 0 = no) from a classifier's answer.
+///
+/// Accepted, tried in this order:
+/// 1. a bracketed list of `0`/`1` (or `true`/`false`, quoted or not), anywhere in the answer,
+///    even inside prose or a code fence — the last list of exactly `n` entries wins;
+/// 2. one `Excerpt k: 1` (or `Example k: 1`) line per excerpt, `k` running over `1..=n`;
+/// 3. a line holding only `n` labels separated by commas or spaces, optionally after a label
+///    such as `Answer:` (brackets forgotten).
+///
+/// A list of the wrong length, or no list at all, is a [`Error::ParseFailure`].
+///
+/// ```
+/// use autointerp_score::parse_labels;
+/// assert_eq!(parse_labels("Sure!\n```json\n[1, 0, 1]\n```", 3)?, vec![true, false, true]);
+/// assert_eq!(parse_labels("Answer: 0 1", 2)?, vec![false, true]);
+/// assert!(parse_labels("[1,0]", 3).is_err());
+/// # Ok::<(), autointerp_score::Error>(())
+/// ```
+pub fn parse_labels(answer: &str, n: usize) -> Result<Vec<bool>> {
+    parse_labels_span(answer, n).map(|(labels, _)| labels)
+}
+
+fn label(item: &str) -> Option<bool> {
+    let item = item
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'' || c == '`' || c == '*');
+    match item.to_ascii_lowercase().as_str() {
+        "1" | "true" => Some(true),
+        "0" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+/// Labels separated by commas, semicolons or whitespace; `None` unless every item is a label.
+fn label_list(s: &str) -> Option<Vec<bool>> {
+    let items: Vec<&str> = s
+        .split([',', ';', ' ', '\t', '\n', '\r'])
+        .filter(|i| !i.trim().is_empty())
+        .collect();
+    if items.is_empty() {
+        return None;
+    }
+    items.into_iter().map(label).collect()
+}
+
+/// The labels and the byte range of the answer they were read from.
+pub(crate) fn parse_labels_span(answer: &str, n: usize) -> Result<(Vec<bool>, Range<usize>)> {
+    let wrong_len = |got: usize| parse_failure(format!("expected {n} labels, found {got}"), answer);
+
+    // 1. Bracketed lists.
+    let mut lists = Vec::new();
+    for (open, _) in answer.match_indices('[') {
+        let rest = &answer[open + 1..];
+        let Some(close) = rest.find(']') else {
+            continue;
+        };
+        let inner = &rest[..close];
+        if inner.contains('[') {
+            continue;
+        }
+        if let Some(l) = label_list(inner) {
+            lists.push((l, open..open + close + 2));
+        }
+    }
+    if let Some(found) = lists.iter().rev().find(|(l, _)| l.len() == n) {
+        return Ok(found.clone());
+    }
+    if let Some((l, _)) = lists.last() {
+        return Err(wrong_len(l.len()));
+    }
+
+    // 2. `Excerpt k: v` lines.
+    let mut per_line: Vec<(usize, bool, Range<usize>)> = Vec::new();
+    let mut offset = 0;
+    for line in answer.split_inclusive('\n') {
+        if let Some((k, v)) = excerpt_line(line) {
+            per_line.push((k, v, offset..offset + line.len()));
+        }
+        offset += line.len();
+    }
+    if per_line.len() == n
+        && per_line
+            .iter()
+            .enumerate()
+            .all(|(i, (k, _, _))| *k == i + 1)
+        && n > 0
+    {
+        let span = per_line[0].2.start..per_line[n - 1].2.end;
+        return Ok((per_line.into_iter().map(|(_, v, _)| v).collect(), span));
+    }
+
+    // 3. A bare line of labels.
+    let mut offset = answer.len();
+    for line in answer.split_inclusive('\n').rev() {
+        offset -= line.len();
+        let body = line.rsplit_once(':').map_or(line, |(_, after)| after);
+        let body = body.trim().trim_end_matches('.');
+        if let Some(l) = label_list(body) {
+            if l.len() != n {
+                return Err(wrong_len(l.len()));
+            }
+            return Ok((l, offset..offset + line.len()));
+        }
+    }
+    Err(parse_failure("no list of 0/1 labels", answer))
+}
+
+/// `Excerpt 3: 1`, `- Example 3 = 0`, `**Excerpt 3**: 1 (mentions a river)` → `(3, label)`.
+fn excerpt_line(line: &str) -> Option<(usize, bool)> {
+    let l = line
+        .trim()
+        .trim_start_matches(['-', '*', ' '])
+        .to_ascii_lowercase();
+    let rest = l
+        .strip_prefix("excerpt")
+        .or_else(|| l.strip_prefix("example"))?
+        .trim_start();
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    let k: usize = rest[..digits].parse().ok()?;
+    let rest = rest[digits..].trim_start_matches(['*', ' ', ':', '=', '-', ')']);
+    let first = rest.split([' ', ',', '(', '.']).next()?;
+    Some((k, label(first)?))
+}
+
+/// Text of a token without list punctuation, to tell whether it is a `0` or `1` label.
+fn token_label(token: &str) -> Option<bool> {
+    match token.trim_matches(|c: char| c.is_whitespace() || "[](),;\"'`".contains(c)) {
+        "1" => Some(true),
+        "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// The probability of a `1` at each of the `n` labels of `answer`, from the answer's token
+/// logprobs: `P(1) / (P(0) + P(1))`, summing over the sampled token and its top alternatives
+/// whose text (without list punctuation) is `1` or `0` — delphi's rule, made exact.
+///
+/// The label tokens are located inside the list that [`parse_labels`] reads when the tokens
+/// spell the answer exactly, else taken as the last `n` label tokens. `None` when the answer
+/// has no `n` labels or the label tokens cannot be matched one to one.
+pub fn label_probabilities(answer: &str, tokens: &[TokenLogprobs], n: usize) -> Option<Vec<f32>> {
+    let (_, span) = parse_labels_span(answer, n).ok()?;
+    let spelled: String = tokens.iter().map(|t| t.token.as_str()).collect();
+    let positions: Vec<&TokenLogprobs> = if spelled == answer {
+        let mut at = 0;
+        let mut found = Vec::new();
+        for t in tokens {
+            let range = at..at + t.token.len();
+            at = range.end;
+            if range.start < span.end && range.end > span.start && token_label(&t.token).is_some() {
+                found.push(t);
+            }
+        }
+        found
+    } else {
+        let all: Vec<&TokenLogprobs> = tokens
+            .iter()
+            .filter(|t| token_label(&t.token).is_some())
+            .collect();
+        all[all.len().saturating_sub(n)..].to_vec()
+    };
+    if positions.len() != n {
+        return None;
+    }
+    Some(
+        positions
+            .into_iter()
+            .map(|t| {
+                let (mut p0, mut p1) = (0.0f64, 0.0f64);
+                let sampled_listed = t.top.iter().any(|(tok, _)| *tok == t.token);
+                let sampled = (!sampled_listed).then(|| (t.token.clone(), t.logprob));
+                for (tok, lp) in t.top.iter().cloned().chain(sampled) {
+                    match token_label(&tok) {
+                        Some(true) => p1 += f64::from(lp).exp(),
+                        Some(false) => p0 += f64::from(lp).exp(),
+                        None => {}
+                    }
+                }
+                (p1 / (p0 + p1)) as f32
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn labels(s: &str, n: usize) -> Option<Vec<u8>> {
+        parse_labels(s, n)
+            .ok()
+            .map(|l| l.into_iter().map(u8::from).collect())
+    }
+
+    #[test]
+    fn parses_lists_in_many_shapes() {
+        assert_eq!(labels("[1,0,1]", 3), Some(vec![1, 0, 1]));
+        assert_eq!(
+            labels("The answer is [1, 0, 1] because...", 3),
+            Some(vec![1, 0, 1])
+        );
+        assert_eq!(labels("```python\n[0,0,1]\n```", 3), Some(vec![0, 0, 1]));
+        assert_eq!(labels("[\"1\", \"0\"]", 2), Some(vec![1, 0]));
+        assert_eq!(labels("[true, false]", 2), Some(vec![1, 0]));
+        assert_eq!(labels("1, 0, 1", 3), Some(vec![1, 0, 1]));
+        assert_eq!(labels("My answer:\n0 1 1.", 3), Some(vec![0, 1, 1]));
+        assert_eq!(labels("Answer: 1", 1), Some(vec![1]));
+        assert_eq!(
+            labels("Excerpt 1: 1\nExcerpt 2: 0 (no river)\n**Excerpt 3**: 1", 3),
+            Some(vec![1, 0, 1])
+        );
+        // Prose citing a short list before the real one: the list of the right length wins.
+        assert_eq!(
+            labels("Like [1] said: [0,1,0,0]", 4),
+            Some(vec![0, 1, 0, 0])
+        );
+        assert_eq!(labels("[[1,0]]", 2), Some(vec![1, 0]));
+    }
+
+    #[test]
+    fn wrong_length_and_garbage_fail() {
+        assert_eq!(labels("[1,0]", 3), None);
+        assert_eq!(labels("1 0 1 1", 3), None);
+        assert_eq!(labels("I cannot tell.", 2), None);
+        assert_eq!(labels("", 1), None);
+        assert_eq!(labels("[1, 2, 0]", 3), None);
+        assert_eq!(labels("[yes, no]", 2), None);
+    }
+
+    fn tok(token: &str, top: &[(&str, f32)]) -> TokenLogprobs {
+        let logprob = top
+            .iter()
+            .find(|(t, _)| *t == token)
+            .map_or(0.0, |(_, lp)| *lp);
+        TokenLogprobs {
+            token: token.into(),
+            logprob,
+            top: top.iter().map(|(t, lp)| (t.to_string(), *lp)).collect(),
+        }
+    }
+
+    #[test]
+    fn probabilities_from_top_logprobs() {
+        let ln = |p: f32| p.ln();
+        let tokens = vec![
+            tok("[", &[("[", 0.0)]),
+            tok("1", &[("1", ln(0.6)), ("0", ln(0.2)), ("x", ln(0.2))]),
+            tok(",", &[(",", 0.0)]),
+            tok("0", &[("0", ln(0.9)), (" 1", ln(0.1))]),
+            tok("]", &[("]", 0.0)]),
+        ];
+        let p = label_probabilities("[1,0]", &tokens, 2).unwrap();
+        assert!(
+            (p[0] - 0.75).abs() < 1e-6 && (p[1] - 0.1).abs() < 1e-6,
+            "{p:?}"
+        );
+        // Prose containing digits before the list is skipped.
+        let mut with_prose = vec![
+            tok("Example", &[]),
+            tok(" 1", &[(" 1", 0.0)]),
+            tok(": ", &[]),
+        ];
+        with_prose.extend(tokens.clone());
+        let p2 = label_probabilities("Example 1: [1,0]", &with_prose, 2).unwrap();
+        assert_eq!(p, p2);
+        // The sampled token counts even when the API lists no alternatives.
+        let bare = vec![tok("[1", &[]), tok(",0]", &[])];
+        assert_eq!(
+            label_probabilities("[1,0]", &bare, 2).unwrap(),
+            vec![1.0, 0.0]
+        );
+        assert_eq!(label_probabilities("[1,0]", &tokens[..3], 2), None);
+    }
+
+    #[test]
+    fn resolve_records_failures_explicitly() {
+        let item = |activating| ExampleOutcome {
+            str_tokens: vec![],
+            activations: vec![],
+            quantile: None,
+            distance: None,
+            activating,
+            prediction: None,
+            probability: None,
+            correct: None,
+            text: Some("t".into()),
+        };
+        let batch = Batch {
+            items: vec![item(true), item(false)],
+        };
+        let ok = batch.clone().resolve("[1,1]", None);
+        assert!(ok.failure.is_none());
+        assert_eq!(
+            ok.outcomes.iter().map(|o| o.correct).collect::<Vec<_>>(),
+            vec![Some(true), Some(false)]
+        );
+        let bad = batch.resolve("[1]", None);
+        assert!(matches!(bad.failure, Some(Error::ParseFailure { .. })));
+        assert!(bad
+            .outcomes
+            .iter()
+            .all(|o| o.failed() && o.correct.is_none()));
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips_any_label_list(
+            bits in prop::collection::vec(any::<bool>(), 1..12),
+            prose in "[A-Za-z .]{0,30}",
+            sep in prop::sample::select(vec![",", ", ", " ,", " "]),
+            fence in any::<bool>(),
+            brackets in any::<bool>(),
+        ) {
+            let list = bits.iter().map(|b| if *b { "1" } else { "0" }).collect::<Vec<_>>().join(sep);
+            let list = if brackets { format!("[{list}]") } else { list };
+            let body = if fence { format!("```\n{list}\n```") } else { list };
+            let answer = format!("{prose}\n{body}");
+            prop_assert_eq!(parse_labels(&answer, bits.len()).unwrap(), bits.clone());
+            prop_assert!(parse_labels(&answer, bits.len() + 1).is_err());
+        }
+
+        #[test]
+        fn never_panics(answer in "\\PC{0,60}", n in 0usize..6) {
+            if let Ok(l) = parse_labels(&answer, n) {
+                prop_assert_eq!(l.len(), n);
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+use std::path::PathBuf;
+
+use autointerp_core::LatentId;
+
+/// Errors from building scorer prompts, parsing answers, and reading or writing score files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A scorer's answer could not be read. The examples it concerned are recorded as failed
+    /// (prediction `None`) and excluded from metrics.
+    #[error("unparseable scorer answer ({reason}); answer: {}", preview(answer))]
+    ParseFailure {
+        /// What was wrong with the answer.
+        reason: String,
+        /// The answer as received.
+        answer: String,
+    },
+    /// A record lacks the examples a scorer needs.
+    #[error("latent {latent}: {what}")]
+    NotEnoughExamples {
+        /// The latent scored.
+        latent: LatentId,
+        /// What is missing.
+        what: String,
+    },
+    /// A scorer option out of range.
+    #[error("invalid scorer configuration: {0}")]
+    InvalidConfig(String),
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A score file is not valid JSON of the expected shape, or a value could not be serialised.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: serde_json::Error,
+    },
+    /// A shared-type operation failed (e.g. an atomic write).
+    #[error(transparent)]
+    Core(#[from] autointerp_core::Error),
+}
+
+/// Result with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The first 200 characters of an answer, quoted, for error messages.
+fn preview(answer: &str) -> String {
+    let mut s: String = answer.chars().take(200).collect();
+    if s.len() < answer.len() {
+        s.push('…');
+    }
+    format!("{s:?}")
+}
+
+/// A [`Error::ParseFailure`].
+pub(crate) fn parse_failure(reason: impl Into<String>, answer: &str) -> Error {
+    Error::ParseFailure {
+        reason: reason.into(),
+        answer: answer.to_string(),
+    }
+}

@@ -1,0 +1,638 @@
+//! Simulation: the scorer predicts the latent's 0–10 activation on every token from the
+//! explanation alone; the score is the correlation between predicted and true activations.
+//!
+//! Two prompt forms, as in delphi (after OpenAI's neuron-explainer):
+//! - **All at once, with prompt logprobs** ([`simulation_prompt`]): the prompt ends with an
+//!   assistant message listing every token followed by a tab and `unknown`. One forward pass
+//!   with prompt logprobs (vLLM's `prompt_logprobs`) gives, at each `unknown`, the probabilities
+//!   of `0`…`10`; their expected value is the prediction
+//!   ([`simulate_from_prompt_logprobs`]).
+//! - **JSON** ([`json_simulation_prompt`]), for APIs without prompt logprobs: the model fills
+//!   in a JSON list of token activations ([`parse_json_simulation`]).
+
+use autointerp_core::{Example, LatentRecord, Message};
+use autointerp_explain::normalized_activation;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::error::parse_failure;
+use crate::metrics::{absolute_dev_explained_score, pearson, rsquared_score};
+use crate::Result;
+
+/// Name of the simulation scorer, as in delphi (`scores/simulation/`).
+pub const SIMULATION: &str = "simulation";
+
+/// The value written for an activation still to be predicted.
+const UNKNOWN: &str = "unknown";
+
+/// A token as written on its line of a simulation prompt: line breaks become `↵`, tabs `⇥`, and
+/// `<|endoftext|>` becomes `<|not_endoftext|>` (as OpenAI's simulator does), so that each token
+/// stays on its line and reads as text.
+pub fn display_token(token: &str) -> String {
+    token
+        .replace("<|endoftext|>", "<|not_endoftext|>")
+        .replace("\r\n", "↵")
+        .replace(['\n', '\r'], "↵")
+        .replace('\t', "⇥")
+}
+
+const SYSTEM: &str = "We are studying features of a language model. Each feature responds to particular \
+things in text. Given a description of what a feature responds to, predict how strongly it is active \
+on each token of a document.
+
+Documents are written one token per line: the token, a tab, then the activation, an integer from 0 \
+(inactive) to 10 (strongest). \"unknown\" stands for an activation you have to predict. Most \
+activations are 0.";
+
+/// Worked examples: description and (token, activation) pairs.
+const SHOTS: [(&str, &[(&str, u8)]); 2] = [
+    (
+        "units of time right after a number, stating a duration",
+        &[
+            ("We", 0),
+            (" waited", 0),
+            (" for", 0),
+            (" three", 0),
+            (" hours", 9),
+            (" before", 0),
+            (" the", 0),
+            (" doctor", 0),
+            (" came", 0),
+            (".", 0),
+            (" Bake", 0),
+            (" for", 0),
+            (" 20", 1),
+            (" minutes", 8),
+            (".", 0),
+        ],
+    ),
+    (
+        "names of programming languages",
+        &[
+            ("Most", 0),
+            (" data", 0),
+            (" scientists", 0),
+            (" use", 0),
+            (" Python", 10),
+            (" and", 0),
+            (" R", 7),
+            (",", 0),
+            (" not", 0),
+            (" Excel", 1),
+            (".", 0),
+        ],
+    ),
+];
+
+fn document(lines: impl Iterator<Item = (String, String)>) -> String {
+    let body: Vec<String> = lines.map(|(t, a)| format!("{t}\t{a}")).collect();
+    format!("Activations:\n<start>\n{}\n<end>\n", body.join("\n"))
+}
+
+/// The all-at-once simulation prompt for one sequence: instructions (system), two worked
+/// examples, the explanation (user), and a **final assistant message** listing the tokens
+/// (see [`display_token`]) with activation `unknown`.
+///
+/// Send it for prompt logprobs without generating (continue the final assistant message; do not
+/// add a generation prompt), then pass the prompt's tokens and logprobs to
+/// [`simulate_from_prompt_logprobs`].
+pub fn simulation_prompt<S: AsRef<str>>(explanation: &str, str_tokens: &[S]) -> Vec<Message> {
+    let mut messages = vec![Message::system(SYSTEM)];
+    for (i, (description, tokens)) in SHOTS.iter().enumerate() {
+        messages.push(Message::user(format!(
+            "Feature {}\nDescription: {description}",
+            i + 1
+        )));
+        messages.push(Message::assistant(document(
+            tokens
+                .iter()
+                .map(|(t, a)| (display_token(t), a.to_string())),
+        )));
+    }
+    messages.push(Message::user(format!(
+        "Feature {}\nDescription: {}",
+        SHOTS.len() + 1,
+        autointerp_explain::escape_text(explanation.trim())
+    )));
+    messages.push(Message::assistant(document(
+        str_tokens
+            .iter()
+            .map(|t| (display_token(t.as_ref()), UNKNOWN.to_string())),
+    )));
+    messages
+}
+
+/// The expected activation at one position from its top `(token, logprob)` alternatives:
+/// `Σ v·p(v) / Σ p(v)` over the alternatives that read as an integer `v` in 0..=10 (whitespace
+/// ignored; `"7"` and `" 7"` add up). `None` when no alternative is such a number.
+pub fn expected_activation(top: &[(String, f32)]) -> Option<f32> {
+    let (mut total, mut weighted) = (0.0f64, 0.0f64);
+    for (token, logprob) in top {
+        if let Ok(v) = token.trim().parse::<u8>() {
+            if v <= 10 && !token.trim().starts_with('+') {
+                let p = f64::from(*logprob).exp();
+                total += p;
+                weighted += p * f64::from(v);
+            }
+        }
+    }
+    (total > 0.0).then(|| (weighted / total) as f32)
+}
+
+/// Predicted activations from the prompt logprobs of a [`simulation_prompt`].
+///
+/// `prompt_tokens` are the prompt's tokens as text, in order, as the model saw them (chat
+/// template applied); `top_logprobs[j]` are the alternatives for token `j` given the tokens
+/// before it (empty where the API gives none). In the text after the last `<start>`, the token
+/// holding the first character after each tab is where an activation is predicted; its
+/// [`expected_activation`] is the prediction. The first `n_tokens` predictions are returned;
+/// fewer, or a position without numeric alternatives, is a [`Error::ParseFailure`](crate::Error).
+pub fn simulate_from_prompt_logprobs<S: AsRef<str>>(
+    prompt_tokens: &[S],
+    top_logprobs: &[Vec<(String, f32)>],
+    n_tokens: usize,
+) -> Result<Vec<f32>> {
+    let text: String = prompt_tokens.iter().map(AsRef::as_ref).collect();
+    let fail = |reason: String| parse_failure(reason, &text);
+    if top_logprobs.len() != prompt_tokens.len() {
+        return Err(fail(format!(
+            "{} tokens but {} logprob entries",
+            prompt_tokens.len(),
+            top_logprobs.len()
+        )));
+    }
+    let start = text
+        .rfind("<start>")
+        .ok_or_else(|| fail("no <start> in the prompt".into()))?;
+    let mut ends = Vec::with_capacity(prompt_tokens.len());
+    let mut at = 0;
+    for t in prompt_tokens {
+        at += t.as_ref().len();
+        ends.push(at);
+    }
+    let mut predictions = Vec::with_capacity(n_tokens);
+    for (tab, _) in text[start..].match_indices('\t') {
+        if predictions.len() == n_tokens {
+            break;
+        }
+        let next = start + tab + 1;
+        // The token whose byte range holds `next`.
+        let j = ends.partition_point(|&end| end <= next);
+        let Some(top) = top_logprobs.get(j) else {
+            break;
+        };
+        let value = expected_activation(top)
+            .ok_or_else(|| fail(format!("no 0..=10 alternatives at prompt token {j}")))?;
+        predictions.push(value);
+    }
+    if predictions.len() < n_tokens {
+        return Err(fail(format!(
+            "found {} activation slots, expected {n_tokens}",
+            predictions.len()
+        )));
+    }
+    Ok(predictions)
+}
+
+const SYSTEM_JSON: &str = "We are studying features of a language model. Each feature responds to particular \
+things in text. Your task is to read a description of what a feature responds to and predict how \
+strongly it is active on each token of a document.
+
+You will receive JSON with the description, the document's full text, and its tokens with their \
+activations left empty (null). Reply with the same JSON, the tokens copied exactly and in order, \
+with every activation filled in as an integer from 0 (inactive) to 10 (strongest). Most activations \
+are 0. Pay attention to what the description says about context and word order.";
+
+/// The JSON exchanged in JSON mode; fields in this order, so the description comes first.
+#[derive(Serialize)]
+struct JsonDocument<'a> {
+    description: &'a str,
+    document: String,
+    activations: Vec<JsonEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonEntry<'a> {
+    token: &'a str,
+    activation: Option<u8>,
+}
+
+fn json_document(description: &str, tokens: &[&str], activations: Option<&[u8]>) -> String {
+    let doc = JsonDocument {
+        description,
+        document: tokens.concat(),
+        activations: tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| JsonEntry {
+                token: t,
+                activation: activations.map(|a| a[i]),
+            })
+            .collect(),
+    };
+    serde_json::to_string(&doc).expect("strings and integers always serialise")
+}
+
+/// The JSON-mode simulation prompt: instructions (system), two worked examples (user JSON with
+/// empty activations, assistant JSON filled in), then the sequence (user). Read the answer with
+/// [`parse_json_simulation`].
+pub fn json_simulation_prompt<S: AsRef<str>>(explanation: &str, str_tokens: &[S]) -> Vec<Message> {
+    let mut messages = vec![Message::system(SYSTEM_JSON)];
+    for (description, pairs) in SHOTS {
+        let tokens: Vec<&str> = pairs.iter().map(|(t, _)| *t).collect();
+        let acts: Vec<u8> = pairs.iter().map(|(_, a)| *a).collect();
+        messages.push(Message::user(json_document(description, &tokens, None)));
+        messages.push(Message::assistant(json_document(
+            description,
+            &tokens,
+            Some(&acts),
+        )));
+    }
+    let tokens: Vec<&str> = str_tokens.iter().map(AsRef::as_ref).collect();
+    messages.push(Message::user(json_document(
+        explanation.trim(),
+        &tokens,
+        None,
+    )));
+    messages
+}
+
+/// Reads the predicted activations from a JSON-mode answer: the outermost `{…}` (code fences and
+/// prose around it allowed) must hold an `activations` list of exactly `n_tokens` entries, each
+/// `{"activation": v}` (or a bare number) with `v` a number — or numeric string — in 0..=10.
+/// Anything else is a [`Error::ParseFailure`](crate::Error); delphi instead scores such answers as
+/// all-zero predictions.
+pub fn parse_json_simulation(answer: &str, n_tokens: usize) -> Result<Vec<f32>> {
+    let fail = |reason: String| parse_failure(reason, answer);
+    let (Some(open), Some(close)) = (answer.find('{'), answer.rfind('}')) else {
+        return Err(fail("no JSON object".into()));
+    };
+    if close < open {
+        return Err(fail("no JSON object".into()));
+    }
+    let value: serde_json::Value = serde_json::from_str(&answer[open..=close])
+        .map_err(|e| fail(format!("invalid JSON: {e}")))?;
+    let entries = value
+        .get("activations")
+        .and_then(|a| a.as_array())
+        .ok_or_else(|| fail("no `activations` list".into()))?;
+    if entries.len() != n_tokens {
+        return Err(fail(format!(
+            "{} activations for {n_tokens} tokens",
+            entries.len()
+        )));
+    }
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let v = e.get("activation").unwrap_or(e);
+            let x = match v {
+                serde_json::Value::Number(n) => n.as_f64(),
+                serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+                _ => None,
+            };
+            match x {
+                Some(x) if (0.0..=10.0).contains(&x) => Ok(x as f32),
+                _ => Err(fail(format!(
+                    "activation {i} is {v}, not a number in 0..=10"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// One sequence of a simulation: what was shown, the true activations, and the prediction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimulatedSequence {
+    /// Tokens of the sequence.
+    pub tokens: Vec<String>,
+    /// True activations on the 0–10 scale: an activating example's
+    /// [`normalized_activation`]s, zeros for a non-activating one (as delphi).
+    pub true_activations: Vec<f32>,
+    /// Predicted activations; `None` when the scorer's answer could not be used (a failed
+    /// sequence, excluded from every correlation).
+    pub predicted: Option<Vec<f32>>,
+    /// The quantile of an activating example.
+    pub quantile: Option<u8>,
+    /// Whether the example activates the latent.
+    pub activating: bool,
+}
+
+fn true_activations(e: &Example) -> Vec<f32> {
+    (0..e.str_tokens.len())
+        .map(|i| f32::from(normalized_activation(e, i)))
+        .collect()
+}
+
+/// The sequences to simulate for `record`: its test examples, then its non-activating examples
+/// (true activations all zero), predictions still to fill in.
+pub fn simulation_targets(record: &LatentRecord) -> Vec<SimulatedSequence> {
+    let test = record.test.iter().map(|e| SimulatedSequence {
+        tokens: e.str_tokens.clone(),
+        true_activations: true_activations(e),
+        predicted: None,
+        quantile: e.quantile,
+        activating: true,
+    });
+    let silent = record.non_activating.iter().map(|e| SimulatedSequence {
+        tokens: e.str_tokens.clone(),
+        true_activations: vec![0.0; e.str_tokens.len()],
+        predicted: None,
+        quantile: None,
+        activating: false,
+    });
+    test.chain(silent).collect()
+}
+
+/// A score that may be undefined; written as a number, or as the string `"nan"` as delphi does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaybeNan(pub Option<f64>);
+
+impl Serialize for MaybeNan {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(x) if x.is_finite() => s.serialize_f64(x),
+            _ => s.serialize_str("nan"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for MaybeNan {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(x) => Ok(Self(Some(x))),
+            Raw::Text(s) if s.eq_ignore_ascii_case("nan") => Ok(Self(None)),
+            Raw::Text(s) => Err(serde::de::Error::custom(format!(
+                "expected a number or \"nan\", got {s:?}"
+            ))),
+        }
+    }
+}
+
+/// delphi's `SequenceSimulation`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SequenceSimulation {
+    /// Tokens of the sequence.
+    pub tokens: Vec<String>,
+    /// Predicted activation of each token.
+    pub expected_activations: Vec<f32>,
+    /// Always `"simulated_normalized_activations"` (the 0–10 scale).
+    pub activation_scale: String,
+    /// Unused; empty, as delphi writes it.
+    pub distribution_values: Vec<Vec<u8>>,
+    /// Unused; empty, as delphi writes it.
+    pub distribution_probabilities: Vec<Vec<f32>>,
+    /// Unused; `null`, as delphi writes it.
+    pub uncalibrated_simulation: Option<Box<SequenceSimulation>>,
+}
+
+/// delphi's `ScoredSequenceSimulation`: one sequence and its scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredSequenceSimulation {
+    /// The sequence's quantile; `-1` for a non-activating sequence.
+    pub distance: i64,
+    /// The prediction.
+    pub simulation: SequenceSimulation,
+    /// The true activations (0–10 scale).
+    pub true_activations: Vec<f32>,
+    /// Pearson correlation of predicted and true activations.
+    pub ev_correlation_score: MaybeNan,
+    /// OpenAI's R², see [`rsquared_score`] (delphi writes 0).
+    pub rsquared_score: MaybeNan,
+    /// OpenAI's absolute deviation explained, see [`absolute_dev_explained_score`] (delphi
+    /// writes 0).
+    pub absolute_dev_explained_score: MaybeNan,
+}
+
+/// delphi's `ScoredSimulation`: the scores of a group of sequences, computed over all their
+/// tokens together (not averaged over sequences).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredSimulation {
+    /// `0` for the group of all sequences; `q` for the activating sequences of quantile `q`.
+    pub distance: i64,
+    /// The sequences whose prediction succeeded.
+    pub scored_sequence_simulations: Vec<ScoredSequenceSimulation>,
+    /// Pearson correlation over the group's tokens.
+    pub ev_correlation_score: MaybeNan,
+    /// OpenAI's R² over the group's tokens.
+    pub rsquared_score: MaybeNan,
+    /// OpenAI's absolute deviation explained over the group's tokens.
+    pub absolute_dev_explained_score: MaybeNan,
+    /// Sequences of the group whose prediction failed, excluded above (not in delphi's format).
+    #[serde(default)]
+    pub n_failed: usize,
+}
+
+fn scores(truth: &[f64], pred: &[f64]) -> (MaybeNan, MaybeNan, MaybeNan) {
+    (
+        MaybeNan(pearson(truth, pred)),
+        MaybeNan(rsquared_score(truth, pred)),
+        MaybeNan(absolute_dev_explained_score(truth, pred)),
+    )
+}
+
+fn group(distance: i64, members: &[&SimulatedSequence]) -> ScoredSimulation {
+    let mut seqs = Vec::new();
+    let (mut all_true, mut all_pred) = (Vec::new(), Vec::new());
+    let mut n_failed = 0;
+    for s in members {
+        let Some(pred) = s
+            .predicted
+            .as_ref()
+            .filter(|p| p.len() == s.true_activations.len())
+        else {
+            n_failed += 1;
+            continue;
+        };
+        let t: Vec<f64> = s.true_activations.iter().map(|&x| f64::from(x)).collect();
+        let p: Vec<f64> = pred.iter().map(|&x| f64::from(x)).collect();
+        let (ev, r2, ade) = scores(&t, &p);
+        all_true.extend(t);
+        all_pred.extend(p);
+        seqs.push(ScoredSequenceSimulation {
+            distance: if s.activating {
+                s.quantile.map_or(0, i64::from)
+            } else {
+                -1
+            },
+            simulation: SequenceSimulation {
+                tokens: s.tokens.clone(),
+                expected_activations: pred.clone(),
+                activation_scale: "simulated_normalized_activations".into(),
+                distribution_values: vec![],
+                distribution_probabilities: vec![],
+                uncalibrated_simulation: None,
+            },
+            true_activations: s.true_activations.clone(),
+            ev_correlation_score: ev,
+            rsquared_score: r2,
+            absolute_dev_explained_score: ade,
+        });
+    }
+    let (ev, r2, ade) = scores(&all_true, &all_pred);
+    ScoredSimulation {
+        distance,
+        scored_sequence_simulations: seqs,
+        ev_correlation_score: ev,
+        rsquared_score: r2,
+        absolute_dev_explained_score: ade,
+        n_failed,
+    }
+}
+
+/// Scores simulated sequences in delphi's layout: first the group of all sequences
+/// (`distance: 0`), then one group per quantile of the activating sequences (`distance: q`),
+/// by increasing quantile. A sequence whose prediction is missing or of the wrong length is
+/// failed: excluded and counted in `n_failed`.
+///
+/// delphi adds the all-sequences group only when there are non-activating sequences and numbers
+/// its 0-based quantiles `q + 1`; our quantiles are 1-based already and the group is always
+/// there. The headline simulation score is the all-sequences correlation,
+/// `result[0].ev_correlation_score`.
+pub fn score_simulation(sequences: &[SimulatedSequence]) -> Vec<ScoredSimulation> {
+    let all: Vec<&SimulatedSequence> = sequences.iter().collect();
+    let mut out = vec![group(0, &all)];
+    let mut quantiles: Vec<u8> = sequences
+        .iter()
+        .filter(|s| s.activating)
+        .filter_map(|s| s.quantile)
+        .collect();
+    quantiles.sort_unstable();
+    quantiles.dedup();
+    for q in quantiles {
+        let members: Vec<&SimulatedSequence> = sequences
+            .iter()
+            .filter(|s| s.activating && s.quantile == Some(q))
+            .collect();
+        out.push(group(i64::from(q), &members));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn top(pairs: &[(&str, f32)]) -> Vec<(String, f32)> {
+        pairs.iter().map(|(t, p)| (t.to_string(), p.ln())).collect()
+    }
+
+    #[test]
+    fn expected_value_over_numeric_alternatives() {
+        let ev = expected_activation(&top(&[
+            ("0", 0.5),
+            ("10", 0.25),
+            (" 10", 0.125),
+            ("unknown", 0.125),
+        ]))
+        .unwrap();
+        assert!((ev - (10.0 * 0.375 / 0.875)).abs() < 1e-5, "{ev}");
+        assert_eq!(
+            expected_activation(&top(&[("11", 0.5), ("x", 0.5), ("+1", 0.1)])),
+            None
+        );
+    }
+
+    #[test]
+    fn reads_predictions_after_each_tab() {
+        // A prompt tokenised so that tabs end tokens, and one where a tab starts a token.
+        let tokens = [
+            "Activations:\n<start>\n",
+            "a",
+            "\t",
+            "unknown",
+            "\n",
+            " b",
+            "\tunknown",
+            "\n<end>\n",
+        ];
+        let mut lp = vec![vec![]; tokens.len()];
+        lp[3] = top(&[("0", 0.5), ("4", 0.5)]);
+        lp[6] = top(&[("\t8", 1.0)]);
+        assert_eq!(
+            simulate_from_prompt_logprobs(&tokens, &lp, 2).unwrap(),
+            vec![2.0, 8.0]
+        );
+        assert!(simulate_from_prompt_logprobs(&tokens, &lp, 3).is_err());
+        lp[3] = top(&[("unknown", 1.0)]);
+        assert!(simulate_from_prompt_logprobs(&tokens, &lp, 2).is_err());
+    }
+
+    #[test]
+    fn the_prompt_lists_every_token_as_unknown() {
+        let m = simulation_prompt("rivers", &["The", " Thames", "\n", "<|endoftext|>"]);
+        let last = &m.last().unwrap().content;
+        assert_eq!(m.last().unwrap().role, autointerp_core::Role::Assistant);
+        assert_eq!(last, "Activations:\n<start>\nThe\tunknown\n Thames\tunknown\n↵\tunknown\n<|not_endoftext|>\tunknown\n<end>\n");
+    }
+
+    #[test]
+    fn json_answers() {
+        let ok = "```json\n{\"description\": \"x\", \"activations\": [{\"token\": \"a\", \"activation\": 3}, {\"token\": \"b\", \"activation\": \"0\"}, 10]}\n```";
+        assert_eq!(parse_json_simulation(ok, 3).unwrap(), vec![3.0, 0.0, 10.0]);
+        for bad in [
+            "",
+            "{}",
+            "{\"activations\": [1]}",
+            "{\"activations\": [1, 11]}",
+            "{\"activations\": [1, null]}",
+            "} {",
+        ] {
+            assert!(parse_json_simulation(bad, 2).is_err(), "{bad:?}");
+        }
+        let prompt = json_simulation_prompt("rivers", &["a", "b"]);
+        let user: serde_json::Value =
+            serde_json::from_str(&prompt.last().unwrap().content).unwrap();
+        assert_eq!(
+            user["activations"][1],
+            serde_json::json!({"token": "b", "activation": null})
+        );
+        // The worked answers parse with our own parser.
+        assert_eq!(
+            parse_json_simulation(&prompt[2].content, SHOTS[0].1.len()).unwrap()[4],
+            9.0
+        );
+    }
+
+    #[test]
+    fn scores_groups_like_delphi() {
+        let seq = |q: Option<u8>, t: &[f32], p: Option<&[f32]>| SimulatedSequence {
+            tokens: vec!["x".into(); t.len()],
+            true_activations: t.to_vec(),
+            predicted: p.map(<[f32]>::to_vec),
+            quantile: q,
+            activating: q.is_some(),
+        };
+        let seqs = vec![
+            seq(Some(1), &[0.0, 10.0], Some(&[1.0, 9.0])),
+            seq(Some(2), &[0.0, 5.0], Some(&[0.0, 5.0])),
+            seq(Some(2), &[0.0, 4.0], None),
+            seq(None, &[0.0, 0.0], Some(&[0.0, 1.0])),
+        ];
+        let scored = score_simulation(&seqs);
+        assert_eq!(
+            scored.iter().map(|g| g.distance).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(
+            scored.iter().map(|g| g.n_failed).collect::<Vec<_>>(),
+            vec![1, 0, 1]
+        );
+        let overall = pearson(
+            &[0.0, 10.0, 0.0, 5.0, 0.0, 0.0],
+            &[1.0, 9.0, 0.0, 5.0, 0.0, 1.0],
+        );
+        assert_eq!(scored[0].ev_correlation_score, MaybeNan(overall));
+        // A constant truth has no correlation: written as "nan".
+        let json = serde_json::to_value(&scored[0].scored_sequence_simulations[2]).unwrap();
+        assert_eq!(json["ev_correlation_score"], "nan");
+        assert_eq!(json["distance"], -1);
+        assert!((scored[2].ev_correlation_score.0.unwrap() - 1.0).abs() < 1e-12);
+    }
+}
