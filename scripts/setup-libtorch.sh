@@ -31,8 +31,17 @@ else
   if [[ ! -f "$venv/.complete-$full" && ! ( $full == 0 && -f "$venv/.complete-1" ) ]]; then
     log "installing torch==$TORCH_VERSION into $venv (about 50 s and 1.3 GB; once)"
     command -v python3 >/dev/null || { log "python3 not found: install python3 and python3-venv"; exit 1; }
-    [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv" || {
-      log "python3 -m venv failed: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
+    if [[ ! -x "$venv/bin/python" ]] && ! python3 -m venv "$venv" 2>/dev/null; then
+      # Debian and Ubuntu ship venv (and pip) separately from python3.
+      if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+        log "python3-venv missing; installing it with apt-get"
+        rm -rf "$venv"
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        python3 -m venv "$venv"
+      else
+        log "python3 -m venv failed: run 'sudo apt-get install python3-venv' and retry"; exit 1
+      fi
+    fi
     pip=("$venv/bin/python" -m pip install --disable-pip-version-check --no-input --quiet)
     if [[ $full == 1 ]]; then
       "${pip[@]}" "torch==$TORCH_VERSION"

@@ -13,7 +13,9 @@ pub enum Error {
         valid: Vec<String>,
     },
     /// A latent id that is not `<hookpoint>_latent<index>`.
-    #[error("malformed latent id {0:?}: expected `<hookpoint>_latent<index>`, e.g. `layers.6_latent12`")]
+    #[error(
+        "malformed latent id {0:?}: expected `<hookpoint>_latent<index>`, e.g. `layers.6_latent12`"
+    )]
     MalformedLatentId(String),
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]

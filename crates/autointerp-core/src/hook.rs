@@ -31,9 +31,11 @@ impl HookPoint {
     pub fn layer(&self) -> Option<usize> {
         match *self {
             Self::Embed => None,
-            Self::Attn(i) | Self::MlpInput(i) | Self::MlpHidden(i) | Self::Mlp(i) | Self::Residual(i) => {
-                Some(i)
-            }
+            Self::Attn(i)
+            | Self::MlpInput(i)
+            | Self::MlpHidden(i)
+            | Self::Mlp(i)
+            | Self::Residual(i) => Some(i),
         }
     }
 
@@ -82,7 +84,13 @@ impl fmt::Display for HookPoint {
 }
 
 /// Module-path prefixes that wrap the decoder stack in HF checkpoints.
-const PREFIXES: &[&str] = &["model.language_model.", "language_model.model.", "model.", "transformer.", "gpt_neox."];
+const PREFIXES: &[&str] = &[
+    "model.language_model.",
+    "language_model.model.",
+    "model.",
+    "transformer.",
+    "gpt_neox.",
+];
 
 impl FromStr for HookPoint {
     type Err = Error;
@@ -103,10 +111,15 @@ fn parse(name: &str) -> Option<HookPoint> {
             break;
         }
     }
-    if matches!(rest, "embed" | "embed_tokens" | "wte" | "embed_in" | "hook_embed") {
+    if matches!(
+        rest,
+        "embed" | "embed_tokens" | "wte" | "embed_in" | "hook_embed"
+    ) {
         return Some(HookPoint::Embed);
     }
-    let rest = ["layers.", "h.", "blocks.", "layer."].iter().find_map(|p| rest.strip_prefix(p))?;
+    let rest = ["layers.", "h.", "blocks.", "layer."]
+        .iter()
+        .find_map(|p| rest.strip_prefix(p))?;
     let (index, suffix) = match rest.split_once('.') {
         Some((i, s)) => (i, s),
         None => (rest, ""),
@@ -124,7 +137,9 @@ fn parse(name: &str) -> Option<HookPoint> {
         },
         "attn" | "self_attn" | "attention" | "hook_attn_out" => HookPoint::Attn(i),
         "mlp" | "hook_mlp_out" | "post_feedforward_layernorm" => HookPoint::Mlp(i),
-        "mlp.input" | "ln_2" | "pre_feedforward_layernorm" | "ln2.hook_normalized" => HookPoint::MlpInput(i),
+        "mlp.input" | "ln_2" | "pre_feedforward_layernorm" | "ln2.hook_normalized" => {
+            HookPoint::MlpInput(i)
+        }
         "mlp.hidden" | "mlp.act_fn" | "mlp.act" | "mlp.hook_post" => HookPoint::MlpHidden(i),
         _ => return None,
     })
@@ -183,7 +198,14 @@ mod tests {
 
     #[test]
     fn unknown_names_list_valid_forms() {
-        for bad in ["layers.x", "layers.-1", "layers.+1", "layers.2.mlp.gate", "", "lm_head"] {
+        for bad in [
+            "layers.x",
+            "layers.-1",
+            "layers.+1",
+            "layers.2.mlp.gate",
+            "",
+            "lm_head",
+        ] {
             let err = bad.parse::<HookPoint>().unwrap_err();
             let msg = err.to_string();
             assert!(msg.contains("layers.{i}.mlp.input"), "{msg}");

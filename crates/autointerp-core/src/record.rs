@@ -154,7 +154,11 @@ mod tests {
         };
         assert_eq!(ex.max_activation(), 2.5);
         assert_eq!(ex.text(), "a b c");
-        let stats = LatentStats { n_activations: 5, n_tokens: 100, max_activation: 2.5 };
+        let stats = LatentStats {
+            n_activations: 5,
+            n_tokens: 100,
+            max_activation: 2.5,
+        };
         assert!((stats.firing_rate() - 0.05).abs() < 1e-12);
     }
 }

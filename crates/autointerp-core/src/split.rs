@@ -63,7 +63,10 @@ pub struct Split {
 pub fn split_ranges(width: u32, n_splits: u32) -> Vec<(u32, u32)> {
     let n = n_splits.max(1) as u64;
     let bounds: Vec<u32> = (0..=n).map(|i| (width as u64 * i / n) as u32).collect();
-    bounds.windows(2).map(|w| (w[0], w[1].saturating_sub(1))).collect()
+    bounds
+        .windows(2)
+        .map(|w| (w[0], w[1].saturating_sub(1)))
+        .collect()
 }
 
 /// The file name delphi gives a split: `<start>_<end>.safetensors`.
@@ -97,32 +100,57 @@ impl Split {
         let mut flat = Vec::with_capacity(self.locations.len() * 3);
         for l in &self.locations {
             if l.latent < self.start || l.latent > self.end {
-                return Err(bad(format!("latent {} outside split {}..={}", l.latent, self.start, self.end)));
+                return Err(bad(format!(
+                    "latent {} outside split {}..={}",
+                    l.latent, self.start, self.end
+                )));
             }
             flat.extend([l.row, l.position, l.latent - self.start]);
         }
         let n = self.locations.len();
         let small = flat.iter().all(|&v| v < 1 << 16);
         let loc_bytes: Vec<u8> = if small {
-            flat.iter().flat_map(|&v| (v as u16).to_le_bytes()).collect()
+            flat.iter()
+                .flat_map(|&v| (v as u16).to_le_bytes())
+                .collect()
         } else {
             flat.iter().flat_map(|&v| v.to_le_bytes()).collect()
         };
-        let act_bytes: Vec<u8> = self.activations.iter().flat_map(|&a| f16::from_f32(a).to_le_bytes()).collect();
-        let tok_bytes: Option<Vec<u8>> = self
-            .tokens
-            .as_ref()
-            .map(|t| t.ids.iter().flat_map(|&id| i64::from(id).to_le_bytes()).collect());
+        let act_bytes: Vec<u8> = self
+            .activations
+            .iter()
+            .flat_map(|&a| f16::from_f32(a).to_le_bytes())
+            .collect();
+        let tok_bytes: Option<Vec<u8>> = self.tokens.as_ref().map(|t| {
+            t.ids
+                .iter()
+                .flat_map(|&id| i64::from(id).to_le_bytes())
+                .collect()
+        });
 
         fn view(dtype: Dtype, shape: Vec<usize>, data: &[u8]) -> Result<TensorView<'_>, String> {
             TensorView::new(dtype, shape, data).map_err(|e| e.to_string())
         }
         let mut tensors = vec![
-            ("locations", view(if small { Dtype::U16 } else { Dtype::U32 }, vec![n, 3], &loc_bytes).map_err(bad)?),
-            ("activations", view(Dtype::F16, vec![n], &act_bytes).map_err(bad)?),
+            (
+                "locations",
+                view(
+                    if small { Dtype::U16 } else { Dtype::U32 },
+                    vec![n, 3],
+                    &loc_bytes,
+                )
+                .map_err(bad)?,
+            ),
+            (
+                "activations",
+                view(Dtype::F16, vec![n], &act_bytes).map_err(bad)?,
+            ),
         ];
         if let (Some(t), Some(bytes)) = (&self.tokens, &tok_bytes) {
-            tensors.push(("tokens", view(Dtype::I64, vec![t.rows, t.ctx_len], bytes).map_err(bad)?));
+            tensors.push((
+                "tokens",
+                view(Dtype::I64, vec![t.rows, t.ctx_len], bytes).map_err(bad)?,
+            ));
         }
         safetensors::serialize(tensors, None).map_err(|source| Error::Safetensors {
             path: PathBuf::from(file_name(self.start, self.end)),
@@ -141,20 +169,28 @@ impl Split {
 
     /// Reads a split file; its latent range comes from the file name.
     pub fn read(path: &Path) -> Result<Self> {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         let (start, end) = parse_file_name(name).ok_or_else(|| Error::BadTensor {
             path: path.to_path_buf(),
             tensor: String::new(),
             problem: "file name is not `<start>_<end>.safetensors`".into(),
         })?;
-        let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_bytes(&bytes, start, end, path)
     }
 
     /// Parses split bytes for latents `start..=end`; `path` only names the source in errors.
     pub fn from_bytes(bytes: &[u8], start: u32, end: u32, path: &Path) -> Result<Self> {
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|source| Error::Safetensors { path: path.to_path_buf(), source })?;
+        let st = SafeTensors::deserialize(bytes).map_err(|source| Error::Safetensors {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let bad = |tensor: &str, problem: String| Error::BadTensor {
             path: path.to_path_buf(),
             tensor: tensor.to_string(),
@@ -167,42 +203,72 @@ impl Split {
             [n, 3] => *n,
             s => return Err(bad("locations", format!("shape {s:?}, expected [n, 3]"))),
         };
-        let flat = read_uints(&loc).ok_or_else(|| bad("locations", format!("dtype {:?}", loc.dtype())))?;
+        let flat =
+            read_uints(&loc).ok_or_else(|| bad("locations", format!("dtype {:?}", loc.dtype())))?;
         let width = end - start;
         let mut locations = Vec::with_capacity(n);
         for c in flat.chunks_exact(3) {
             if c[2] > width {
-                return Err(bad("locations", format!("latent offset {} beyond split {start}_{end}", c[2])));
+                return Err(bad(
+                    "locations",
+                    format!("latent offset {} beyond split {start}_{end}", c[2]),
+                ));
             }
-            locations.push(Location { row: c[0], position: c[1], latent: start + c[2] });
+            locations.push(Location {
+                row: c[0],
+                position: c[1],
+                latent: start + c[2],
+            });
         }
 
         let act = get("activations")?;
         if act.shape() != [n] {
-            return Err(bad("activations", format!("shape {:?}, expected [{n}]", act.shape())));
+            return Err(bad(
+                "activations",
+                format!("shape {:?}, expected [{n}]", act.shape()),
+            ));
         }
-        let activations = read_floats(&act).ok_or_else(|| bad("activations", format!("dtype {:?}", act.dtype())))?;
+        let activations = read_floats(&act)
+            .ok_or_else(|| bad("activations", format!("dtype {:?}", act.dtype())))?;
 
         let tokens = match st.tensor("tokens") {
             Err(_) => None,
             Ok(t) => {
                 let (rows, ctx_len) = match t.shape() {
                     [r, c] => (*r, *c),
-                    s => return Err(bad("tokens", format!("shape {s:?}, expected [rows, ctx_len]"))),
+                    s => {
+                        return Err(bad(
+                            "tokens",
+                            format!("shape {s:?}, expected [rows, ctx_len]"),
+                        ))
+                    }
                 };
-                let ids = read_uints(&t).ok_or_else(|| bad("tokens", format!("dtype {:?}", t.dtype())))?;
+                let ids = read_uints(&t)
+                    .ok_or_else(|| bad("tokens", format!("dtype {:?}", t.dtype())))?;
                 Some(Tokens { rows, ctx_len, ids })
             }
         };
         if let Some(t) = &tokens {
-            if let Some(l) = locations.iter().find(|l| l.row as usize >= t.rows || l.position as usize >= t.ctx_len) {
+            if let Some(l) = locations
+                .iter()
+                .find(|l| l.row as usize >= t.rows || l.position as usize >= t.ctx_len)
+            {
                 return Err(bad(
                     "locations",
-                    format!("({}, {}) outside the {}×{} token grid", l.row, l.position, t.rows, t.ctx_len),
+                    format!(
+                        "({}, {}) outside the {}×{} token grid",
+                        l.row, l.position, t.rows, t.ctx_len
+                    ),
                 ));
             }
         }
-        Ok(Self { start, end, locations, activations, tokens })
+        Ok(Self {
+            start,
+            end,
+            locations,
+            activations,
+            tokens,
+        })
     }
 }
 
@@ -210,8 +276,14 @@ impl Split {
 fn read_uints(t: &TensorView<'_>) -> Option<Vec<u32>> {
     let d = t.data();
     Some(match t.dtype() {
-        Dtype::U16 => d.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u32).collect(),
-        Dtype::U32 => d.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::U16 => d
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as u32)
+            .collect(),
+        Dtype::U32 => d
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         Dtype::I32 => d
             .chunks_exact(4)
             .map(|b| u32::try_from(i32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok())
@@ -230,9 +302,18 @@ fn read_uints(t: &TensorView<'_>) -> Option<Vec<u32>> {
 fn read_floats(t: &TensorView<'_>) -> Option<Vec<f32>> {
     let d = t.data();
     Some(match t.dtype() {
-        Dtype::F16 => d.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::BF16 => d.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        Dtype::F32 => d.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F16 => d
+            .chunks_exact(2)
+            .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => d
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::F32 => d
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
         _ => return None,
     })
 }
@@ -241,7 +322,10 @@ fn read_floats(t: &TensorView<'_>) -> Option<Vec<f32>> {
 /// `path` holds either its old contents or all of the new ones, even after a crash.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -268,11 +352,23 @@ mod tests {
             start: 100,
             end: 199,
             locations: vec![
-                Location { row: 0, position: 3, latent: 100 },
-                Location { row, position: 0, latent: 199 },
+                Location {
+                    row: 0,
+                    position: 3,
+                    latent: 100,
+                },
+                Location {
+                    row,
+                    position: 0,
+                    latent: 199,
+                },
             ],
             activations: vec![1.5, 0.25],
-            tokens: (!big).then(|| Tokens { rows: 2, ctx_len: 4, ids: vec![5, 6, 7, 8, 9, 10, 11, 12] }),
+            tokens: (!big).then(|| Tokens {
+                rows: 2,
+                ctx_len: 4,
+                ids: vec![5, 6, 7, 8, 9, 10, 11, 12],
+            }),
         }
     }
 
@@ -311,6 +407,10 @@ mod tests {
 
         let mut split = sample(false);
         split.locations[0].latent = 5;
-        assert!(split.to_bytes().unwrap_err().to_string().contains("outside split"));
+        assert!(split
+            .to_bytes()
+            .unwrap_err()
+            .to_string()
+            .contains("outside split"));
     }
 }

@@ -23,7 +23,12 @@ pub struct Summary {
 /// Results travel over a channel to one writer loop, so a slow writer never stalls the
 /// in-flight futures (futures-rs #2387), and `limit` is a `NonZeroUsize` because a limit of 0
 /// would hang forever (futures-rs #2876).
-pub async fn run<I, S, W>(items: I, stage: S, limit: NonZeroUsize, mut write: W) -> Result<Summary, BoxError>
+pub async fn run<I, S, W>(
+    items: I,
+    stage: S,
+    limit: NonZeroUsize,
+    mut write: W,
+) -> Result<Summary, BoxError>
 where
     I: IntoIterator,
     I::Item: Clone + Debug + Send,
@@ -105,7 +110,13 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(summary, Summary { succeeded: 16, failed: 4 });
+        assert_eq!(
+            summary,
+            Summary {
+                succeeded: 16,
+                failed: 4
+            }
+        );
         assert!(peak.load(Ordering::SeqCst) <= 3);
         seen.sort();
         assert_eq!(seen.len(), 20);

@@ -17,7 +17,10 @@ pub trait Stage<In>: Send + Sync {
 pub trait StageExt<In>: Stage<In> + Sized {
     /// Feeds this stage's output into `next`.
     fn then<B: Stage<Self::Out>>(self, next: B) -> Then<Self, B> {
-        Then { first: self, second: next }
+        Then {
+            first: self,
+            second: next,
+        }
     }
 
     /// Transforms this stage's output with a plain function (pre- or post-processing).
@@ -124,7 +127,10 @@ mod tests {
                 Ok(x)
             }
         });
-        let both = FanOut(double.clone().map(|x| x + 1), double.clone().then(double.clone()));
+        let both = FanOut(
+            double.clone().map(|x| x + 1),
+            double.clone().then(double.clone()),
+        );
         assert_eq!(both.call(5).await.unwrap(), (11, 20));
         let err = FanOut(double, fail_on_odd).call(3).await.unwrap_err();
         assert_eq!(err.to_string(), "odd 3");

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sets up everything on a fresh machine (libtorch, test assets) and runs the whole test suite.
+# README command 2; `.ci/run` calls it with --ci, which adds the format, lint, doc and bench checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ci=0
+[[ "${1:-}" == "--ci" ]] && ci=1
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "libtorch"
+scripts/setup-libtorch.sh >/dev/null
+step "assets"
+scripts/fetch-assets.sh >/dev/null
+
+if [[ $ci == 1 ]]; then
+  step "cargo fmt --check"
+  cargo fmt --all --check
+  step "cargo clippy"
+  cargo clippy --workspace --all-targets --locked -- -D warnings
+fi
+
+step "cargo test"
+# Libraries, binaries, integration tests and doc tests; examples and benches are built.
+cargo test --workspace --locked
+
+if [[ $ci == 1 ]]; then
+  step "cargo doc"
+  RUSTDOCFLAGS=-Dwarnings cargo doc --workspace --no-deps --locked
+  step "cargo bench --no-run"
+  cargo bench --workspace --no-run --locked
+fi
