@@ -20,6 +20,14 @@ pub enum Error {
         /// The width.
         width: u32,
     },
+    /// A dataset that cannot be read or is unusable.
+    #[error("{path}: {problem}")]
+    Dataset {
+        /// The dataset file or folder.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// A split file could not be written or read.
     #[error(transparent)]
     Split(#[from] autointerp_core::Error),

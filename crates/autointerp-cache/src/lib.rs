@@ -23,6 +23,7 @@
 
 mod error;
 mod spill;
+pub mod tokens;
 
 pub use error::{Error, Result};
 pub use spill::SplitSpiller;
