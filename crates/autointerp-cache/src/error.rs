@@ -28,6 +28,9 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// The forward pass or an encoder failed, or returned tensors of the wrong shape.
+    #[error("forward pass: {0}")]
+    Forward(String),
     /// A split file could not be written or read.
     #[error(transparent)]
     Split(#[from] autointerp_core::Error),

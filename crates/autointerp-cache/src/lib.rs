@@ -10,11 +10,11 @@
 //!
 //! # fn main() -> anyhow::Result<()> {
 //! let dir = tempfile::tempdir()?;
-//! let mut spiller = SplitSpiller::create(dir.path(), 8, 2)?; // 8 latents in 2 splits
+//! let mut spiller = SplitSpiller::create(dir.path(), 8, 2, "my-run")?; // 8 latents, 2 splits
 //! // Token 0 of row 0 fires latents 1 and 6; token 1 fires nothing.
 //! spiller.push_token(0, 0, &[(6, 0.5), (1, 2.0)])?;
-//! let files = spiller.finish(Some(&Tokens { rows: 1, ctx_len: 2, ids: vec![7, 9] }))?;
-//! let first = Split::read(&files[0])?;
+//! let done = spiller.finish(Some(&Tokens { rows: 1, ctx_len: 2, ids: vec![7, 9] }))?;
+//! let first = Split::read(&done.files[0])?;
 //! assert_eq!(first.activations, vec![2.0]);
 //! # Ok(()) }
 //! ```
@@ -22,8 +22,10 @@
 #![forbid(unsafe_code)]
 
 mod error;
+mod run;
 mod spill;
 pub mod tokens;
 
 pub use error::{Error, Result};
-pub use spill::SplitSpiller;
+pub use run::{hook_dir, run, BoxError, HookStats, LatentEncoder, Progress, RunConfig, Target};
+pub use spill::{Checkpoint, Finished, SplitSpiller};

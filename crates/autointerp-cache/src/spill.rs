@@ -1,8 +1,8 @@
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use autointerp_core::split::{file_name, split_ranges, Tokens};
+use autointerp_core::split::{file_name, split_ranges, write_atomic, Tokens};
 use half::f16;
 
 use crate::{Error, Result};
@@ -10,15 +10,30 @@ use crate::{Error, Result};
 /// Bytes of one spilled nonzero: row, position, latent − split start (u32 each), value (f16).
 const RECORD: usize = 14;
 
-/// Accumulates the nonzero latents of one hook point on disk, one spill file per split, and
-/// writes delphi's split files from them at the end.
+/// Where a spill stood at its last checkpoint: enough to resume it after a crash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Identifies the run; a checkpoint of another run is never resumed.
+    pub fingerprint: String,
+    /// Token rows fully spilled.
+    pub rows_done: usize,
+    /// Bytes of each split's spill file at the checkpoint.
+    pub lengths: Vec<u64>,
+}
+
+/// Accumulates the nonzero latents of one hook point on disk, one append-only spill file per
+/// split, and writes delphi's split files from them at the end.
 ///
 /// Tokens must be pushed in (row, position) order, as a forward pass produces them; the split
-/// files then list nonzeros sorted by (row, position, latent), exactly as delphi's do.
+/// files then list nonzeros sorted by (row, position, latent), exactly as delphi's do. After
+/// [`SplitSpiller::checkpoint`], a killed run can [`SplitSpiller::open`] again and continue: spill
+/// files are cut back to their checkpointed length, so the result is byte-identical to an
+/// uninterrupted run.
 #[derive(Debug)]
 pub struct SplitSpiller {
     dir: PathBuf,
     width: u32,
+    fingerprint: String,
     ranges: Vec<(u32, u32)>,
     spills: Vec<Spill>,
     scratch: Vec<(u32, f32)>,
@@ -28,14 +43,60 @@ pub struct SplitSpiller {
 struct Spill {
     path: PathBuf,
     out: BufWriter<File>,
-    count: u64,
-    /// Whether every location value fits in u16 (then delphi stores locations as u16).
-    small: bool,
+    len: u64,
+}
+
+/// Per-split results of [`SplitSpiller::finish`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finished {
+    /// The split files written.
+    pub files: Vec<PathBuf>,
+    /// Tokens on which each latent fired.
+    pub counts: Vec<u64>,
 }
 
 impl SplitSpiller {
-    /// Starts spilling a coder of `width` latents into `n_splits` splits under `dir`.
-    pub fn create(dir: &Path, width: u32, n_splits: u32) -> Result<Self> {
+    /// Starts spilling a coder of `width` latents into `n_splits` splits under `dir`, discarding
+    /// any earlier spill there.
+    pub fn create(dir: &Path, width: u32, n_splits: u32, fingerprint: &str) -> Result<Self> {
+        let spill_dir = dir.join(".spill");
+        if spill_dir.exists() {
+            std::fs::remove_dir_all(&spill_dir).map_err(|source| Error::Io {
+                path: spill_dir.clone(),
+                source,
+            })?;
+        }
+        Self::open_with(dir, width, n_splits, fingerprint, None)
+    }
+
+    /// Resumes the spill under `dir` from its last checkpoint when that checkpoint belongs to the
+    /// same run (`fingerprint`), else starts afresh. Returns the spiller and the rows already done.
+    pub fn open(dir: &Path, width: u32, n_splits: u32, fingerprint: &str) -> Result<(Self, usize)> {
+        let path = dir.join(".spill").join("checkpoint.json");
+        let checkpoint: Option<Checkpoint> = std::fs::read(&path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .filter(|c: &Checkpoint| c.fingerprint == fingerprint);
+        match checkpoint {
+            Some(c) if c.lengths.len() == split_ranges(width, n_splits).len() => {
+                let rows = c.rows_done;
+                tracing::info!(dir = %dir.display(), rows, "resuming cache from checkpoint");
+                Ok((
+                    Self::open_with(dir, width, n_splits, fingerprint, Some(&c.lengths))?,
+                    rows,
+                ))
+            }
+            _ => Ok((Self::create(dir, width, n_splits, fingerprint)?, 0)),
+        }
+    }
+
+    fn open_with(
+        dir: &Path,
+        width: u32,
+        n_splits: u32,
+        fingerprint: &str,
+        lengths: Option<&[u64]>,
+    ) -> Result<Self> {
         let spill_dir = dir.join(".spill");
         std::fs::create_dir_all(&spill_dir).map_err(|source| Error::Io {
             path: spill_dir.clone(),
@@ -44,27 +105,41 @@ impl SplitSpiller {
         let ranges = split_ranges(width, n_splits);
         let spills = ranges
             .iter()
-            .map(|&(start, end)| {
+            .enumerate()
+            .map(|(i, &(start, end))| {
                 let path = spill_dir.join(format!("{start}_{end}.bin"));
-                let file = File::create(&path).map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                Ok(Spill {
-                    path,
-                    out: BufWriter::with_capacity(1 << 20, file),
-                    count: 0,
-                    small: true,
-                })
+                let io = |source| Error::Io { path: path.clone(), source };
+                let len = lengths.map_or(0, |l| l.get(i).copied().unwrap_or(0));
+                let file = OpenOptions::new().create(true).write(true).truncate(lengths.is_none()).open(&path).map_err(io)?;
+                let on_disk = file.metadata().map_err(io)?.len();
+                if on_disk < len {
+                    return Err(Error::Io {
+                        path: path.clone(),
+                        source: std::io::Error::other(format!(
+                            "spill file has {on_disk} bytes but the checkpoint recorded {len}; delete the output folder and rerun"
+                        )),
+                    });
+                }
+                // Whatever was appended after the checkpoint is cut off and spilled again.
+                file.set_len(len).map_err(io)?;
+                let mut out = BufWriter::with_capacity(1 << 20, file);
+                std::io::Seek::seek(&mut out, std::io::SeekFrom::Start(len)).map_err(io)?;
+                Ok(Spill { path, out, len })
             })
             .collect::<Result<_>>()?;
         Ok(Self {
             dir: dir.to_path_buf(),
             width,
+            fingerprint: fingerprint.to_string(),
             ranges,
             spills,
             scratch: Vec::new(),
         })
+    }
+
+    /// Number of latents of the coder.
+    pub fn width(&self) -> u32 {
+        self.width
     }
 
     /// Records the nonzero latents `(latent, value)` of one token; zeros are skipped.
@@ -92,66 +167,121 @@ impl SplitSpiller {
                 path: spill.path.clone(),
                 source,
             })?;
-            spill.count += 1;
-            spill.small &= row < 1 << 16 && position < 1 << 16 && offset < 1 << 16;
+            spill.len += RECORD as u64;
         }
         Ok(())
     }
 
-    /// Writes every split file (atomically) and removes the spill files; returns the split paths.
-    pub fn finish(self, tokens: Option<&Tokens>) -> Result<Vec<PathBuf>> {
-        let mut written = Vec::with_capacity(self.spills.len());
-        for (spill, &(start, end)) in self.spills.into_iter().zip(&self.ranges) {
-            let Spill {
-                path,
-                out,
-                count,
-                small,
-            } = spill;
-            out.into_inner()
-                .map_err(|e| Error::Io {
-                    path: path.clone(),
-                    source: e.into_error(),
-                })?
-                .sync_all()
-                .map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-            let target = self.dir.join(file_name(start, end));
-            write_split(&path, count, small, tokens, &target)?;
-            std::fs::remove_file(&path).map_err(|source| Error::Io {
-                path: path.clone(),
+    /// Makes everything pushed so far durable; returns each spill file's length, from which
+    /// [`SplitSpiller::resume_at`] can continue.
+    pub fn sync(&mut self) -> Result<Vec<u64>> {
+        for spill in &mut self.spills {
+            let io = |source| Error::Io {
+                path: spill.path.clone(),
+                source,
+            };
+            spill.out.flush().map_err(io)?;
+            spill.out.get_ref().sync_data().map_err(io)?;
+        }
+        Ok(self.spills.iter().map(|s| s.len).collect())
+    }
+
+    /// Reopens a spill at lengths returned by [`SplitSpiller::sync`], cutting off anything
+    /// appended after them. Fails if a spill file is shorter than its recorded length.
+    pub fn resume_at(
+        dir: &Path,
+        width: u32,
+        n_splits: u32,
+        fingerprint: &str,
+        lengths: &[u64],
+    ) -> Result<Self> {
+        let spiller = Self::open_with(dir, width, n_splits, fingerprint, Some(lengths))?;
+        Ok(spiller)
+    }
+
+    /// Makes everything pushed so far durable and records that `rows_done` rows are complete,
+    /// for [`SplitSpiller::open`].
+    pub fn checkpoint(&mut self, rows_done: usize) -> Result<()> {
+        let lengths = self.sync()?;
+        let checkpoint = Checkpoint {
+            fingerprint: self.fingerprint.clone(),
+            rows_done,
+            lengths,
+        };
+        let bytes = serde_json::to_vec(&checkpoint).unwrap_or_default();
+        write_atomic(&self.dir.join(".spill").join("checkpoint.json"), &bytes)?;
+        Ok(())
+    }
+
+    /// Writes every split file (atomically), then removes the spill; returns the split paths and
+    /// per-latent firing counts. If killed midway, reopening and finishing again is safe: the
+    /// spill is only removed once every split is written.
+    pub fn finish(mut self, tokens: Option<&Tokens>) -> Result<Finished> {
+        for spill in &mut self.spills {
+            spill.out.flush().map_err(|source| Error::Io {
+                path: spill.path.clone(),
                 source,
             })?;
-            written.push(target);
+        }
+        let mut files = Vec::with_capacity(self.spills.len());
+        let mut counts = vec![0u64; self.width as usize];
+        for (spill, &(start, end)) in self.spills.iter().zip(&self.ranges) {
+            let target = self.dir.join(file_name(start, end));
+            let n = (spill.len / RECORD as u64) as usize;
+            write_split(
+                &spill.path,
+                n,
+                tokens,
+                &target,
+                &mut counts[start as usize..=end as usize],
+            )?;
+            files.push(target);
         }
         let spill_dir = self.dir.join(".spill");
-        // Only removes the folder when empty: anything else in it is not ours to delete.
-        let _ = std::fs::remove_dir(spill_dir);
-        Ok(written)
+        drop(self.spills);
+        std::fs::remove_dir_all(&spill_dir).map_err(|source| Error::Io {
+            path: spill_dir,
+            source,
+        })?;
+        Ok(Finished { files, counts })
     }
 }
 
-/// Streams a spill file into a safetensors split file: the header is computed from the count, then
-/// the spill is read twice (locations, then activations), so memory stays constant.
+/// Streams a spill file of `n` records into a safetensors split file: the header is computed from
+/// the count, then the spill is read three times (location widths, locations, activations), so
+/// memory stays constant. `counts` (the split's latents) receives firing counts.
 fn write_split(
     spill: &Path,
-    count: u64,
-    small: bool,
+    n: usize,
     tokens: Option<&Tokens>,
     target: &Path,
+    counts: &mut [u64],
 ) -> Result<()> {
-    let n = count as usize;
-    let loc_width = if small { 2 } else { 4 };
-    let loc_bytes = n * 3 * loc_width;
-    let act_bytes = n * 2;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, source }
+    };
+    let for_each = |f: &mut dyn FnMut(&[u8; RECORD]) -> Result<()>| -> Result<()> {
+        let mut input = BufReader::with_capacity(1 << 20, File::open(spill).map_err(io(spill))?);
+        let mut rec = [0u8; RECORD];
+        for _ in 0..n {
+            input.read_exact(&mut rec).map_err(io(spill))?;
+            f(&rec)?;
+        }
+        Ok(())
+    };
+    // delphi stores locations as u16 when every value fits.
+    let mut small = true;
+    for_each(&mut |rec| {
+        small &= rec[..12].chunks_exact(4).all(|f| f[2] == 0 && f[3] == 0);
+        counts[u32::from_le_bytes([rec[8], rec[9], rec[10], rec[11]]) as usize] += 1;
+        Ok(())
+    })?;
+
+    let loc_bytes = n * 3 * if small { 2 } else { 4 };
     let mut header = serde_json::Map::new();
     let mut entry = |name: &str, dtype: &str, shape: Vec<usize>, begin: usize, len: usize| {
-        header.insert(
-            name.into(),
-            serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [begin, begin + len] }),
-        );
+        header.insert(name.into(), serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [begin, begin + len] }));
         begin + len
     };
     let mut end = entry(
@@ -161,7 +291,7 @@ fn write_split(
         0,
         loc_bytes,
     );
-    end = entry("activations", "F16", vec![n], end, act_bytes);
+    end = entry("activations", "F16", vec![n], end, n * 2);
     if let Some(t) = tokens {
         entry(
             "tokens",
@@ -177,33 +307,23 @@ fn write_split(
         header.push(b' ');
     }
 
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
     let tmp = target.with_extension("safetensors.tmp");
     let result = (|| -> Result<()> {
         let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io(&tmp))?);
         out.write_all(&(header.len() as u64).to_le_bytes())
             .map_err(io(&tmp))?;
         out.write_all(&header).map_err(io(&tmp))?;
-        for pass in 0..2 {
-            let mut input =
-                BufReader::with_capacity(1 << 20, File::open(spill).map_err(io(spill))?);
-            let mut rec = [0u8; RECORD];
-            for _ in 0..n {
-                input.read_exact(&mut rec).map_err(io(spill))?;
-                if pass == 1 {
-                    out.write_all(&rec[12..14]).map_err(io(&tmp))?;
-                } else if small {
-                    for field in rec[..12].chunks_exact(4) {
-                        out.write_all(&field[..2]).map_err(io(&tmp))?;
-                    }
-                } else {
-                    out.write_all(&rec[..12]).map_err(io(&tmp))?;
+        for_each(&mut |rec| {
+            if small {
+                for field in rec[..12].chunks_exact(4) {
+                    out.write_all(&field[..2]).map_err(io(&tmp))?;
                 }
+                Ok(())
+            } else {
+                out.write_all(&rec[..12]).map_err(io(&tmp))
             }
-        }
+        })?;
+        for_each(&mut |rec| out.write_all(&rec[12..14]).map_err(io(&tmp)))?;
         if let Some(t) = tokens {
             for &id in &t.ids {
                 out.write_all(&i64::from(id).to_le_bytes())
@@ -228,29 +348,33 @@ mod tests {
     use super::*;
     use autointerp_core::split::{Location, Split};
 
+    /// Deterministic pseudo-random firing pattern with unsorted latents and some zeros.
+    fn fired(row: u32, pos: u32, width: u32) -> Vec<(u32, f32)> {
+        (0..width)
+            .rev()
+            .filter(|l| (row * 7 + pos * 3 + l * 5) % 4 == 0)
+            .map(|l| {
+                (
+                    l,
+                    if l == 9 {
+                        0.0
+                    } else {
+                        (row + pos + l) as f32 * 0.25
+                    },
+                )
+            })
+            .collect()
+    }
+
     #[test]
     fn spilled_splits_equal_in_memory_splits() {
         let dir = tempfile::tempdir().unwrap();
         let width = 10;
-        let mut spiller = SplitSpiller::create(dir.path(), width, 3).unwrap();
+        let mut spiller = SplitSpiller::create(dir.path(), width, 3, "run").unwrap();
         let mut want: Vec<(Location, f32)> = Vec::new();
         for row in 0..4u32 {
             for pos in 0..5u32 {
-                // Deterministic pseudo-random firing pattern, unsorted latents, some zeros.
-                let lat: Vec<(u32, f32)> = (0..width)
-                    .rev()
-                    .filter(|l| (row * 7 + pos * 3 + l * 5) % 4 == 0)
-                    .map(|l| {
-                        (
-                            l,
-                            if l == 9 {
-                                0.0
-                            } else {
-                                (row + pos + l) as f32 * 0.25
-                            },
-                        )
-                    })
-                    .collect();
+                let lat = fired(row, pos, width);
                 spiller.push_token(row, pos, &lat).unwrap();
                 let mut sorted = lat.clone();
                 sorted.sort_by_key(|x| x.0);
@@ -276,10 +400,14 @@ mod tests {
             ctx_len: 5,
             ids: (0..20).collect(),
         };
-        let files = spiller.finish(Some(&tokens)).unwrap();
-        assert_eq!(files.len(), 3);
+        let done = spiller.finish(Some(&tokens)).unwrap();
+        assert_eq!(done.files.len(), 3);
         assert!(!dir.path().join(".spill").exists());
-        for (file, (start, end)) in files.iter().zip(split_ranges(width, 3)) {
+        for latent in 0..width {
+            let n = want.iter().filter(|(l, _)| l.latent == latent).count() as u64;
+            assert_eq!(done.counts[latent as usize], n, "latent {latent}");
+        }
+        for (file, (start, end)) in done.files.iter().zip(split_ranges(width, 3)) {
             let split = Split::read(file).unwrap();
             let expect: Vec<_> = want
                 .iter()
@@ -294,22 +422,57 @@ mod tests {
                 expect.iter().map(|x| x.1).collect::<Vec<_>>()
             );
             assert_eq!(split.tokens.as_ref(), Some(&tokens));
-            // The streamed file must be exactly what the in-memory writer produces.
-            let same = Split {
-                start,
-                end,
-                ..split.clone()
+        }
+    }
+
+    #[test]
+    fn resuming_from_a_checkpoint_gives_identical_files() {
+        let width = 10;
+        let tokens = Tokens {
+            rows: 6,
+            ctx_len: 5,
+            ids: (0..30).collect(),
+        };
+        let push_rows = |s: &mut SplitSpiller, rows: std::ops::Range<u32>| {
+            for row in rows {
+                for pos in 0..5 {
+                    s.push_token(row, pos, &fired(row, pos, width)).unwrap();
+                }
             }
-            .to_bytes()
-            .unwrap();
-            assert_eq!(Split::from_bytes(&same, start, end, file).unwrap(), split);
+        };
+        let straight = tempfile::tempdir().unwrap();
+        let mut s = SplitSpiller::create(straight.path(), width, 2, "run").unwrap();
+        push_rows(&mut s, 0..6);
+        let want = s.finish(Some(&tokens)).unwrap();
+
+        let resumed = tempfile::tempdir().unwrap();
+        let mut s = SplitSpiller::create(resumed.path(), width, 2, "run").unwrap();
+        push_rows(&mut s, 0..3);
+        s.checkpoint(3).unwrap();
+        push_rows(&mut s, 3..5); // spilled but never checkpointed: lost in the "crash"
+        drop(s);
+        // Another run's checkpoint is not resumed.
+        let (_, rows) = SplitSpiller::open(resumed.path(), width, 2, "other").unwrap();
+        assert_eq!(rows, 0);
+        let mut s = SplitSpiller::create(resumed.path(), width, 2, "run").unwrap();
+        push_rows(&mut s, 0..3);
+        s.checkpoint(3).unwrap();
+        push_rows(&mut s, 3..5);
+        drop(s);
+        let (mut s, rows) = SplitSpiller::open(resumed.path(), width, 2, "run").unwrap();
+        assert_eq!(rows, 3);
+        push_rows(&mut s, 3..6);
+        let got = s.finish(Some(&tokens)).unwrap();
+        assert_eq!(got.counts, want.counts);
+        for (a, b) in want.files.iter().zip(&got.files) {
+            assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
         }
     }
 
     #[test]
     fn out_of_range_latents_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let mut spiller = SplitSpiller::create(dir.path(), 4, 2).unwrap();
+        let mut spiller = SplitSpiller::create(dir.path(), 4, 2, "run").unwrap();
         let err = spiller
             .push_token(0, 0, &[(4, 1.0)])
             .unwrap_err()

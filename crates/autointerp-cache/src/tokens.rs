@@ -31,7 +31,13 @@ pub struct DatasetConfig {
 
 impl Default for DatasetConfig {
     fn default() -> Self {
-        Self { column: "text".into(), ctx_len: 256, n_tokens: 10_000_000, seed: 22, filter_bos: false }
+        Self {
+            column: "text".into(),
+            ctx_len: 256,
+            n_tokens: 10_000_000,
+            seed: 22,
+            filter_bos: false,
+        }
     }
 }
 
@@ -48,12 +54,18 @@ pub struct RowTokens {
 /// document per line, text under `column`), a `.parquet` file (text in `column`), or a folder of
 /// such files, read in name order.
 pub fn read_documents(path: &Path, column: &str) -> Result<Vec<String>> {
-    let meta = std::fs::metadata(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    let meta = std::fs::metadata(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if !meta.is_dir() {
         return read_file(path, column);
     }
     let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| matches!(extension(p), "txt" | "jsonl" | "parquet"))
         .collect();
@@ -76,13 +88,22 @@ fn extension(p: &Path) -> &str {
 }
 
 fn read_file(path: &Path, column: &str) -> Result<Vec<String>> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let bad = |problem: String| Error::Dataset { path: path.to_path_buf(), problem };
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bad = |problem: String| Error::Dataset {
+        path: path.to_path_buf(),
+        problem,
+    };
     match extension(path) {
         "txt" => Ok(vec![std::fs::read_to_string(path).map_err(io)?]),
         "jsonl" => {
             let mut docs = Vec::new();
-            for (i, line) in BufReader::new(File::open(path).map_err(io)?).lines().enumerate() {
+            for (i, line) in BufReader::new(File::open(path).map_err(io)?)
+                .lines()
+                .enumerate()
+            {
                 let line = line.map_err(io)?;
                 if line.trim().is_empty() {
                     continue;
@@ -91,10 +112,17 @@ fn read_file(path: &Path, column: &str) -> Result<Vec<String>> {
                     serde_json::from_str(&line).map_err(|e| bad(format!("line {}: {e}", i + 1)))?;
                 match value.get(column) {
                     Some(serde_json::Value::String(s)) => docs.push(s.clone()),
-                    Some(other) => return Err(bad(format!("line {}: `{column}` is not a string: {other}", i + 1))),
+                    Some(other) => {
+                        return Err(bad(format!(
+                            "line {}: `{column}` is not a string: {other}",
+                            i + 1
+                        )))
+                    }
                     None => {
-                        let keys: Vec<&str> =
-                            value.as_object().map(|o| o.keys().map(String::as_str).collect()).unwrap_or_default();
+                        let keys: Vec<&str> = value
+                            .as_object()
+                            .map(|o| o.keys().map(String::as_str).collect())
+                            .unwrap_or_default();
                         return Err(bad(format!(
                             "line {}: no key `{column}` (keys: {}); choose one with --dataset-column",
                             i + 1,
@@ -106,7 +134,9 @@ fn read_file(path: &Path, column: &str) -> Result<Vec<String>> {
             Ok(docs)
         }
         "parquet" => read_parquet(path, column),
-        other => Err(bad(format!("unsupported file type `.{other}` (use .txt, .jsonl, .parquet)"))),
+        other => Err(bad(format!(
+            "unsupported file type `.{other}` (use .txt, .jsonl, .parquet)"
+        ))),
     }
 }
 
@@ -114,11 +144,23 @@ fn read_parquet(path: &Path, column: &str) -> Result<Vec<String>> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
 
-    let bad = |problem: String| Error::Dataset { path: path.to_path_buf(), problem };
-    let file = File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let reader = SerializedFileReader::new(file).map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
+    let bad = |problem: String| Error::Dataset {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let file = File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| bad(format!("not a readable parquet file: {e}")))?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
-    let names: Vec<String> = schema.root_schema().get_fields().iter().map(|f| f.name().to_string()).collect();
+    let names: Vec<String> = schema
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name().to_string())
+        .collect();
     if !names.iter().any(|n| n == column) {
         return Err(bad(format!(
             "no column `{column}` (columns: {}); choose one with --dataset-column",
@@ -134,7 +176,11 @@ fn read_parquet(path: &Path, column: &str) -> Result<Vec<String>> {
                 match field {
                     Field::Str(s) => docs.push(s.clone()),
                     Field::Null => {}
-                    other => return Err(bad(format!("row {i}: column `{column}` is not text: {other}"))),
+                    other => {
+                        return Err(bad(format!(
+                            "row {i}: column `{column}` is not text: {other}"
+                        )))
+                    }
                 }
             }
         }
@@ -145,14 +191,29 @@ fn read_parquet(path: &Path, column: &str) -> Result<Vec<String>> {
 /// Tokenizes documents in a seeded random order, joins them with EOS and cuts the stream into
 /// rows of `ctx_len` tokens (each starting with BOS when `specials.bos` is set and `filter_bos` is
 /// off), stopping at `n_tokens / ctx_len` rows.
-pub fn build_rows(mut docs: Vec<String>, tokenizer: &Tokenizer, specials: RowTokens, cfg: &DatasetConfig, source: &Path) -> Result<Tokens> {
-    let bad = |problem: String| Error::Dataset { path: source.to_path_buf(), problem };
+pub fn build_rows(
+    mut docs: Vec<String>,
+    tokenizer: &Tokenizer,
+    specials: RowTokens,
+    cfg: &DatasetConfig,
+    source: &Path,
+) -> Result<Tokens> {
+    let bad = |problem: String| Error::Dataset {
+        path: source.to_path_buf(),
+        problem,
+    };
     if cfg.ctx_len < 2 {
-        return Err(bad(format!("ctx_len {} is too small (at least 2)", cfg.ctx_len)));
+        return Err(bad(format!(
+            "ctx_len {} is too small (at least 2)",
+            cfg.ctx_len
+        )));
     }
     let rows_wanted = cfg.n_tokens / cfg.ctx_len;
     if rows_wanted == 0 {
-        return Err(bad(format!("n_tokens {} is less than one row of ctx_len {}", cfg.n_tokens, cfg.ctx_len)));
+        return Err(bad(format!(
+            "n_tokens {} is less than one row of ctx_len {}",
+            cfg.n_tokens, cfg.ctx_len
+        )));
     }
     docs.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed));
 
@@ -171,7 +232,10 @@ pub fn build_rows(mut docs: Vec<String>, tokenizer: &Tokenizer, specials: RowTok
                 stream.extend(specials.eos);
             }
             stream.extend(
-                enc.get_ids().iter().copied().filter(|&t| !(cfg.filter_bos && Some(t) == specials.bos)),
+                enc.get_ids()
+                    .iter()
+                    .copied()
+                    .filter(|&t| !(cfg.filter_bos && Some(t) == specials.bos)),
             );
             let mut taken = 0;
             while stream.len() - taken >= body {
@@ -193,20 +257,41 @@ pub fn build_rows(mut docs: Vec<String>, tokenizer: &Tokenizer, specials: RowTok
         )));
     }
     if rows < rows_wanted {
-        tracing::warn!(rows, rows_wanted, "dataset exhausted before n_tokens; caching {} tokens", rows * cfg.ctx_len);
+        tracing::warn!(
+            rows,
+            rows_wanted,
+            "dataset exhausted before n_tokens; caching {} tokens",
+            rows * cfg.ctx_len
+        );
     }
-    Ok(Tokens { rows, ctx_len: cfg.ctx_len, ids })
+    Ok(Tokens {
+        rows,
+        ctx_len: cfg.ctx_len,
+        ids,
+    })
 }
 
 /// Reads pre-tokenized rows: a safetensors file holding `tokens` `[rows, ctx_len]` (any integer
 /// type), as delphi and sparsify save them.
 pub fn read_pretokenized(path: &Path) -> Result<Tokens> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
-    let bad = |problem: String| Error::Dataset { path: path.to_path_buf(), problem };
-    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("not a safetensors file: {e}")))?;
-    let t = st.tensor("tokens").map_err(|_| bad("no tensor `tokens`".into()))?;
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bad = |problem: String| Error::Dataset {
+        path: path.to_path_buf(),
+        problem,
+    };
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(format!("not a safetensors file: {e}")))?;
+    let t = st
+        .tensor("tokens")
+        .map_err(|_| bad("no tensor `tokens`".into()))?;
     let [rows, ctx_len] = t.shape() else {
-        return Err(bad(format!("`tokens` has shape {:?}, expected [rows, ctx_len]", t.shape())));
+        return Err(bad(format!(
+            "`tokens` has shape {:?}, expected [rows, ctx_len]",
+            t.shape()
+        )));
     };
     let d = t.data();
     let ids: Option<Vec<u32>> = match t.dtype() {
@@ -218,12 +303,26 @@ pub fn read_pretokenized(path: &Path) -> Result<Tokens> {
             .chunks_exact(4)
             .map(|b| u32::try_from(i32::from_le_bytes(b.try_into().unwrap_or([0; 4]))).ok())
             .collect(),
-        safetensors::Dtype::U32 => d.chunks_exact(4).map(|b| Some(u32::from_le_bytes(b.try_into().unwrap_or([0; 4])))).collect(),
-        safetensors::Dtype::U16 => d.chunks_exact(2).map(|b| Some(u16::from_le_bytes([b[0], b[1]]) as u32)).collect(),
-        other => return Err(bad(format!("`tokens` has dtype {other:?}, expected an integer type"))),
+        safetensors::Dtype::U32 => d
+            .chunks_exact(4)
+            .map(|b| Some(u32::from_le_bytes(b.try_into().unwrap_or([0; 4]))))
+            .collect(),
+        safetensors::Dtype::U16 => d
+            .chunks_exact(2)
+            .map(|b| Some(u16::from_le_bytes([b[0], b[1]]) as u32))
+            .collect(),
+        other => {
+            return Err(bad(format!(
+                "`tokens` has dtype {other:?}, expected an integer type"
+            )))
+        }
     };
     let ids = ids.ok_or_else(|| bad("`tokens` holds negative or too large ids".into()))?;
-    Ok(Tokens { rows: *rows, ctx_len: *ctx_len, ids })
+    Ok(Tokens {
+        rows: *rows,
+        ctx_len: *ctx_len,
+        ids,
+    })
 }
 
 #[cfg(test)]
@@ -238,12 +337,19 @@ mod tests {
 
     /// A word-level tokenizer: each distinct word of the vocabulary is one id, others are `[UNK]`.
     fn word_tokenizer(words: &[&str]) -> Tokenizer {
-        let mut vocab: std::collections::HashMap<String, u32> =
-            words.iter().enumerate().map(|(i, w)| (w.to_string(), i as u32 + 3)).collect();
+        let mut vocab: std::collections::HashMap<String, u32> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), i as u32 + 3))
+            .collect();
         vocab.insert("[UNK]".into(), 0);
         vocab.insert("<bos>".into(), 1);
         vocab.insert("<eos>".into(), 2);
-        let model = WordLevel::builder().vocab(vocab.into_iter().collect()).unk_token("[UNK]".into()).build().unwrap();
+        let model = WordLevel::builder()
+            .vocab(vocab.into_iter().collect())
+            .unk_token("[UNK]".into())
+            .build()
+            .unwrap();
         let mut tok = Tokenizer::new(model);
         tok.with_pre_tokenizer(Some(Whitespace {}));
         tok
@@ -259,20 +365,41 @@ mod tests {
         assert_eq!(snappy, jsonl);
         assert!(snappy[3].contains("🙂"));
 
-        let err = read_documents(&fixtures().join("docs.snappy.parquet"), "body").unwrap_err().to_string();
-        assert!(err.contains("no column `body`") && err.contains("text, id, title"), "{err}");
-        let err = read_documents(&fixtures().join("docs.jsonl"), "text").unwrap_err().to_string();
+        let err = read_documents(&fixtures().join("docs.snappy.parquet"), "body")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no column `body`") && err.contains("text, id, title"),
+            "{err}"
+        );
+        let err = read_documents(&fixtures().join("docs.jsonl"), "text")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("line 1: no key `text`"), "{err}");
-        let err = read_documents(&fixtures().join("missing.parquet"), "text").unwrap_err().to_string();
+        let err = read_documents(&fixtures().join("missing.parquet"), "text")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("missing.parquet"), "{err}");
     }
 
     #[test]
     fn rows_join_documents_with_eos_and_start_with_bos() {
         let tok = word_tokenizer(&["a", "b", "c", "d", "e"]);
-        let docs = vec!["a b c".to_string(), "d e".to_string(), "a a a a a a".to_string()];
-        let cfg = DatasetConfig { ctx_len: 4, n_tokens: 12, seed: 0, ..Default::default() };
-        let specials = RowTokens { bos: Some(1), eos: Some(2) };
+        let docs = vec![
+            "a b c".to_string(),
+            "d e".to_string(),
+            "a a a a a a".to_string(),
+        ];
+        let cfg = DatasetConfig {
+            ctx_len: 4,
+            n_tokens: 12,
+            seed: 0,
+            ..Default::default()
+        };
+        let specials = RowTokens {
+            bos: Some(1),
+            eos: Some(2),
+        };
         let rows = build_rows(docs.clone(), &tok, specials, &cfg, Path::new("mem")).unwrap();
         assert_eq!((rows.rows, rows.ctx_len), (3, 4));
         for r in 0..3 {
@@ -281,15 +408,31 @@ mod tests {
         // The body is the documents (in shuffled order) joined by EOS.
         let body: Vec<u32> = (0..3).flat_map(|r| rows.row(r)[1..].to_vec()).collect();
         let ids = |d: &str| tok.encode(d, false).unwrap().get_ids().to_vec();
-        let perms = [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let perms = [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ];
         let joined = |p: &[usize; 3]| -> Vec<u32> {
-            p.iter().map(|&i| ids(&docs[i])).collect::<Vec<_>>().join(&2u32)
+            p.iter()
+                .map(|&i| ids(&docs[i]))
+                .collect::<Vec<_>>()
+                .join(&2u32)
         };
         assert!(perms.iter().any(|p| joined(p)[..9] == body[..]), "{body:?}");
         // Deterministic for a seed; another seed reorders documents.
-        assert_eq!(build_rows(docs.clone(), &tok, specials, &cfg, Path::new("mem")).unwrap(), rows);
+        assert_eq!(
+            build_rows(docs.clone(), &tok, specials, &cfg, Path::new("mem")).unwrap(),
+            rows
+        );
 
-        let filtered = DatasetConfig { filter_bos: true, ..cfg.clone() };
+        let filtered = DatasetConfig {
+            filter_bos: true,
+            ..cfg.clone()
+        };
         let rows = build_rows(docs, &tok, specials, &filtered, Path::new("mem")).unwrap();
         assert!(!rows.ids.contains(&1));
     }
@@ -297,13 +440,37 @@ mod tests {
     #[test]
     fn too_little_data_is_a_clear_error() {
         let tok = word_tokenizer(&["a"]);
-        let cfg = DatasetConfig { ctx_len: 8, n_tokens: 64, ..Default::default() };
-        let err = build_rows(vec!["a a".into()], &tok, RowTokens::default(), &cfg, Path::new("tiny.txt"))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("tiny.txt") && err.contains("fewer than 8 tokens"), "{err}");
-        let cfg = DatasetConfig { ctx_len: 8, n_tokens: 4, ..Default::default() };
-        let err = build_rows(vec!["a".into()], &tok, RowTokens::default(), &cfg, Path::new("x")).unwrap_err();
+        let cfg = DatasetConfig {
+            ctx_len: 8,
+            n_tokens: 64,
+            ..Default::default()
+        };
+        let err = build_rows(
+            vec!["a a".into()],
+            &tok,
+            RowTokens::default(),
+            &cfg,
+            Path::new("tiny.txt"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("tiny.txt") && err.contains("fewer than 8 tokens"),
+            "{err}"
+        );
+        let cfg = DatasetConfig {
+            ctx_len: 8,
+            n_tokens: 4,
+            ..Default::default()
+        };
+        let err = build_rows(
+            vec!["a".into()],
+            &tok,
+            RowTokens::default(),
+            &cfg,
+            Path::new("x"),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("less than one row"), "{err}");
     }
 }

@@ -1,0 +1,227 @@
+//! The caching loop end to end on a synthetic model and coder: outputs, statistics, resume.
+use std::num::NonZeroUsize;
+use std::path::Path;
+
+use autointerp_cache::{hook_dir, run, BoxError, LatentEncoder, RunConfig, Target};
+use autointerp_core::split::{Split, Tokens};
+use autointerp_core::HookPoint;
+use tch::{Device, Kind, Tensor};
+
+/// TopK over a fixed random projection: a real sparse coder, just not a trained one.
+struct RandomTopK {
+    w: Tensor,
+    k: i64,
+}
+
+impl LatentEncoder for RandomTopK {
+    fn width(&self) -> usize {
+        self.w.size()[1] as usize
+    }
+    fn d_in(&self) -> usize {
+        self.w.size()[0] as usize
+    }
+    fn encode_sparse(&self, x: &Tensor) -> Result<(Tensor, Tensor), BoxError> {
+        let (v, i) = x.matmul(&self.w).relu().topk(self.k, -1, true, true);
+        Ok((i, v))
+    }
+}
+
+/// "Model": activations are a fixed embedding of each token id.
+fn forward(embed: &Tensor) -> impl FnMut(&Tensor) -> Result<Vec<Tensor>, BoxError> + '_ {
+    move |ids: &Tensor| {
+        Ok(vec![embed.index_select(0, &ids.reshape([-1])).reshape([
+            ids.size()[0],
+            ids.size()[1],
+            -1,
+        ])])
+    }
+}
+
+fn setup() -> (Tokens, Tensor, RandomTopK, RunConfig) {
+    tch::manual_seed(1);
+    let tokens = Tokens {
+        rows: 10,
+        ctx_len: 6,
+        ids: (0..60u32).map(|i| (i * 7919) % 50).collect(),
+    };
+    let embed = Tensor::randn([50, 8], (Kind::Float, Device::Cpu));
+    let coder = RandomTopK {
+        w: Tensor::randn([8, 40], (Kind::Float, Device::Cpu)),
+        k: 3,
+    };
+    let cfg = RunConfig {
+        batch_size: NonZeroUsize::new(3).unwrap(),
+        n_splits: 4,
+        model_name: "synthetic".into(),
+        extra: Default::default(),
+    };
+    (tokens, embed, coder, cfg)
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .filter(|(n, _)| n != "stats.json") // holds wall time
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn caches_every_nonzero_with_statistics() {
+    let (tokens, embed, coder, cfg) = setup();
+    let out = tempfile::tempdir().unwrap();
+    let hook = HookPoint::Residual(3);
+    let stats = run(
+        out.path(),
+        &tokens,
+        &[Target {
+            hook,
+            coder: &coder,
+        }],
+        forward(&embed),
+        &cfg,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(stats[0].n_tokens, 60);
+    assert!((stats[0].mean_l0 - 3.0).abs() < 0.2, "{}", stats[0].mean_l0); // relu may zero a few
+
+    let dir = hook_dir(out.path(), hook);
+    assert!(dir.ends_with("latents/layers.3"));
+    let mut n = 0;
+    for (name, _) in files(&dir) {
+        if let Some((start, end)) = autointerp_core::split::parse_file_name(&name) {
+            let split = Split::read(&dir.join(&name)).unwrap();
+            assert_eq!(split.tokens.as_ref(), Some(&tokens));
+            for (loc, &act) in split.locations.iter().zip(&split.activations) {
+                assert!((start..=end).contains(&loc.latent));
+                // The activation is the coder's value for that token, rounded to f16.
+                let id = tokens.row(loc.row as usize)[loc.position as usize] as i64;
+                let x = embed.get(id).unsqueeze(0);
+                let (i, v) = coder.encode_sparse(&x).unwrap();
+                let ids = Vec::<i64>::try_from(i.reshape([-1])).unwrap();
+                let vals = Vec::<f32>::try_from(v.reshape([-1])).unwrap();
+                let j = ids
+                    .iter()
+                    .position(|&l| l == loc.latent as i64)
+                    .expect("latent in top k");
+                assert!((vals[j] - act).abs() <= 1e-3 * vals[j].abs().max(1.0));
+                n += 1;
+            }
+        }
+    }
+    assert_eq!(n as f64, stats[0].mean_l0 * 60.0);
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_name"], "synthetic");
+    assert_eq!(config["cache_ctx_len"], 6);
+    assert!(!out.path().join("latents/.checkpoint.json").exists());
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_identical_files() {
+    let (tokens, embed, coder, cfg) = setup();
+    let hook = HookPoint::Mlp(0);
+    let straight = tempfile::tempdir().unwrap();
+    run(
+        straight.path(),
+        &tokens,
+        &[Target {
+            hook,
+            coder: &coder,
+        }],
+        forward(&embed),
+        &cfg,
+        |_| {},
+    )
+    .unwrap();
+
+    let resumed = tempfile::tempdir().unwrap();
+    let mut calls = 0;
+    let mut f = forward(&embed);
+    let err = run(
+        resumed.path(),
+        &tokens,
+        &[Target {
+            hook,
+            coder: &coder,
+        }],
+        |ids: &Tensor| {
+            calls += 1;
+            if calls == 3 {
+                Err("simulated crash".into())
+            } else {
+                f(ids)
+            }
+        },
+        &cfg,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("simulated crash"));
+    assert!(
+        !hook_dir(resumed.path(), hook).join("config.json").exists(),
+        "unfinished cache has no config"
+    );
+
+    let mut first = None;
+    run(
+        resumed.path(),
+        &tokens,
+        &[Target {
+            hook,
+            coder: &coder,
+        }],
+        forward(&embed),
+        &cfg,
+        |p| {
+            first.get_or_insert(p);
+        },
+    )
+    .unwrap();
+    let first = first.unwrap();
+    assert_eq!(
+        (first.rows_done, first.rows_this_run),
+        (9, 3),
+        "resumed after the 2 good batches"
+    );
+    assert_eq!(
+        files(&hook_dir(straight.path(), hook)),
+        files(&hook_dir(resumed.path(), hook))
+    );
+}
+
+#[test]
+fn wrong_activation_shapes_are_clear_errors() {
+    let (tokens, _, coder, cfg) = setup();
+    let out = tempfile::tempdir().unwrap();
+    let bad = |ids: &Tensor| -> Result<Vec<Tensor>, BoxError> {
+        Ok(vec![Tensor::zeros(
+            [ids.size()[0], ids.size()[1], 5],
+            (Kind::Float, Device::Cpu),
+        )])
+    };
+    let err = run(
+        out.path(),
+        &tokens,
+        &[Target {
+            hook: HookPoint::Embed,
+            coder: &coder,
+        }],
+        bad,
+        &cfg,
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("embed") && err.contains("d_in 8"), "{err}");
+}
