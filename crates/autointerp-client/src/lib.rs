@@ -41,12 +41,16 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod embed;
 mod error;
 mod openai;
+mod token_scorer;
 mod types;
 mod wire;
 
 pub use client::Client;
+pub use embed::{Embedder, OpenAiEmbedder};
 pub use error::{Error, Result};
 pub use openai::OpenAiClient;
+pub use token_scorer::TokenScorer;
 pub use types::{ChatRequest, ChatResponse, TokenLogprobs, Usage};

@@ -65,6 +65,15 @@ pub enum Error {
         /// How many were given.
         n: usize,
     },
+    /// A record without train examples cannot be explained.
+    #[error("latent {latent} has no train examples to explain")]
+    NoTrainExamples {
+        /// The latent.
+        latent: LatentId,
+    },
+    /// The request to the LLM failed (after the client's own retries).
+    #[error("LLM request failed: {0}")]
+    Client(#[from] autointerp_client::Error),
     /// A shared-type operation failed (e.g. an atomic write).
     #[error(transparent)]
     Core(#[from] autointerp_core::Error),

@@ -1,9 +1,58 @@
-//! Explainers for sparse-autoencoder latents: prompts that show an LLM a latent's activating
-//! examples with the active tokens `<<highlighted>>`, the parser that takes the explanation out of
-//! its answer, and explanations on disk in delphi's layout.
+//! Explainers for sparse-autoencoder latents: an LLM is shown a latent's activating examples with
+//! the active tokens `<<highlighted>>` and asked what the latent responds to; its answer is parsed
+//! into an [`Explanation`], or recorded as a failure with the raw
+//! answer. Explanations are kept on disk in delphi's layout.
 //!
-//! Everything here is pure: prompts are [`Message`](autointerp_core::Message) lists for any chat
-//! client, and answers are plain strings.
+//! The explainers ([`DefaultExplainer`], [`ContrastiveExplainer`], both [`Explainer`]s) ask any
+//! [`Client`](autointerp_client::Client): an OpenAI-compatible server or a model in this process.
+//!
+//! ```
+//! use autointerp_client::{ChatRequest, ChatResponse, Client};
+//! use autointerp_core::{Example, HookPoint, LatentId, LatentRecord, LatentStats};
+//! use autointerp_explain::{DefaultExplainer, ExplainOutcome, ExplainerConfig};
+//!
+//! /// A stand-in for an LLM that always gives the same answer.
+//! struct Canned(&'static str);
+//!
+//! impl Client for Canned {
+//!     async fn chat(&self, _req: ChatRequest) -> autointerp_client::Result<ChatResponse> {
+//!         Ok(ChatResponse { text: self.0.to_string(), ..ChatResponse::default() })
+//!     }
+//! }
+//!
+//! let example = Example {
+//!     tokens: vec![0; 4],
+//!     str_tokens: vec!["The".into(), " Thames".into(), " flooded".into(), ".".into()],
+//!     activations: vec![0.0, 4.0, 0.5, 0.0],
+//!     normalized: vec![0, 10, 1, 0],
+//!     quantile: Some(1),
+//!     distance: None,
+//! };
+//! let record = LatentRecord {
+//!     id: LatentId::new(HookPoint::Residual(6), 12),
+//!     train: vec![example],
+//!     test: vec![],
+//!     non_activating: vec![],
+//!     stats: LatentStats::default(),
+//! };
+//!
+//! let explainer = DefaultExplainer::new(Canned("Rivers.\n[EXPLANATION]: Names of rivers."), ExplainerConfig::default());
+//! let outcome = futures::executor::block_on(explainer.explain(&record))?;
+//! assert_eq!(outcome.explanation().unwrap().text, "Names of rivers.");
+//!
+//! // An answer without an explanation is a recorded failure, not an error.
+//! let explainer = DefaultExplainer::new(Canned("I cannot tell:"), ExplainerConfig::default());
+//! match futures::executor::block_on(explainer.explain(&record))? {
+//!     ExplainOutcome::Failed { answer, .. } => assert_eq!(answer, "I cannot tell:"),
+//!     ExplainOutcome::Explained { .. } => unreachable!(),
+//! }
+//! # Ok::<(), autointerp_explain::Error>(())
+//! ```
+//!
+//! # Prompts and parsers
+//!
+//! The pure parts are usable alone: prompts are [`Message`](autointerp_core::Message) lists for
+//! any chat client, and answers are plain strings.
 //!
 //! ```
 //! use autointerp_core::{Example, HookPoint, LatentId, LatentRecord, LatentStats, Role};
@@ -40,6 +89,8 @@
 
 mod contrastive;
 mod error;
+mod explainer;
+mod generation;
 pub mod highlight;
 mod load;
 mod parse;
@@ -47,6 +98,8 @@ mod prompt;
 
 pub use contrastive::{contrastive_prompt, ContrastiveConfig};
 pub use error::{Error, Result};
+pub use explainer::{ContrastiveExplainer, DefaultExplainer, ExplainOutcome, Explainer};
+pub use generation::GenerationConfig;
 pub use highlight::{
     above_threshold, escape_text, highlight, render_highlighted, split_highlighted,
 };

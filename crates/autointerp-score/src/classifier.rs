@@ -3,13 +3,16 @@
 
 use std::ops::Range;
 
-use autointerp_core::LatentId;
+use autointerp_client::{Client, TokenLogprobs, Usage};
+use autointerp_core::{LatentId, LatentRecord, Message};
+use autointerp_explain::GenerationConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::parse_failure;
-use crate::{Error, ExampleOutcome, Result};
+use crate::scorer::{add_usage, unless_all_failed};
+use crate::{ClassifierSummary, Error, ExampleOutcome, Result, ScoreDetails, ScorerResult};
 
 /// Options shared by the classifier scorers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,18 +142,6 @@ pub(crate) fn into_batches(examples: Vec<ExampleOutcome>, n: usize) -> Vec<Batch
         .chunks(n)
         .map(|c| Batch { items: c.to_vec() })
         .collect()
-}
-
-/// One token of an answer with its logprob and the most likely alternatives at its position,
-/// as OpenAI-compatible APIs return them (`logprobs.content[i]` with `top_logprobs`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TokenLogprobs {
-    /// The sampled token's text.
-    pub token: String,
-    /// Its natural-log probability.
-    pub logprob: f32,
-    /// The top alternatives at this position, `(token, logprob)`.
-    pub top: Vec<(String, f32)>,
 }
 
 /// Reads `n` labels (1 = yes, 0 = no) from a classifier's answer.
@@ -292,7 +283,8 @@ fn token_label(token: &str) -> Option<bool> {
 ///
 /// The label tokens are located inside the list that [`parse_labels`] reads when the tokens
 /// spell the answer exactly, else taken as the last `n` label tokens. `None` when the answer
-/// has no `n` labels or the label tokens cannot be matched one to one.
+/// has no `n` labels, the label tokens cannot be matched one to one, or a label position puts no
+/// probability on either label.
 pub fn label_probabilities(answer: &str, tokens: &[TokenLogprobs], n: usize) -> Option<Vec<f32>> {
     let (_, span) = parse_labels_span(answer, n).ok()?;
     let spelled: String = tokens.iter().map(|t| t.token.as_str()).collect();
@@ -317,24 +309,69 @@ pub fn label_probabilities(answer: &str, tokens: &[TokenLogprobs], n: usize) -> 
     if positions.len() != n {
         return None;
     }
-    Some(
-        positions
-            .into_iter()
-            .map(|t| {
-                let (mut p0, mut p1) = (0.0f64, 0.0f64);
-                let sampled_listed = t.top.iter().any(|(tok, _)| *tok == t.token);
-                let sampled = (!sampled_listed).then(|| (t.token.clone(), t.logprob));
-                for (tok, lp) in t.top.iter().cloned().chain(sampled) {
-                    match token_label(&tok) {
-                        Some(true) => p1 += f64::from(lp).exp(),
-                        Some(false) => p0 += f64::from(lp).exp(),
-                        None => {}
-                    }
+    positions
+        .into_iter()
+        .map(|t| {
+            let (mut p0, mut p1) = (0.0f64, 0.0f64);
+            let sampled_listed = t.top.iter().any(|(tok, _)| *tok == t.token);
+            let sampled = (!sampled_listed).then(|| (t.token.clone(), t.logprob));
+            for (tok, lp) in t.top.iter().cloned().chain(sampled) {
+                match token_label(&tok) {
+                    Some(true) => p1 += f64::from(lp).exp(),
+                    Some(false) => p0 += f64::from(lp).exp(),
+                    None => {}
                 }
-                (p1 / (p0 + p1)) as f32
-            })
-            .collect(),
-    )
+            }
+            // No probability on either label (e.g. `-inf` logprobs): unknown.
+            (p0 + p1 > 0.0).then(|| (p1 / (p0 + p1)) as f32)
+        })
+        .collect::<Option<Vec<f32>>>()
+}
+
+/// Sends one prompt per batch (all at once; the client limits concurrency), reads each answer
+/// into its batch's outcomes, and summarises them: the score is the balanced accuracy, with the
+/// AUC in the details when answers came with logprobs.
+pub(crate) async fn run_classifier<C: Client>(
+    client: &C,
+    scorer: &'static str,
+    record: &LatentRecord,
+    batches: Vec<Batch>,
+    prompt: impl Fn(&Batch) -> Vec<Message>,
+    generation: &GenerationConfig,
+    logprobs: Option<u8>,
+) -> Result<ScorerResult> {
+    let requests = batches.iter().map(|batch| {
+        let mut req = generation.request(prompt(batch));
+        if let Some(k) = logprobs {
+            req = req.with_logprobs(k);
+        }
+        client.chat(req)
+    });
+    let responses = unless_all_failed(futures::future::join_all(requests).await)?;
+    let mut outcomes = Vec::new();
+    let mut failures = Vec::new();
+    let mut usage = Usage::default();
+    for (batch, response) in batches.into_iter().zip(responses) {
+        let result = match response {
+            Ok(r) => {
+                add_usage(&mut usage, &r.usage);
+                batch.resolve(&r.text, r.logprobs.as_deref())
+            }
+            Err(e) => batch.fail(Error::Client(e)),
+        };
+        if let Some(why) = result.failure {
+            tracing::warn!(error = %why, "classifier batch failed");
+            failures.push(why.to_string());
+        }
+        outcomes.extend(result.outcomes);
+    }
+    let summary = ClassifierSummary::from_outcomes(&outcomes);
+    Ok(ScorerResult {
+        score: summary.score(record.id, scorer),
+        details: ScoreDetails::Classifier { outcomes, summary },
+        failures,
+        usage,
+    })
 }
 
 #[cfg(test)]
@@ -426,6 +463,14 @@ mod tests {
             vec![1.0, 0.0]
         );
         assert_eq!(label_probabilities("[1,0]", &tokens[..3], 2), None);
+        // A label position without any probability on 0 or 1 gives no probabilities.
+        let mut dead = tokens.clone();
+        dead[1] = TokenLogprobs {
+            token: "1".into(),
+            logprob: f32::NEG_INFINITY,
+            top: vec![],
+        };
+        assert_eq!(label_probabilities("[1,0]", &dead, 2), None);
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Detection: can the scorer tell, from the explanation alone, which excerpts activate the latent?
 
-use autointerp_core::{Example, LatentRecord, Message};
-use autointerp_explain::escape_text;
+use std::future::Future;
+
+use autointerp_client::Client;
+use autointerp_core::{Example, Explanation, LatentRecord, Message};
+use autointerp_explain::{escape_text, GenerationConfig};
 use rand::seq::SliceRandom;
 
-use crate::classifier::{into_batches, latent_rng};
-use crate::{Batch, ClassifierConfig, Error, ExampleOutcome, Result};
+use crate::classifier::{into_batches, latent_rng, run_classifier};
+use crate::{Batch, ClassifierConfig, Error, ExampleOutcome, Result, Scorer, ScorerResult};
 
 /// Name of the detection scorer, as in delphi (`scores/detection/`).
 pub const DETECTION: &str = "detection";
@@ -122,4 +125,90 @@ pub fn detection_prompt(explanation: &str, batch: &Batch) -> Vec<Message> {
     messages.extend(shots_messages(&SHOTS));
     messages.push(Message::user(query(explanation, &batch.excerpts())));
     messages
+}
+
+/// Top alternatives asked for per answer token by the classifier scorers, by default.
+pub(crate) const DEFAULT_LOGPROBS: u8 = 5;
+
+/// The detection scorer: [`detection_batches`] shown with [`detection_prompt`], one request per
+/// batch.
+///
+/// The score is the balanced accuracy over the examples whose answer could be read
+/// ([`ClassifierSummary::score`](crate::ClassifierSummary::score)); the details hold the
+/// outcomes, the metrics, and the ROC AUC of the probability of `1` when the answers came with
+/// logprobs. Requests are greedy, up to 200 tokens, and ask for the top
+/// 5 logprobs of each answer token: turn that off with [`DetectionScorer::with_logprobs`] for
+/// servers that reject `logprobs`.
+#[derive(Debug, Clone)]
+pub struct DetectionScorer<C> {
+    client: C,
+    config: ClassifierConfig,
+    generation: GenerationConfig,
+    logprobs: Option<u8>,
+}
+
+impl<C> DetectionScorer<C> {
+    /// A detection scorer asking `client`, with batching options `config`.
+    pub fn new(client: C, config: ClassifierConfig) -> Self {
+        Self {
+            client,
+            config,
+            generation: GenerationConfig::default().with_max_tokens(200),
+            logprobs: Some(DEFAULT_LOGPROBS),
+        }
+    }
+
+    /// Sets the sampling options of its requests.
+    #[must_use]
+    pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// Asks for the top `k` logprobs of each answer token (`Some(k)`, for the AUC), or for none.
+    #[must_use]
+    pub fn with_logprobs(mut self, k: Option<u8>) -> Self {
+        self.logprobs = k;
+        self
+    }
+
+    /// The batching options.
+    pub fn config(&self) -> &ClassifierConfig {
+        &self.config
+    }
+}
+
+impl<C: Client> DetectionScorer<C> {
+    /// Scores `explanation` on `record`'s test and non-activating examples; see [`Scorer::score`].
+    #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = DETECTION))]
+    pub async fn score(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+    ) -> Result<ScorerResult> {
+        let batches = detection_batches(record, &self.config)?;
+        run_classifier(
+            &self.client,
+            DETECTION,
+            record,
+            batches,
+            |batch| detection_prompt(&explanation.text, batch),
+            &self.generation,
+            self.logprobs,
+        )
+        .await
+    }
+}
+
+impl<C: Client> Scorer for DetectionScorer<C> {
+    fn name(&self) -> &'static str {
+        DETECTION
+    }
+    fn score(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        DetectionScorer::score(self, record, explanation)
+    }
 }

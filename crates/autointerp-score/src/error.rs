@@ -42,6 +42,16 @@ pub enum Error {
         /// The cause.
         source: serde_json::Error,
     },
+    /// A request to the LLM, embedder or token scorer failed (after the client's own retries).
+    #[error("request failed: {0}")]
+    Client(#[from] autointerp_client::Error),
+    /// An embedder returned something unusable: the wrong number of vectors, or vectors of
+    /// different lengths.
+    #[error("unusable embeddings: {reason}")]
+    Embedder {
+        /// What is wrong.
+        reason: String,
+    },
     /// A shared-type operation failed (e.g. an atomic write).
     #[error(transparent)]
     Core(#[from] autointerp_core::Error),

@@ -2,16 +2,19 @@
 //! scorer find the intruder? Needs no explanation: it scores how interpretable the latent is.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 
-use autointerp_core::{Example, LatentRecord, Message};
-use autointerp_explain::{above_threshold, render_highlighted};
+use autointerp_client::{Client, Usage};
+use autointerp_core::{Example, Explanation, LatentRecord, Message, Score};
+use autointerp_explain::{above_threshold, render_highlighted, GenerationConfig};
 use rand::seq::{index, IndexedRandom};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::classifier::latent_rng;
 use crate::error::parse_failure;
-use crate::{Error, Result};
+use crate::scorer::{add_usage, unless_all_failed};
+use crate::{Error, Result, ScoreDetails, Scorer, ScorerResult};
 
 /// Name of the intruder scorer, as in delphi (`scores/intruder/`).
 pub const INTRUDER: &str = "intruder";
@@ -94,6 +97,17 @@ impl IntruderTrial {
             sample: self,
         };
         (outcome, error)
+    }
+
+    /// A failed outcome, e.g. when the request itself failed.
+    pub fn fail(self) -> IntruderOutcome {
+        IntruderOutcome {
+            interpretation: String::new(),
+            prediction: None,
+            correct_index: self.intruder_index,
+            correct: None,
+            sample: self,
+        }
     }
 }
 
@@ -283,6 +297,111 @@ pub fn parse_intruder(answer: &str, n: usize) -> Result<(String, usize)> {
         ));
     }
     Ok((before.to_string(), k - 1))
+}
+
+/// The intruder scorer: [`intruder_trials`] shown with [`intruder_prompt`], one request per
+/// trial. It needs no explanation (it measures how interpretable the latent's examples are);
+/// the one given is ignored.
+///
+/// The score is the fraction of trials whose intruder was found, among the trials whose answer
+/// could be read (0 when none could). Requests are greedy, up to 500 tokens.
+#[derive(Debug, Clone)]
+pub struct IntruderScorer<C> {
+    client: C,
+    config: IntruderConfig,
+    generation: GenerationConfig,
+}
+
+impl<C> IntruderScorer<C> {
+    /// An intruder scorer asking `client`, with options `config`.
+    pub fn new(client: C, config: IntruderConfig) -> Self {
+        Self {
+            client,
+            config,
+            generation: GenerationConfig::default().with_max_tokens(500),
+        }
+    }
+
+    /// Sets the sampling options of its requests.
+    #[must_use]
+    pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The options.
+    pub fn config(&self) -> &IntruderConfig {
+        &self.config
+    }
+}
+
+impl<C: Client> IntruderScorer<C> {
+    /// Runs `record`'s intruder trials; see [`Scorer::score`].
+    #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = INTRUDER))]
+    pub async fn score(&self, record: &LatentRecord) -> Result<ScorerResult> {
+        let trials = intruder_trials(record, &self.config)?;
+        let requests = trials.iter().map(|trial| {
+            self.client.chat(
+                self.generation
+                    .request(intruder_prompt(trial, self.config.cot)),
+            )
+        });
+        let responses = unless_all_failed(futures::future::join_all(requests).await)?;
+        let mut outcomes = Vec::with_capacity(trials.len());
+        let mut failures = Vec::new();
+        let mut usage = Usage::default();
+        for (trial, response) in trials.into_iter().zip(responses) {
+            let outcome = match response {
+                Ok(r) => {
+                    add_usage(&mut usage, &r.usage);
+                    let (outcome, error) = trial.resolve(&r.text);
+                    if let Some(e) = error {
+                        failures.push(e.to_string());
+                    }
+                    outcome
+                }
+                Err(e) => {
+                    failures.push(Error::Client(e).to_string());
+                    trial.fail()
+                }
+            };
+            outcomes.push(outcome);
+        }
+        let scored = outcomes.iter().filter(|o| o.correct.is_some()).count();
+        let right = outcomes.iter().filter(|o| o.correct == Some(true)).count();
+        let n_failed = outcomes.len() - scored;
+        if n_failed > 0 {
+            tracing::warn!(n_failed, "intruder trials failed");
+        }
+        Ok(ScorerResult {
+            score: Score {
+                latent: record.id,
+                scorer: INTRUDER.to_string(),
+                value: if scored == 0 {
+                    0.0
+                } else {
+                    right as f64 / scored as f64
+                },
+                n_failed,
+            },
+            details: ScoreDetails::Intruder { outcomes },
+            failures,
+            usage,
+        })
+    }
+}
+
+impl<C: Client> Scorer for IntruderScorer<C> {
+    fn name(&self) -> &'static str {
+        INTRUDER
+    }
+    fn score(
+        &self,
+        record: &LatentRecord,
+        _explanation: &Explanation,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        IntruderScorer::score(self, record)
+    }
 }
 
 #[cfg(test)]

@@ -1,6 +1,73 @@
 //! Scorers for latent explanations, as defined in "Automatically Interpreting Millions of
-//! Features in LLMs" (Paulo et al., 2024) and implemented in EleutherAI's delphi: prompt
-//! builders, answer parsers, per-example outcomes, metrics, and score files in delphi's layout.
+//! Features in LLMs" (Paulo et al., 2024) and implemented in EleutherAI's delphi.
+//!
+//! Each scorer holds what it asks — a chat [`Client`](autointerp_client::Client), an
+//! [`Embedder`] or a [`TokenScorer`] — and implements [`Scorer`]: it scores one
+//! [`Explanation`](autointerp_core::Explanation) on one latent's held-out examples, returning a
+//! [`ScorerResult`] with the headline [`Score`](autointerp_core::Score), per-example outcomes in
+//! delphi's layout ([`ScoreDetails`]), the failed count with the reasons, and the tokens spent.
+//! Answers that cannot be parsed are counted as failed and excluded, never a panic.
+//!
+//! | scorer | asks | score |
+//! |---|---|---|
+//! | [`DetectionScorer`]: which plain excerpts activate the latent? | LLM | balanced accuracy (+ AUC from logprobs) |
+//! | [`FuzzingScorer`]: which excerpts are highlighted correctly? | LLM | balanced accuracy (+ AUC from logprobs) |
+//! | [`IntruderScorer`]: which excerpt is the odd one out? | LLM | accuracy |
+//! | [`SimulationScorer`]: each token's 0–10 activation | LLM (prompt logprobs or JSON) | correlation |
+//! | [`EmbeddingScorer`]: is the explanation closer to activating excerpts? | embedder | ROC AUC |
+//! | [`SurprisalScorer`]: does the explanation lower the loss of activating excerpts? | base LM | ROC AUC |
+//!
+//! ```
+//! use autointerp_client::{ChatRequest, ChatResponse, Client};
+//! use autointerp_core::{Example, Explanation, HookPoint, LatentId, LatentRecord, LatentStats};
+//! use autointerp_score::{ClassifierConfig, DetectionScorer, ScoreDetails, Scorer};
+//!
+//! /// A stand-in for an LLM: answers 1 for each excerpt that names a river.
+//! struct RiverSpotter;
+//!
+//! impl Client for RiverSpotter {
+//!     async fn chat(&self, req: ChatRequest) -> autointerp_client::Result<ChatResponse> {
+//!         let prompt = &req.messages.last().map(|m| m.content.clone()).unwrap_or_default();
+//!         let labels: Vec<&str> = prompt
+//!             .lines()
+//!             .filter(|l| l.starts_with("Excerpt "))
+//!             .map(|l| if l.contains("Thames") || l.contains("Rhine") { "1" } else { "0" })
+//!             .collect();
+//!         Ok(ChatResponse { text: format!("[{}]", labels.join(",")), ..ChatResponse::default() })
+//!     }
+//! }
+//!
+//! let ex = |text: &str, act: f32| Example {
+//!     tokens: vec![0],
+//!     str_tokens: vec![text.to_string()],
+//!     activations: vec![act],
+//!     normalized: vec![if act > 0.0 { 10 } else { 0 }],
+//!     quantile: (act > 0.0).then_some(1),
+//!     distance: None,
+//! };
+//! let record = LatentRecord {
+//!     id: LatentId::new(HookPoint::Residual(6), 12),
+//!     train: vec![],
+//!     test: vec![ex("the Thames", 3.0), ex("the Rhine", 2.0)],
+//!     non_activating: vec![ex("the bank", 0.0), ex("a loan", 0.0)],
+//!     stats: LatentStats::default(),
+//! };
+//! let explanation = Explanation { latent: record.id, text: "Names of rivers.".into() };
+//!
+//! let scorer = DetectionScorer::new(RiverSpotter, ClassifierConfig::default());
+//! let result = futures::executor::block_on(scorer.score(&record, &explanation))?;
+//! assert_eq!(result.score.scorer, "detection");
+//! assert_eq!(result.score.value, 1.0); // balanced accuracy
+//! assert_eq!(result.n_failed(), 0);
+//! let ScoreDetails::Classifier { summary, .. } = &result.details else { unreachable!() };
+//! assert_eq!(summary.auc, None); // this client returns no logprobs
+//! # Ok::<(), autointerp_score::Error>(())
+//! ```
+//!
+//! # Prompts, parsers and metrics
+//!
+//! The parts the scorers are built from are pure and usable alone: prompts are
+//! [`Message`](autointerp_core::Message) lists for any chat client, answers are strings.
 //!
 //! - **Detection**: shuffled batches of activating and non-activating excerpts; the scorer
 //!   answers, from the explanation, which ones activate the latent ([`detection_batches`],
@@ -11,10 +78,10 @@
 //!   ([`intruder_trials`], [`intruder_prompt`], [`parse_intruder`]).
 //! - **Simulation**: the scorer predicts each token's 0–10 activation ([`simulation_prompt`],
 //!   [`json_simulation_prompt`], [`score_simulation`]).
+//! - **Surprisal**: the prompt an example is scored after ([`surprisal_prefix`]).
 //!
-//! Everything here is pure: prompts are [`Message`](autointerp_core::Message) lists for any
-//! chat client, answers are strings. An answer that cannot be parsed is recorded as failed
-//! (prediction `None`), excluded from every metric and counted.
+//! An answer that cannot be parsed is recorded as failed (prediction `None`), excluded from
+//! every metric and counted.
 //!
 //! ```
 //! use autointerp_core::{Example, HookPoint, LatentId, LatentRecord, LatentStats};
@@ -53,32 +120,43 @@
 
 mod classifier;
 mod detection;
+mod embedding;
 mod error;
 pub mod files;
 mod fuzz;
 mod intruder;
 pub mod metrics;
 mod outcome;
+mod scorer;
 mod simulation;
+mod surprisal;
 
-pub use classifier::{
-    label_probabilities, parse_labels, Batch, BatchResult, ClassifierConfig, TokenLogprobs,
+pub use autointerp_client::{Embedder, TokenLogprobs, TokenScorer, Usage};
+pub use autointerp_explain::GenerationConfig;
+pub use classifier::{label_probabilities, parse_labels, Batch, BatchResult, ClassifierConfig};
+pub use detection::{detection_batches, detection_prompt, DetectionScorer, DETECTION};
+pub use embedding::{
+    cosine_similarity, EmbeddingConfig, EmbeddingOutcome, EmbeddingScorer, DELPHI_QUERY_PREFIX,
+    EMBEDDING,
 };
-pub use detection::{detection_batches, detection_prompt, DETECTION};
 pub use error::{Error, Result};
 pub use files::{read_classifier_file, score_file_path, write_score_file};
-pub use fuzz::{fuzz_batches, fuzz_prompt, FuzzConfig, FuzzMode, FUZZ};
+pub use fuzz::{fuzz_batches, fuzz_prompt, FuzzConfig, FuzzMode, FuzzingScorer, FUZZ};
 pub use intruder::{
     intruder_prompt, intruder_trials, parse_intruder, IntruderConfig, IntruderOutcome,
-    IntruderTrial, INTRUDER, INTRUDER_MARKER,
+    IntruderScorer, IntruderTrial, INTRUDER, INTRUDER_MARKER,
 };
 pub use metrics::{
     Bootstrap, ClassificationMetrics, ClassifierSummary, ConfidenceInterval, Confusion,
 };
 pub use outcome::ExampleOutcome;
+pub use scorer::{ScoreDetails, Scorer, ScorerResult};
 pub use simulation::{
     display_token, expected_activation, json_simulation_prompt, parse_json_simulation,
-    score_simulation, simulate_from_prompt_logprobs, simulation_prompt, simulation_targets,
-    MaybeNan, ScoredSequenceSimulation, ScoredSimulation, SequenceSimulation, SimulatedSequence,
-    SIMULATION,
+    score_simulation, simulate_from_prompt_logprobs, simulate_from_response, simulation_prompt,
+    simulation_targets, MaybeNan, ScoredSequenceSimulation, ScoredSimulation, SequenceSimulation,
+    SimulatedSequence, SimulationConfig, SimulationMode, SimulationScorer, SIMULATION,
+};
+pub use surprisal::{
+    surprisal_prefix, SurprisalConfig, SurprisalOutcome, SurprisalScorer, SURPRISAL,
 };

@@ -10,13 +10,17 @@
 //! - **JSON** ([`json_simulation_prompt`]), for APIs without prompt logprobs: the model fills
 //!   in a JSON list of token activations ([`parse_json_simulation`]).
 
-use autointerp_core::{Example, LatentRecord, Message};
-use autointerp_explain::normalized_activation;
+use std::future::Future;
+
+use autointerp_client::{ChatResponse, Client, Usage};
+use autointerp_core::{Example, Explanation, LatentRecord, Message, Score};
+use autointerp_explain::{normalized_activation, GenerationConfig};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::parse_failure;
 use crate::metrics::{absolute_dev_explained_score, pearson, rsquared_score};
-use crate::Result;
+use crate::scorer::{add_usage, or_nan, unless_all_failed};
+use crate::{Error, Result, ScoreDetails, Scorer, ScorerResult};
 
 /// Name of the simulation scorer, as in delphi (`scores/simulation/`).
 pub const SIMULATION: &str = "simulation";
@@ -513,6 +517,184 @@ pub fn score_simulation(sequences: &[SimulatedSequence]) -> Vec<ScoredSimulation
         out.push(group(i64::from(q), &members));
     }
     out
+}
+
+/// How the simulation scorer gets its predictions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SimulationMode {
+    /// delphi's default: one request per sequence for the prompt logprobs of a
+    /// [`simulation_prompt`], generating nothing ([`simulate_from_prompt_logprobs`]). Needs a
+    /// server that returns prompt logprobs of a continued assistant message: vLLM (sent as
+    /// `prompt_logprobs`, `continue_final_message: true`, `add_generation_prompt: false`) or the
+    /// in-process engine.
+    #[default]
+    PromptLogprobs,
+    /// For APIs without prompt logprobs: the model writes the activations as JSON
+    /// ([`json_simulation_prompt`], [`parse_json_simulation`]).
+    Json,
+}
+
+/// Options of the simulation scorer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulationConfig {
+    /// How predictions are obtained.
+    pub mode: SimulationMode,
+    /// Alternatives asked for at each prompt position in [`SimulationMode::PromptLogprobs`]
+    /// (vLLM caps it at its `max_logprobs`, 20 by default).
+    pub top_logprobs: u8,
+}
+
+impl Default for SimulationConfig {
+    fn default() -> Self {
+        Self {
+            mode: SimulationMode::PromptLogprobs,
+            top_logprobs: 20,
+        }
+    }
+}
+
+/// Predicted activations from the prompt logprobs of a response to a [`simulation_prompt`]:
+/// [`simulate_from_prompt_logprobs`] over the positions the server returned (a position without
+/// a value, such as the first, counts as an empty token without alternatives).
+pub fn simulate_from_response(response: &ChatResponse, n_tokens: usize) -> Result<Vec<f32>> {
+    let Some(positions) = &response.prompt_logprobs else {
+        return Err(parse_failure(
+            "the server returned no prompt logprobs; use SimulationMode::Json with it",
+            &response.text,
+        ));
+    };
+    let tokens: Vec<&str> = positions
+        .iter()
+        .map(|p| p.as_ref().map_or("", |t| t.token.as_str()))
+        .collect();
+    let top: Vec<Vec<(String, f32)>> = positions
+        .iter()
+        .map(|p| p.as_ref().map_or_else(Vec::new, |t| t.top.clone()))
+        .collect();
+    simulate_from_prompt_logprobs(&tokens, &top, n_tokens)
+}
+
+/// The simulation scorer: for each test and non-activating example
+/// ([`simulation_targets`]), one request for the predicted 0–10 activation of every token.
+///
+/// The score is the Pearson correlation of predicted and true activations over the tokens of
+/// all sequences whose prediction succeeded (delphi's `ev_correlation_score` of the
+/// all-sequences group); NaN when undefined (fewer than two tokens, or a constant prediction).
+/// Requests are greedy; JSON answers may take up to 4000 tokens.
+#[derive(Debug, Clone)]
+pub struct SimulationScorer<C> {
+    client: C,
+    config: SimulationConfig,
+    generation: GenerationConfig,
+}
+
+impl<C> SimulationScorer<C> {
+    /// A simulation scorer asking `client`, with options `config`.
+    pub fn new(client: C, config: SimulationConfig) -> Self {
+        Self {
+            client,
+            config,
+            generation: GenerationConfig::default().with_max_tokens(4000),
+        }
+    }
+
+    /// Sets the sampling options of its requests (in prompt-logprobs mode, `max_tokens` is 1
+    /// whatever is set here).
+    #[must_use]
+    pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The options.
+    pub fn config(&self) -> &SimulationConfig {
+        &self.config
+    }
+}
+
+impl<C: Client> SimulationScorer<C> {
+    /// Simulates `record`'s test and non-activating examples from `explanation`; see
+    /// [`Scorer::score`].
+    #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = SIMULATION))]
+    pub async fn score(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+    ) -> Result<ScorerResult> {
+        let mut sequences = simulation_targets(record);
+        if sequences.is_empty() {
+            return Err(Error::NotEnoughExamples {
+                latent: record.id,
+                what: "no examples to simulate".into(),
+            });
+        }
+        let mode = self.config.mode;
+        let requests = sequences.iter().map(|s| {
+            let req = match mode {
+                SimulationMode::PromptLogprobs => self
+                    .generation
+                    .request(simulation_prompt(&explanation.text, &s.tokens))
+                    .with_max_tokens(1)
+                    .with_prompt_logprobs(self.config.top_logprobs)
+                    .with_extra("add_generation_prompt", false)
+                    .with_extra("continue_final_message", true),
+                SimulationMode::Json => self
+                    .generation
+                    .request(json_simulation_prompt(&explanation.text, &s.tokens)),
+            };
+            self.client.chat(req)
+        });
+        let responses = unless_all_failed(futures::future::join_all(requests).await)?;
+        let mut failures = Vec::new();
+        let mut usage = Usage::default();
+        for (sequence, response) in sequences.iter_mut().zip(responses) {
+            let n = sequence.tokens.len();
+            let predicted = response.map_err(Error::Client).and_then(|r| {
+                add_usage(&mut usage, &r.usage);
+                match mode {
+                    SimulationMode::PromptLogprobs => simulate_from_response(&r, n),
+                    SimulationMode::Json => parse_json_simulation(&r.text, n),
+                }
+            });
+            match predicted {
+                Ok(p) => sequence.predicted = Some(p),
+                Err(e) => failures.push(e.to_string()),
+            }
+        }
+        let groups = score_simulation(&sequences);
+        let (value, n_failed) = groups.first().map_or((f64::NAN, sequences.len()), |all| {
+            (or_nan(all.ev_correlation_score.0), all.n_failed)
+        });
+        if n_failed > 0 {
+            tracing::warn!(n_failed, "simulated sequences failed");
+        }
+        Ok(ScorerResult {
+            score: Score {
+                latent: record.id,
+                scorer: SIMULATION.to_string(),
+                value,
+                n_failed,
+            },
+            details: ScoreDetails::Simulation { groups },
+            failures,
+            usage,
+        })
+    }
+}
+
+impl<C: Client> Scorer for SimulationScorer<C> {
+    fn name(&self) -> &'static str {
+        SIMULATION
+    }
+    fn score(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        SimulationScorer::score(self, record, explanation)
+    }
 }
 
 #[cfg(test)]

@@ -396,3 +396,8 @@ fn score_file_layout_snapshot() {
     );
     assert_eq!(read_classifier_file(&path).unwrap(), result.outcomes);
 }
+
+#[test]
+fn surprisal_prefix_snapshot() {
+    insta::assert_snapshot!("surprisal_prefix", surprisal_prefix(EXPLANATION));
+}

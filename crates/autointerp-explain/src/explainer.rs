@@ -1,0 +1,334 @@
+//! Explainers: show an LLM a latent's examples, ask for an explanation, and parse the answer.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use autointerp_client::{ChatResponse, Client, Usage};
+use autointerp_core::{Explanation, LatentId, LatentRecord, Message};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    contrastive_prompt, default_prompt, parse_explanation, ContrastiveConfig, Error,
+    ExplainerConfig, GenerationConfig, Result,
+};
+
+/// Something that explains latents: [`DefaultExplainer`], [`ContrastiveExplainer`], or any
+/// other, so that a pipeline can run whichever it is given. `&E` and `Arc<E>` are explainers too.
+pub trait Explainer: Send + Sync {
+    /// A short name for logs and output folders, e.g. `default`.
+    fn name(&self) -> &'static str;
+
+    /// Explains one latent. An answer without a usable explanation is an
+    /// [`ExplainOutcome::Failed`], not an error; errors are failed requests and records that
+    /// cannot be explained (no train examples).
+    fn explain(&self, record: &LatentRecord)
+        -> impl Future<Output = Result<ExplainOutcome>> + Send;
+}
+
+impl<E: Explainer> Explainer for Arc<E> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn explain(
+        &self,
+        record: &LatentRecord,
+    ) -> impl Future<Output = Result<ExplainOutcome>> + Send {
+        (**self).explain(record)
+    }
+}
+
+impl<E: Explainer> Explainer for &E {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+    fn explain(
+        &self,
+        record: &LatentRecord,
+    ) -> impl Future<Output = Result<ExplainOutcome>> + Send {
+        (**self).explain(record)
+    }
+}
+
+/// What came of asking for one latent's explanation: the explanation, or a recorded failure.
+/// Either way the raw answer and the tokens it cost are kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ExplainOutcome {
+    /// The answer held an explanation.
+    Explained {
+        /// The parsed explanation.
+        explanation: Explanation,
+        /// The answer as received.
+        answer: String,
+        /// Tokens and cost of the request.
+        usage: Usage,
+    },
+    /// The answer held no usable explanation: the latent has none (it is never given a
+    /// placeholder text).
+    Failed {
+        /// The latent asked about.
+        latent: LatentId,
+        /// Why the answer could not be used.
+        reason: String,
+        /// The answer as received.
+        answer: String,
+        /// Tokens and cost of the request.
+        usage: Usage,
+    },
+}
+
+impl ExplainOutcome {
+    /// Parses an explainer's answer for `latent` (see [`parse_explanation`]). When it holds no
+    /// explanation and generation stopped at the token limit, the reason says so.
+    ///
+    /// ```
+    /// use autointerp_client::ChatResponse;
+    /// use autointerp_core::{HookPoint, LatentId};
+    /// use autointerp_explain::ExplainOutcome;
+    ///
+    /// let id = LatentId::new(HookPoint::Residual(6), 1);
+    /// let ok = ExplainOutcome::from_response(id, ChatResponse {
+    ///     text: "[EXPLANATION]: Names of rivers.".into(),
+    ///     ..ChatResponse::default()
+    /// });
+    /// assert_eq!(ok.explanation().unwrap().text, "Names of rivers.");
+    /// let cut = ExplainOutcome::from_response(id, ChatResponse {
+    ///     text: "Step 1. The marked tokens are:".into(),
+    ///     finish_reason: Some("length".into()),
+    ///     ..ChatResponse::default()
+    /// });
+    /// assert!(cut.is_failed() && cut.answer().starts_with("Step 1."));
+    /// ```
+    pub fn from_response(latent: LatentId, response: ChatResponse) -> Self {
+        let ChatResponse {
+            text,
+            usage,
+            finish_reason,
+            ..
+        } = response;
+        match parse_explanation(&text) {
+            Ok(explanation) => Self::Explained {
+                explanation: Explanation {
+                    latent,
+                    text: explanation,
+                },
+                answer: text,
+                usage,
+            },
+            Err(e) => {
+                let mut reason = match e {
+                    Error::ParseFailure { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                if finish_reason.as_deref() == Some("length") {
+                    reason.push_str(" (the answer was cut off at max_tokens)");
+                }
+                Self::Failed {
+                    latent,
+                    reason,
+                    answer: text,
+                    usage,
+                }
+            }
+        }
+    }
+
+    /// The latent asked about.
+    pub fn latent(&self) -> LatentId {
+        match self {
+            Self::Explained { explanation, .. } => explanation.latent,
+            Self::Failed { latent, .. } => *latent,
+        }
+    }
+
+    /// The explanation, unless the answer held none.
+    pub fn explanation(&self) -> Option<&Explanation> {
+        match self {
+            Self::Explained { explanation, .. } => Some(explanation),
+            Self::Failed { .. } => None,
+        }
+    }
+
+    /// The explanation, unless the answer held none.
+    pub fn into_explanation(self) -> Option<Explanation> {
+        match self {
+            Self::Explained { explanation, .. } => Some(explanation),
+            Self::Failed { .. } => None,
+        }
+    }
+
+    /// Whether the answer held no explanation.
+    pub fn is_failed(&self) -> bool {
+        matches!(self, Self::Failed { .. })
+    }
+
+    /// The answer as received.
+    pub fn answer(&self) -> &str {
+        match self {
+            Self::Explained { answer, .. } | Self::Failed { answer, .. } => answer,
+        }
+    }
+
+    /// Tokens and cost of the request.
+    pub fn usage(&self) -> &Usage {
+        match self {
+            Self::Explained { usage, .. } | Self::Failed { usage, .. } => usage,
+        }
+    }
+}
+
+/// Sends `messages` and reads the answer for `latent`.
+async fn ask<C: Client>(
+    client: &C,
+    generation: &GenerationConfig,
+    latent: LatentId,
+    messages: Vec<Message>,
+) -> Result<ExplainOutcome> {
+    let response = client.chat(generation.request(messages)).await?;
+    let outcome = ExplainOutcome::from_response(latent, response);
+    match &outcome {
+        ExplainOutcome::Explained { explanation, .. } => {
+            tracing::debug!(explanation = %explanation.text, "explained");
+        }
+        ExplainOutcome::Failed { reason, .. } => {
+            tracing::warn!(%reason, "no explanation in the answer");
+        }
+    }
+    Ok(outcome)
+}
+
+fn require_train(record: &LatentRecord) -> Result<()> {
+    if record.train.is_empty() {
+        return Err(Error::NoTrainExamples { latent: record.id });
+    }
+    Ok(())
+}
+
+/// The default explainer: the latent's train examples, highlighted, after worked examples
+/// ([`default_prompt`]), sent to an LLM whose answer is parsed with [`parse_explanation`].
+#[derive(Debug, Clone)]
+pub struct DefaultExplainer<C> {
+    client: C,
+    config: ExplainerConfig,
+    generation: GenerationConfig,
+}
+
+impl<C> DefaultExplainer<C> {
+    /// An explainer asking `client`, with the prompt options `config` and
+    /// [`GenerationConfig::default`] (greedy, up to 1000 tokens).
+    pub fn new(client: C, config: ExplainerConfig) -> Self {
+        Self {
+            client,
+            config,
+            generation: GenerationConfig::default(),
+        }
+    }
+
+    /// Sets the sampling options of its requests.
+    #[must_use]
+    pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The prompt options.
+    pub fn config(&self) -> &ExplainerConfig {
+        &self.config
+    }
+
+    /// The sampling options.
+    pub fn generation(&self) -> &GenerationConfig {
+        &self.generation
+    }
+}
+
+impl<C: Client> DefaultExplainer<C> {
+    /// Explains one latent from its train examples (at most [`ExplainerConfig::max_examples`]).
+    ///
+    /// # Errors
+    /// [`Error::NoTrainExamples`] for a record without train examples, [`Error::Client`] when the
+    /// request fails. An answer without an explanation is an [`ExplainOutcome::Failed`].
+    #[tracing::instrument(skip_all, fields(latent = %record.id, explainer = "default"))]
+    pub async fn explain(&self, record: &LatentRecord) -> Result<ExplainOutcome> {
+        require_train(record)?;
+        let messages = default_prompt(record, &self.config);
+        ask(&self.client, &self.generation, record.id, messages).await
+    }
+}
+
+impl<C: Client> Explainer for DefaultExplainer<C> {
+    fn name(&self) -> &'static str {
+        "default"
+    }
+    fn explain(
+        &self,
+        record: &LatentRecord,
+    ) -> impl Future<Output = Result<ExplainOutcome>> + Send {
+        DefaultExplainer::explain(self, record)
+    }
+}
+
+/// The contrastive explainer: activating examples beside similar non-activating ones
+/// ([`contrastive_prompt`]), sent to an LLM whose answer is parsed with [`parse_explanation`].
+#[derive(Debug, Clone)]
+pub struct ContrastiveExplainer<C> {
+    client: C,
+    config: ContrastiveConfig,
+    generation: GenerationConfig,
+}
+
+impl<C> ContrastiveExplainer<C> {
+    /// An explainer asking `client`, with the prompt options `config` and
+    /// [`GenerationConfig::default`].
+    pub fn new(client: C, config: ContrastiveConfig) -> Self {
+        Self {
+            client,
+            config,
+            generation: GenerationConfig::default(),
+        }
+    }
+
+    /// Sets the sampling options of its requests.
+    #[must_use]
+    pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// The prompt options.
+    pub fn config(&self) -> &ContrastiveConfig {
+        &self.config
+    }
+
+    /// The sampling options.
+    pub fn generation(&self) -> &GenerationConfig {
+        &self.generation
+    }
+}
+
+impl<C: Client> ContrastiveExplainer<C> {
+    /// Explains one latent from its train and non-activating examples (a record without
+    /// non-activating examples is shown with an empty silent group).
+    ///
+    /// # Errors
+    /// [`Error::NoTrainExamples`] for a record without train examples, [`Error::Client`] when the
+    /// request fails. An answer without an explanation is an [`ExplainOutcome::Failed`].
+    #[tracing::instrument(skip_all, fields(latent = %record.id, explainer = "contrastive"))]
+    pub async fn explain(&self, record: &LatentRecord) -> Result<ExplainOutcome> {
+        require_train(record)?;
+        let messages = contrastive_prompt(record, &self.config);
+        ask(&self.client, &self.generation, record.id, messages).await
+    }
+}
+
+impl<C: Client> Explainer for ContrastiveExplainer<C> {
+    fn name(&self) -> &'static str {
+        "contrastive"
+    }
+    fn explain(
+        &self,
+        record: &LatentRecord,
+    ) -> impl Future<Output = Result<ExplainOutcome>> + Send {
+        ContrastiveExplainer::explain(self, record)
+    }
+}

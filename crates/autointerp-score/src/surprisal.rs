@@ -1,0 +1,231 @@
+//! Surprisal: how much does reading the explanation lower a base model's loss on the latent's
+//! activating examples, compared with its non-activating ones?
+//!
+//! As in delphi's surprisal scorer (after Paulo et al., 2024): every example is scored twice by
+//! a base language model, each time after a few-shot prompt of descriptions followed by
+//! excerpts, once ending with the explanation and once with an uninformative baseline
+//! description. A good explanation makes the model expect the activating examples, so their loss
+//! drops more than that of non-activating examples.
+
+use std::future::Future;
+
+use autointerp_client::{TokenScorer, Usage};
+use autointerp_core::{Explanation, LatentRecord, Score};
+use serde::{Deserialize, Serialize};
+
+use crate::embedding::labelled_examples;
+use crate::metrics::roc_auc;
+use crate::scorer::{or_nan, unless_all_failed};
+use crate::{Error, Result, ScoreDetails, Scorer, ScorerResult};
+
+/// Name of the surprisal scorer, as in delphi (`scores/surprisal/`).
+pub const SURPRISAL: &str = "surprisal";
+
+/// Worked examples of the surprisal prompt: a description, then excerpts that fit it.
+const SHOTS: [(&str, &[&str]); 3] = [
+    (
+        "Units of time right after a number, stating a duration.",
+        &[
+            " the flight takes about six hours from here",
+            " let the dough rest for ten minutes before rolling",
+            " the warranty lasts two years from the date of purchase",
+        ],
+    ),
+    (
+        "Names of programming languages.",
+        &[
+            " he ported the whole library from Java to Kotlin",
+            " most data scientists use Python and R",
+            " the legacy code is written in Visual Basic",
+        ],
+    ),
+    (
+        "Negation words (not, n't, never), especially before a positive word.",
+        &[
+            " I don't like waiting in line",
+            " the results were never good enough for him",
+            " it is not a pleasant smell",
+        ],
+    ),
+];
+
+/// Options of the surprisal scorer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SurprisalConfig {
+    /// The description the baseline prefix ends with, in place of the explanation.
+    pub baseline: String,
+}
+
+impl Default for SurprisalConfig {
+    fn default() -> Self {
+        Self {
+            baseline: "Unrelated sentences on various topics.".into(),
+        }
+    }
+}
+
+/// The prefix an example is scored after: an introduction, three worked descriptions with their
+/// excerpts, then `description` and the `Excerpts:` line that the example continues.
+///
+/// ```
+/// let p = autointerp_score::surprisal_prefix("Names of rivers.");
+/// assert!(p.ends_with("Description: Names of rivers.\nExcerpts:\n"));
+/// ```
+pub fn surprisal_prefix(description: &str) -> String {
+    let mut prefix = String::from(
+        "The following are descriptions of features of text, each followed by short excerpts \
+         in which the feature appears.\n\n",
+    );
+    for (shot, excerpts) in SHOTS {
+        prefix.push_str(&format!("Description: {shot}\nExcerpts:\n"));
+        for e in excerpts {
+            prefix.push_str(e);
+            prefix.push('\n');
+        }
+        prefix.push('\n');
+    }
+    prefix.push_str(&format!("Description: {}\nExcerpts:\n", description.trim()));
+    prefix
+}
+
+/// One example's losses, in the layout of delphi's `SurprisalOutput` plus `activating`,
+/// `quantile` and `loss_reduction`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SurprisalOutcome {
+    /// The example's text, as scored.
+    pub text: String,
+    /// Whether the latent fires on it (a test example) or not (a non-activating one).
+    pub activating: bool,
+    /// The quantile of an activating example.
+    pub quantile: Option<u8>,
+    /// The distance of a non-activating example found by similarity.
+    pub distance: Option<f32>,
+    /// The latent's activation on each token.
+    pub activations: Vec<f32>,
+    /// Loss (−log p, nats) of each token after the baseline prefix.
+    pub no_explanation: Vec<f32>,
+    /// Loss of each token after the explanation's prefix.
+    pub explanation: Vec<f32>,
+    /// Mean loss after the baseline minus mean loss after the explanation; `None` when either
+    /// scoring failed or gave no finite loss (a failed example).
+    pub loss_reduction: Option<f64>,
+}
+
+fn mean_loss(losses: &[f32]) -> Option<f64> {
+    if losses.is_empty() {
+        return None;
+    }
+    let m = losses.iter().map(|&l| f64::from(l)).sum::<f64>() / losses.len() as f64;
+    m.is_finite().then_some(m)
+}
+
+/// The surprisal scorer: each test and non-activating example is scored by a [`TokenScorer`]
+/// after [`surprisal_prefix`] of the explanation and of [`SurprisalConfig::baseline`].
+///
+/// The score is the ROC AUC of the loss reduction (mean per-token loss without the explanation
+/// minus with it) separating activating (positive) from non-activating examples; NaN when the
+/// examples scored lack one of the two classes.
+#[derive(Debug, Clone)]
+pub struct SurprisalScorer<T> {
+    model: T,
+    config: SurprisalConfig,
+}
+
+impl<T> SurprisalScorer<T> {
+    /// A surprisal scorer asking `model`, with options `config`.
+    pub fn new(model: T, config: SurprisalConfig) -> Self {
+        Self { model, config }
+    }
+
+    /// The options.
+    pub fn config(&self) -> &SurprisalConfig {
+        &self.config
+    }
+}
+
+impl<T: TokenScorer> SurprisalScorer<T> {
+    /// Scores `explanation` on `record`'s test and non-activating examples; see
+    /// [`Scorer::score`]. An example the model fails to score is a failed example; when it
+    /// fails on every one, the first error is returned.
+    #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = SURPRISAL))]
+    pub async fn score(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+    ) -> Result<ScorerResult> {
+        let examples = labelled_examples(record, SURPRISAL)?;
+        let with = surprisal_prefix(&explanation.text);
+        let without = surprisal_prefix(&self.config.baseline);
+        let texts: Vec<String> = examples.iter().map(|(e, _)| e.text()).collect();
+        let calls = texts.iter().map(|text| async {
+            let (a, b) = futures::join!(
+                self.model.logprobs(&without, text),
+                self.model.logprobs(&with, text)
+            );
+            Ok::<_, autointerp_client::Error>((a?, b?))
+        });
+        let results = unless_all_failed(futures::future::join_all(calls).await)?;
+        let mut failures = Vec::new();
+        let mut outcomes = Vec::with_capacity(examples.len());
+        for (((example, activating), text), result) in examples.iter().zip(texts).zip(results) {
+            let (no_explanation, explained, loss_reduction) = match result {
+                Ok((a, b)) => {
+                    let a: Vec<f32> = a.into_iter().map(|lp| -lp).collect();
+                    let b: Vec<f32> = b.into_iter().map(|lp| -lp).collect();
+                    let reduction = match (mean_loss(&a), mean_loss(&b)) {
+                        (Some(x), Some(y)) => Some(x - y),
+                        _ => {
+                            failures.push(format!("no tokens or no finite loss for {text:?}"));
+                            None
+                        }
+                    };
+                    (a, b, reduction)
+                }
+                Err(e) => {
+                    failures.push(Error::Client(e).to_string());
+                    (Vec::new(), Vec::new(), None)
+                }
+            };
+            outcomes.push(SurprisalOutcome {
+                text,
+                activating: *activating,
+                quantile: example.quantile,
+                distance: example.distance,
+                activations: example.activations.clone(),
+                no_explanation,
+                explanation: explained,
+                loss_reduction,
+            });
+        }
+        let (labels, scores): (Vec<bool>, Vec<f64>) = outcomes
+            .iter()
+            .filter_map(|o| o.loss_reduction.map(|r| (o.activating, r)))
+            .unzip();
+        let n_failed = outcomes.len() - labels.len();
+        Ok(ScorerResult {
+            score: Score {
+                latent: record.id,
+                scorer: SURPRISAL.to_string(),
+                value: or_nan(roc_auc(&labels, &scores)),
+                n_failed,
+            },
+            details: ScoreDetails::Surprisal { outcomes },
+            failures,
+            usage: Usage::default(),
+        })
+    }
+}
+
+impl<T: TokenScorer> Scorer for SurprisalScorer<T> {
+    fn name(&self) -> &'static str {
+        SURPRISAL
+    }
+    fn score(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        SurprisalScorer::score(self, record, explanation)
+    }
+}
