@@ -54,6 +54,10 @@ pub struct RunConfig {
     pub n_splits: u32,
     /// Name recorded as `model_name` in each hook's `config.json` (delphi reads it).
     pub model_name: String,
+    /// Record nothing at position 0 of each row: in most LMs it is an attention sink whose huge
+    /// activations would dominate every latent's top examples.
+    #[serde(default)]
+    pub skip_first_token: bool,
     /// Extra fields for each hook's `config.json` (dataset name, column, ...).
     #[serde(default)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -114,11 +118,12 @@ fn fingerprint(tokens: &Tokens, targets: &[Target<'_>], cfg: &RunConfig) -> Stri
     let mut h = 0xcbf2_9ce4_8422_2325;
     h = fnv1a(tokens.ids.iter().flat_map(|t| t.to_le_bytes()), h);
     let desc = format!(
-        "{}x{} {} {} {:?}",
+        "{}x{} {} {} {} {:?}",
         tokens.rows,
         tokens.ctx_len,
         cfg.model_name,
         cfg.n_splits,
+        cfg.skip_first_token,
         targets
             .iter()
             .map(|t| (t.hook.to_string(), t.coder.width(), t.coder.d_in()))
@@ -221,6 +226,9 @@ pub fn run(
             )
             .map_err(|e| Error::Forward(e.to_string()))?;
             for (token, (i, v)) in idx.chunks(k.max(1)).zip(val.chunks(k.max(1))).enumerate() {
+                if cfg.skip_first_token && token % tokens.ctx_len == 0 {
+                    continue;
+                }
                 pairs.clear();
                 pairs.extend(i.iter().zip(v).map(|(&i, &v)| (i as u32, v)));
                 let r = row + token / tokens.ctx_len;
@@ -278,6 +286,7 @@ pub fn run(
         config.insert("batch_size".into(), batch.into());
         config.insert("n_splits".into(), cfg.n_splits.into());
         config.insert("model_name".into(), cfg.model_name.clone().into());
+        config.insert("skip_first_token".into(), cfg.skip_first_token.into());
         write_atomic(
             &dir.join("config.json"),
             &serde_json::to_vec_pretty(&config).unwrap_or_default(),

@@ -53,6 +53,7 @@ fn setup() -> (Tokens, Tensor, RandomTopK, RunConfig) {
         batch_size: NonZeroUsize::new(3).unwrap(),
         n_splits: 4,
         model_name: "synthetic".into(),
+        skip_first_token: false,
         extra: Default::default(),
     };
     (tokens, embed, coder, cfg)
@@ -198,6 +199,39 @@ fn an_interrupted_run_resumes_to_identical_files() {
         files(&hook_dir(straight.path(), hook)),
         files(&hook_dir(resumed.path(), hook))
     );
+}
+
+#[test]
+fn the_first_position_can_be_skipped() {
+    let (tokens, embed, coder, cfg) = setup();
+    let cfg = RunConfig {
+        skip_first_token: true,
+        ..cfg
+    };
+    let out = tempfile::tempdir().unwrap();
+    let hook = HookPoint::Residual(0);
+    run(
+        out.path(),
+        &tokens,
+        &[Target {
+            hook,
+            coder: &coder,
+        }],
+        forward(&embed),
+        &cfg,
+        |_| {},
+    )
+    .unwrap();
+    let dir = hook_dir(out.path(), hook);
+    let mut seen = 0;
+    for (name, _) in files(&dir) {
+        if autointerp_core::split::parse_file_name(&name).is_some() {
+            let split = Split::read(&dir.join(&name)).unwrap();
+            assert!(split.locations.iter().all(|l| l.position > 0));
+            seen += split.locations.len();
+        }
+    }
+    assert!(seen > 0);
 }
 
 #[test]
