@@ -12,6 +12,16 @@ step "libtorch"
 scripts/setup-libtorch.sh >/dev/null
 step "assets"
 scripts/fetch-assets.sh >/dev/null
+# The report's HTML page is checked in headless Chromium (Debian's `chromium` package).
+if ! command -v chromium >/dev/null; then
+  if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null; then
+    step "installing chromium (apt-get)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "chromium not found: run 'sudo apt-get install chromium' (the report test needs it)" >&2
+    exit 1
+  fi
+fi
 
 if [[ $ci == 1 ]]; then
   step "cargo fmt --check"
