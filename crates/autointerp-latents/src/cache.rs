@@ -1,0 +1,948 @@
+//! Opening a latent cache (one folder, or a set of shards) and reading its split files.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use autointerp_core::split::{file_name, parse_file_name, Tokens};
+use autointerp_core::HookPoint;
+use half::{bf16, f16};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Name of the file that marks a folder as one shard of a cache written in pieces.
+pub const SHARD_FILE: &str = "shard.json";
+
+/// `shard.json`: which piece of a cache a shard folder holds.
+///
+/// `autointerp cache --shard I/N` caches rows `row_offset..row_offset + rows` of the token
+/// dataset into its own folder, with the usual `latents/<hookpoint>/<start>_<end>.safetensors`
+/// layout whose rows count from 0. [`LatentCache::open_shards`] reads the N folders as one cache
+/// whose row `r` of shard `I` is global row `row_offset + r`.
+///
+/// ```json
+/// {"index": 1, "count": 4, "row_offset": 2048, "rows": 2048}
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    /// Which shard, `0..count`.
+    pub index: u32,
+    /// How many shards make the cache.
+    pub count: u32,
+    /// Global index of this shard's first row.
+    pub row_offset: u64,
+    /// Rows this shard holds.
+    pub rows: u64,
+}
+
+impl ShardInfo {
+    /// Reads `dir/shard.json`.
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join(SHARD_FILE);
+        let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Shard {
+            path,
+            problem: format!("malformed: {e}"),
+        })
+    }
+
+    /// Writes `dir/shard.json` (atomically).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(SHARD_FILE);
+        let bytes = serde_json::to_vec_pretty(self).map_err(|e| Error::Shard {
+            path: path.clone(),
+            problem: e.to_string(),
+        })?;
+        autointerp_core::split::write_atomic(&path, &bytes)?;
+        Ok(())
+    }
+}
+
+/// A latent cache: the split files of one or more hook points, in one folder or spread over
+/// shards, read as one cache with global row indices.
+///
+/// Opening lists the files and reads their headers (so a missing or corrupt split is reported
+/// up front, naming the file); activations are read later, one split at a time. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LatentCache {
+    inner: Arc<CacheInner>,
+}
+
+#[derive(Debug)]
+struct CacheInner {
+    path: PathBuf,
+    hooks: Vec<HookCache>,
+}
+
+/// The cache of one hook point.
+#[derive(Debug, Clone)]
+pub struct HookCache {
+    name: String,
+    hook: HookPoint,
+    /// One entry per split range, sorted by start.
+    splits: Vec<SplitRange>,
+    /// One entry per shard (one for an unsharded cache), by row offset.
+    shards: Vec<ShardPart>,
+    ctx_len: usize,
+    rows: u64,
+    config: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SplitRange {
+    pub(crate) start: u32,
+    pub(crate) end: u32,
+}
+
+#[derive(Debug, Clone)]
+struct ShardPart {
+    /// The hook point's folder in this shard.
+    dir: PathBuf,
+    row_offset: u64,
+    rows: u64,
+    /// The split file holding the token grid.
+    tokens_file: PathBuf,
+}
+
+impl LatentCache {
+    /// Opens a cache, recognising its layout:
+    /// - a cache root `<path>/latents/<hookpoint>/<start>_<end>.safetensors` (ours and delphi's),
+    ///   or that `latents` folder itself (what delphi's `LatentDataset` takes);
+    /// - a folder whose subfolders are the shards of one cache (see [`ShardInfo`]), or one
+    ///   shard (`<path>/shard.json`) when it is the whole cache (a missing shard is an error that
+    ///   names it);
+    /// - a single hook point's folder of split files, named after the hook point.
+    pub fn open(path: &Path) -> Result<Self> {
+        if path.join(SHARD_FILE).is_file() {
+            return Self::open_shards(&[path.to_path_buf()]);
+        }
+        let subdirs = list_dirs(path)?;
+        let shard_dirs: Vec<PathBuf> = subdirs
+            .iter()
+            .filter(|d| d.join(SHARD_FILE).is_file())
+            .cloned()
+            .collect();
+        if !shard_dirs.is_empty() {
+            return Self::open_shards_at(path, &shard_dirs);
+        }
+        let hooks = open_unsharded(path)?;
+        Ok(Self {
+            inner: Arc::new(CacheInner {
+                path: path.to_path_buf(),
+                hooks,
+            }),
+        })
+    }
+
+    /// Opens shard folders (each with a `shard.json`, in any order) as one cache. Every shard
+    /// must hold the same hook points and split files, and the shards' rows must follow one
+    /// another with no gap: `count` shards, indices `0..count`, each starting where the previous
+    /// one ended.
+    pub fn open_shards(dirs: &[PathBuf]) -> Result<Self> {
+        let first = dirs.first().ok_or_else(|| Error::Shard {
+            path: PathBuf::new(),
+            problem: "no shard folders given".into(),
+        })?;
+        Self::open_shards_at(first, dirs)
+    }
+
+    fn open_shards_at(path: &Path, dirs: &[PathBuf]) -> Result<Self> {
+        let mut shards: Vec<(ShardInfo, PathBuf)> = dirs
+            .iter()
+            .map(|d| Ok((ShardInfo::read(d)?, d.clone())))
+            .collect::<Result<_>>()?;
+        shards.sort_by_key(|(info, _)| info.index);
+        let count = shards[0].0.count;
+        let indices: Vec<u32> = shards.iter().map(|(i, _)| i.index).collect();
+        if let Some((info, dir)) = shards.iter().find(|(i, _)| i.count != count) {
+            return Err(Error::Shard {
+                path: dir.join(SHARD_FILE),
+                problem: format!(
+                    "says the cache has {} shards, but {} says {count}",
+                    info.count,
+                    shards[0].1.display()
+                ),
+            });
+        }
+        if indices != (0..count).collect::<Vec<_>>() {
+            let missing: Vec<String> = (0..count)
+                .filter(|i| !indices.contains(i))
+                .map(|i| format!("{i}/{count}"))
+                .collect();
+            return Err(Error::Shard {
+                path: path.to_path_buf(),
+                problem: format!(
+                    "the shards given ({}) are not shards 0..{count} exactly once{}",
+                    indices
+                        .iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; missing: {}", missing.join(", "))
+                    }
+                ),
+            });
+        }
+        let mut next_row = 0;
+        for (info, dir) in &shards {
+            if info.row_offset != next_row {
+                return Err(Error::Shard {
+                    path: dir.join(SHARD_FILE),
+                    problem: format!(
+                        "row_offset is {}, but the shards before it end at row {next_row}",
+                        info.row_offset
+                    ),
+                });
+            }
+            next_row += info.rows;
+        }
+
+        // Open each shard as an unsharded cache, then check they agree and merge them.
+        let mut merged: Option<Vec<HookCache>> = None;
+        for (info, dir) in &shards {
+            let hooks = open_unsharded(dir)?;
+            for h in &hooks {
+                let part = &h.shards[0];
+                if part.rows != info.rows {
+                    return Err(Error::Shard {
+                        path: part.tokens_file.clone(),
+                        problem: format!(
+                            "holds {} token rows, but {} says {}",
+                            part.rows,
+                            dir.join(SHARD_FILE).display(),
+                            info.rows
+                        ),
+                    });
+                }
+            }
+            merged = Some(match merged {
+                None => hooks
+                    .into_iter()
+                    .map(|mut h| {
+                        h.shards[0].row_offset = info.row_offset;
+                        h
+                    })
+                    .collect(),
+                Some(mut acc) => {
+                    merge_shard(&mut acc, hooks, info, dir)?;
+                    acc
+                }
+            });
+        }
+        let hooks = merged.unwrap_or_default();
+        Ok(Self {
+            inner: Arc::new(CacheInner {
+                path: path.to_path_buf(),
+                hooks,
+            }),
+        })
+    }
+
+    /// The folder the cache was opened from.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The cached hook points, sorted.
+    pub fn hooks(&self) -> &[HookCache] {
+        &self.inner.hooks
+    }
+
+    /// The cache of one hook point.
+    pub fn hook(&self, hook: HookPoint) -> Result<&HookCache> {
+        self.inner
+            .hooks
+            .iter()
+            .find(|h| h.hook == hook)
+            .ok_or_else(|| Error::HookNotCached {
+                hook: hook.to_string(),
+                cached: self.inner.hooks.iter().map(|h| h.name.clone()).collect(),
+            })
+    }
+}
+
+impl HookCache {
+    /// The hook point.
+    pub fn hook(&self) -> HookPoint {
+        self.hook
+    }
+
+    /// The folder name, as written (e.g. `transformer.h.0` for [`HookPoint::Residual`]`(0)`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of latents covered by the split files (the last split's end + 1).
+    pub fn width(&self) -> u32 {
+        self.splits.last().map_or(0, |s| s.end + 1)
+    }
+
+    /// Token rows over all shards.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Tokens per row.
+    pub fn ctx_len(&self) -> usize {
+        self.ctx_len
+    }
+
+    /// Tokens in the cache.
+    pub fn n_tokens(&self) -> u64 {
+        self.rows * self.ctx_len as u64
+    }
+
+    /// The latent ranges of the split files, `(start, end)` with `end` inclusive.
+    pub fn split_ranges(&self) -> Vec<(u32, u32)> {
+        self.splits.iter().map(|s| (s.start, s.end)).collect()
+    }
+
+    /// The hook point's `config.json` (delphi's cache config plus `model_name`), if present.
+    pub fn config(&self) -> Option<&serde_json::Value> {
+        self.config.as_ref()
+    }
+
+    pub(crate) fn splits(&self) -> &[SplitRange] {
+        &self.splits
+    }
+
+    /// Index of the split holding `latent`.
+    pub(crate) fn split_of(&self, latent: u32) -> Option<usize> {
+        let i = self.splits.partition_point(|s| s.end < latent);
+        (i < self.splits.len() && self.splits[i].start <= latent).then_some(i)
+    }
+
+    pub(crate) fn not_cached(&self, latent: u32) -> Error {
+        Error::LatentNotCached {
+            hook: self.name.clone(),
+            latent,
+            width: self.width(),
+        }
+    }
+
+    /// Reads the token grid of every shard into one grid with global rows.
+    pub fn read_tokens(&self) -> Result<Tokens> {
+        let total = usize::try_from(self.rows * self.ctx_len as u64)
+            .map_err(|_| Error::Config(format!("{} rows do not fit in memory", self.rows)))?;
+        let mut ids = Vec::with_capacity(total);
+        for part in &self.shards {
+            let map = map_file(&part.tokens_file)?;
+            let view = SplitView::parse(&map, &part.tokens_file, 0)?;
+            let t = view
+                .tokens
+                .ok_or_else(|| Error::NoTokens(part.dir.clone()))?;
+            push_ids(&t, &part.tokens_file, &mut ids)?;
+        }
+        Ok(Tokens {
+            rows: self.rows as usize,
+            ctx_len: self.ctx_len,
+            ids,
+        })
+    }
+
+    /// Reads split `split` of every shard and groups the nonzeros of the latents for which
+    /// `wanted(latent)` holds by latent, each sorted by (row, position), with one counting sort.
+    pub(crate) fn read_grouped(
+        &self,
+        split: usize,
+        wanted: &dyn Fn(u32) -> bool,
+    ) -> Result<Grouped> {
+        let range = &self.splits[split];
+        let width = (range.end - range.start + 1) as usize;
+        let keep: Vec<bool> = (range.start..=range.end).map(wanted).collect();
+        let maps: Vec<(PathBuf, Mmap)> = self
+            .shards
+            .iter()
+            .map(|p| {
+                let path = p.dir.join(file_name(range.start, range.end));
+                let map = map_file(&path)?;
+                Ok((path, map))
+            })
+            .collect::<Result<_>>()?;
+        let views: Vec<SplitView<'_>> = maps
+            .iter()
+            .map(|(path, map)| SplitView::parse(map, path, range.end - range.start))
+            .collect::<Result<_>>()?;
+
+        // Pass 1: count the kept nonzeros of each latent.
+        let mut offsets = vec![0usize; width + 1];
+        for ((path, _), (view, part)) in maps.iter().zip(views.iter().zip(&self.shards)) {
+            view.for_each_location(path, part.rows, self.ctx_len, |_, _, _, off| {
+                if keep[off as usize] {
+                    offsets[off as usize + 1] += 1;
+                }
+            })?;
+        }
+        for i in 0..width {
+            offsets[i + 1] += offsets[i];
+        }
+        // Pass 2: place them, in file order, so each latent's hits stay in (row, position) order.
+        let mut cursor = offsets.clone();
+        let mut hits = vec![
+            Hit {
+                row: 0,
+                pos: 0,
+                act: 0.0
+            };
+            offsets[width]
+        ];
+        for ((path, _), (view, part)) in maps.iter().zip(views.iter().zip(&self.shards)) {
+            let acts = view.activations();
+            view.for_each_location(path, part.rows, self.ctx_len, |i, row, pos, off| {
+                if keep[off as usize] {
+                    let c = &mut cursor[off as usize];
+                    hits[*c] = Hit {
+                        row: (row + part.row_offset) as u32,
+                        pos,
+                        act: acts.get(i),
+                    };
+                    *c += 1;
+                }
+            })?;
+        }
+        // Files list nonzeros in (row, position) order; sort any latent whose hits are not.
+        for l in 0..width {
+            let h = &mut hits[offsets[l]..offsets[l + 1]];
+            if !h
+                .windows(2)
+                .all(|w| (w[0].row, w[0].pos) <= (w[1].row, w[1].pos))
+            {
+                h.sort_unstable_by_key(|x| (x.row, x.pos));
+            }
+        }
+        Ok(Grouped {
+            start: range.start,
+            offsets,
+            hits,
+        })
+    }
+
+    /// Visits every nonzero of every split of every shard: `f(global_row, position, latent)`.
+    pub(crate) fn for_each_nonzero(&self, mut f: impl FnMut(u64, u32, u32)) -> Result<()> {
+        for range in &self.splits {
+            for part in &self.shards {
+                let path = part.dir.join(file_name(range.start, range.end));
+                let map = map_file(&path)?;
+                let view = SplitView::parse(&map, &path, range.end - range.start)?;
+                view.for_each_location(&path, part.rows, self.ctx_len, |_, row, pos, off| {
+                    f(row + part.row_offset, pos, range.start + off)
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One nonzero activation: global row, position in the row, value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Hit {
+    pub(crate) row: u32,
+    pub(crate) pos: u32,
+    pub(crate) act: f32,
+}
+
+/// The nonzeros of one split, grouped by latent.
+#[derive(Debug)]
+pub(crate) struct Grouped {
+    start: u32,
+    /// `offsets[l]..offsets[l + 1]` are latent `start + l`'s hits.
+    offsets: Vec<usize>,
+    hits: Vec<Hit>,
+}
+
+impl Grouped {
+    /// The hits of `latent`, sorted by (row, position); empty if it never fires.
+    pub(crate) fn hits(&self, latent: u32) -> &[Hit] {
+        let l = (latent - self.start) as usize;
+        &self.hits[self.offsets[l]..self.offsets[l + 1]]
+    }
+}
+
+/// Lists the hook point folders of an unsharded cache at `path` (see [`LatentCache::open`]).
+fn open_unsharded(path: &Path) -> Result<Vec<HookCache>> {
+    if !path.is_dir() {
+        return Err(Error::NotACache {
+            path: path.to_path_buf(),
+            reason: "no such folder".into(),
+        });
+    }
+    // A hook point's own folder of split files?
+    if list_splits(path)?.is_some() {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        return Ok(vec![open_hook(path, &name)?]);
+    }
+    let latents = path.join("latents");
+    let root = if latents.is_dir() {
+        latents
+    } else {
+        path.to_path_buf()
+    };
+    let mut hooks = Vec::new();
+    for dir in list_dirs(&root)? {
+        if list_splits(&dir)?.is_none() {
+            continue;
+        }
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        hooks.push(open_hook(&dir, &name)?);
+    }
+    if hooks.is_empty() {
+        return Err(Error::NotACache {
+            path: path.to_path_buf(),
+            reason: "expected `latents/<hookpoint>/<start>_<end>.safetensors`, hook point folders of split \
+                     files, shard folders with `shard.json`, or split files"
+                .into(),
+        });
+    }
+    hooks.sort_by_key(|h| h.hook);
+    if let Some(w) = hooks.windows(2).find(|w| w[0].hook == w[1].hook) {
+        return Err(Error::NotACache {
+            path: root,
+            reason: format!(
+                "folders `{}` and `{}` are the same hook point {}",
+                w[0].name, w[1].name, w[0].hook
+            ),
+        });
+    }
+    Ok(hooks)
+}
+
+fn open_hook(dir: &Path, name: &str) -> Result<HookCache> {
+    let hook: HookPoint = name.parse().map_err(|source| Error::HookName {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    let ranges = list_splits(dir)?.ok_or_else(|| Error::NoSplits(dir.to_path_buf()))?;
+    // The ranges must tile 0..width with no gap or overlap.
+    let mut next = 0u32;
+    for &(start, end) in &ranges {
+        if start != next {
+            return Err(if start > next {
+                Error::MissingSplit {
+                    path: dir.join(format!("{next}_*.safetensors")),
+                    reason: format!("no split file holds latents {next}..{start}"),
+                }
+            } else {
+                Error::CorruptSplit {
+                    path: dir.join(file_name(start, end)),
+                    problem: format!(
+                        "overlaps the split before it, which ends at latent {}",
+                        next - 1
+                    ),
+                }
+            });
+        }
+        next = end + 1;
+    }
+
+    // Read every header: the layout must be sound, and one file must hold the token grid.
+    let mut grid: Option<(usize, usize, PathBuf)> = None;
+    for &(start, end) in &ranges {
+        let path = dir.join(file_name(start, end));
+        let map = map_file(&path)?;
+        let view = SplitView::parse(&map, &path, end - start)?;
+        if let Some(t) = &view.tokens {
+            let (rows, ctx) = (t.shape()[0], t.shape()[1]);
+            match &grid {
+                None => grid = Some((rows, ctx, path.clone())),
+                Some((r, c, first)) if (*r, *c) != (rows, ctx) => {
+                    return Err(Error::CorruptSplit {
+                        path,
+                        problem: format!(
+                            "tokens are {rows}×{ctx}, but {} has {r}×{c}",
+                            first.display()
+                        ),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let (rows, ctx_len, tokens_file) = grid.ok_or_else(|| Error::NoTokens(dir.to_path_buf()))?;
+    check_rows(rows as u64, &tokens_file)?;
+    let config = match std::fs::read(dir.join("config.json")) {
+        Ok(bytes) => Some(
+            serde_json::from_slice(&bytes).map_err(|e| Error::NotACache {
+                path: dir.join("config.json"),
+                reason: format!("malformed config.json: {e}"),
+            })?,
+        ),
+        Err(_) => None,
+    };
+    Ok(HookCache {
+        name: name.to_string(),
+        hook,
+        splits: ranges
+            .iter()
+            .map(|&(start, end)| SplitRange { start, end })
+            .collect(),
+        shards: vec![ShardPart {
+            dir: dir.to_path_buf(),
+            row_offset: 0,
+            rows: rows as u64,
+            tokens_file,
+        }],
+        ctx_len,
+        rows: rows as u64,
+        config,
+    })
+}
+
+/// Adds one shard's hook points to those of the shards before it, checking that they agree.
+fn merge_shard(
+    acc: &mut [HookCache],
+    hooks: Vec<HookCache>,
+    info: &ShardInfo,
+    dir: &Path,
+) -> Result<()> {
+    let names = |hs: &[HookCache]| hs.iter().map(|h| h.name.clone()).collect::<Vec<_>>();
+    let (have, got) = (names(acc), names(&hooks));
+    if let Some(missing) = have.iter().find(|n| !got.contains(n)) {
+        return Err(Error::MissingSplit {
+            path: dir.join("latents").join(missing),
+            reason: format!(
+                "shard {}/{} lacks hook point {missing}, which the other shards have",
+                info.index, info.count
+            ),
+        });
+    }
+    if let Some(extra) = got.iter().find(|n| !have.contains(n)) {
+        return Err(Error::Shard {
+            path: dir.to_path_buf(),
+            problem: format!("has hook point {extra}, which the shards before it lack"),
+        });
+    }
+    for (a, mut h) in acc.iter_mut().zip(hooks) {
+        let mut part = h.shards.remove(0);
+        if h.ctx_len != a.ctx_len {
+            return Err(Error::Shard {
+                path: part.tokens_file,
+                problem: format!(
+                    "rows of {} tokens, but the shards before it have {}",
+                    h.ctx_len, a.ctx_len
+                ),
+            });
+        }
+        let want = a.split_ranges();
+        let got = h.split_ranges();
+        if let Some(&(s, e)) = want.iter().find(|r| !got.contains(r)) {
+            return Err(Error::MissingSplit {
+                path: part.dir.join(file_name(s, e)),
+                reason: format!(
+                    "shard {}/{} lacks a split file the other shards have",
+                    info.index, info.count
+                ),
+            });
+        }
+        if let Some(&(s, e)) = got.iter().find(|r| !want.contains(r)) {
+            return Err(Error::Shard {
+                path: part.dir.join(file_name(s, e)),
+                problem: "a split file the shards before it lack (different n_splits?)".into(),
+            });
+        }
+        part.row_offset = info.row_offset;
+        a.rows += part.rows;
+        check_rows(a.rows, &part.tokens_file)?;
+        a.shards.push(part);
+    }
+    Ok(())
+}
+
+/// Rows are held as u32, and windows are numbered with u32 too.
+fn check_rows(rows: u64, path: &Path) -> Result<()> {
+    if rows > u64::from(u32::MAX) {
+        return Err(Error::CorruptSplit {
+            path: path.to_path_buf(),
+            problem: format!("{rows} token rows; at most 2^32 - 1 are supported"),
+        });
+    }
+    Ok(())
+}
+
+fn list_dirs(path: &Path) -> Result<Vec<PathBuf>> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut dirs = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if entry.file_type().map_err(io)?.is_dir() {
+            dirs.push(entry.path());
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The `(start, end)` of the split files in `dir`, sorted; `None` when there are none.
+fn list_splits(dir: &Path) -> Result<Option<Vec<(u32, u32)>>> {
+    let io = |source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut ranges = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        if let Some(r) = entry.file_name().to_str().and_then(parse_file_name) {
+            ranges.push(r);
+        }
+    }
+    ranges.sort_unstable();
+    Ok((!ranges.is_empty()).then_some(ranges))
+}
+
+/// Maps a split file into memory.
+#[allow(unsafe_code)]
+fn map_file(path: &Path) -> Result<Mmap> {
+    let file = File::open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::MissingSplit {
+                path: path.to_path_buf(),
+                reason: "listed when the cache was opened, gone now".into(),
+            }
+        } else {
+            Error::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    // SAFETY: the map is only read, and split files are never modified in place: delphi writes
+    // each one once, and autointerp writes them to a temporary file renamed into place, so a
+    // writer replaces the directory entry, not the bytes mapped here. Truncating a split file
+    // while it is being read (outside both tools) would fault this process, the known limit of
+    // reading files through a memory map.
+    unsafe { Mmap::map(&file) }.map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The tensors of one split file, borrowed from its bytes.
+struct SplitView<'a> {
+    locations: TensorView<'a>,
+    activations: TensorView<'a>,
+    tokens: Option<TensorView<'a>>,
+    /// The split's `end - start`: the largest latent offset a location may hold.
+    max_offset: u32,
+}
+
+impl<'a> SplitView<'a> {
+    /// Parses the header and checks names, dtypes and shapes.
+    fn parse(bytes: &'a [u8], path: &Path, max_offset: u32) -> Result<Self> {
+        let corrupt = |problem: String| Error::CorruptSplit {
+            path: path.to_path_buf(),
+            problem,
+        };
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| corrupt(format!("not a safetensors file: {e}")))?;
+        let get = |name: &str| {
+            st.tensor(name)
+                .map_err(|_| corrupt(format!("no `{name}` tensor")))
+        };
+        let locations = get("locations")?;
+        let n = match locations.shape() {
+            [n, 3] => *n,
+            s => {
+                return Err(corrupt(format!(
+                    "`locations` has shape {s:?}, expected [n, 3]"
+                )))
+            }
+        };
+        if !is_int(locations.dtype()) {
+            return Err(corrupt(format!(
+                "`locations` has dtype {:?}, expected an integer type",
+                locations.dtype()
+            )));
+        }
+        let activations = get("activations")?;
+        if activations.shape() != [n] {
+            return Err(corrupt(format!(
+                "`activations` has shape {:?}, expected [{n}]",
+                activations.shape()
+            )));
+        }
+        if !matches!(activations.dtype(), Dtype::F16 | Dtype::BF16 | Dtype::F32) {
+            return Err(corrupt(format!(
+                "`activations` has dtype {:?}, expected f16, bf16 or f32",
+                activations.dtype()
+            )));
+        }
+        let tokens = match st.tensor("tokens") {
+            Err(_) => None,
+            Ok(t) => {
+                if t.shape().len() != 2 || t.shape()[1] == 0 {
+                    return Err(corrupt(format!(
+                        "`tokens` has shape {:?}, expected [rows, ctx_len]",
+                        t.shape()
+                    )));
+                }
+                if !is_int(t.dtype()) {
+                    return Err(corrupt(format!(
+                        "`tokens` has dtype {:?}, expected an integer type",
+                        t.dtype()
+                    )));
+                }
+                Some(t)
+            }
+        };
+        Ok(Self {
+            locations,
+            activations,
+            tokens,
+            max_offset,
+        })
+    }
+
+    /// Calls `f(index, row, position, latent_offset)` for every location, checking each against
+    /// the `rows × ctx_len` grid and the split's width.
+    fn for_each_location(
+        &self,
+        path: &Path,
+        rows: u64,
+        ctx_len: usize,
+        mut f: impl FnMut(usize, u64, u32, u32),
+    ) -> Result<()> {
+        let d = self.locations.data();
+        let (ctx, max_off) = (ctx_len as i64, i64::from(self.max_offset));
+        let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+        let bad = |i: usize, row: i64, pos: i64, off: i64| Error::CorruptSplit {
+            path: path.to_path_buf(),
+            problem: if off < 0 || off > max_off {
+                format!("location {i} holds latent offset {off}, outside the split's 0..={max_off}")
+            } else {
+                format!("location {i} at ({row}, {pos}) is outside the {rows}×{ctx_len} token grid")
+            },
+        };
+        macro_rules! walk {
+            ($w:expr, $conv:expr) => {
+                for (i, c) in d.chunks_exact(3 * $w).enumerate() {
+                    let (row, pos, off): (i64, i64, i64) =
+                        ($conv(&c[..$w]), $conv(&c[$w..2 * $w]), $conv(&c[2 * $w..]));
+                    if !(0..rows).contains(&row)
+                        || !(0..ctx).contains(&pos)
+                        || !(0..=max_off).contains(&off)
+                    {
+                        return Err(bad(i, row, pos, off));
+                    }
+                    f(i, row as u64, pos as u32, off as u32);
+                }
+            };
+        }
+        match self.locations.dtype() {
+            Dtype::U16 => walk!(2, |b: &[u8]| i64::from(u16::from_le_bytes([b[0], b[1]]))),
+            Dtype::U32 => walk!(4, |b: &[u8]| i64::from(u32::from_le_bytes([
+                b[0], b[1], b[2], b[3]
+            ]))),
+            Dtype::I32 => walk!(4, |b: &[u8]| i64::from(i32::from_le_bytes([
+                b[0], b[1], b[2], b[3]
+            ]))),
+            Dtype::I64 => walk!(8, |b: &[u8]| i64::from_le_bytes([
+                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
+            ])),
+            Dtype::U64 => walk!(8, |b: &[u8]| {
+                u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+                    .min(i64::MAX as u64) as i64
+            }),
+            d => {
+                return Err(Error::CorruptSplit {
+                    path: path.to_path_buf(),
+                    problem: format!("`locations` dtype {d:?}"),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    fn activations(&self) -> Acts<'a> {
+        let data = self.activations.data();
+        match self.activations.dtype() {
+            Dtype::F16 => Acts::F16(data),
+            Dtype::BF16 => Acts::Bf16(data),
+            _ => Acts::F32(data), // `parse` admits no other dtype
+        }
+    }
+}
+
+fn is_int(d: Dtype) -> bool {
+    matches!(
+        d,
+        Dtype::U16 | Dtype::U32 | Dtype::I32 | Dtype::I64 | Dtype::U64
+    )
+}
+
+/// Activations as stored.
+enum Acts<'a> {
+    F16(&'a [u8]),
+    Bf16(&'a [u8]),
+    F32(&'a [u8]),
+}
+
+impl Acts<'_> {
+    #[inline]
+    fn get(&self, i: usize) -> f32 {
+        match self {
+            Acts::F16(d) => f16::from_le_bytes([d[2 * i], d[2 * i + 1]]).to_f32(),
+            Acts::Bf16(d) => bf16::from_le_bytes([d[2 * i], d[2 * i + 1]]).to_f32(),
+            Acts::F32(d) => {
+                f32::from_le_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]])
+            }
+        }
+    }
+}
+
+/// Appends the values of an integer tensor (token ids) to `out` as u32; negative values and
+/// values above u32 are corruption.
+fn push_ids(t: &TensorView<'_>, path: &Path, out: &mut Vec<u32>) -> Result<()> {
+    let d = t.data();
+    let out_of_range = |v: i64| Error::CorruptSplit {
+        path: path.to_path_buf(),
+        problem: format!("`tokens` holds {v}, not a token id"),
+    };
+    match t.dtype() {
+        Dtype::U16 => out.extend(
+            d.chunks_exact(2)
+                .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]]))),
+        ),
+        Dtype::U32 => out.extend(
+            d.chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        ),
+        Dtype::I32 => {
+            for b in d.chunks_exact(4) {
+                let v = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                out.push(u32::try_from(v).map_err(|_| out_of_range(v.into()))?);
+            }
+        }
+        _ => {
+            let signed = t.dtype() == Dtype::I64;
+            for b in d.chunks_exact(8) {
+                let raw = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
+                let v = if signed {
+                    i64::from_le_bytes(raw)
+                } else {
+                    u64::from_le_bytes(raw).min(i64::MAX as u64) as i64
+                };
+                out.push(u32::try_from(v).map_err(|_| out_of_range(v))?);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Everything that decides which examples a record gets: same config, same cache → same records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LatentsConfig {
+    /// How activating and non-activating examples are cut from the cache.
+    pub constructor: ConstructorConfig,
+    /// How train and test examples are drawn from the activating ones.
+    pub sampler: SamplerConfig,
+    /// Seed of every random choice. Each latent draws from its own stream derived from this seed,
+    /// its hook point and its index, so records do not depend on thread count or order.
+    pub seed: u64,
+}
+
+impl Default for LatentsConfig {
+    fn default() -> Self {
+        Self {
+            constructor: ConstructorConfig::default(),
+            sampler: SamplerConfig::default(),
+            seed: 22,
+        }
+    }
+}
+
+/// How activating examples are cut from the cache, and where non-activating ones come from
+/// (delphi's `ConstructorConfig`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConstructorConfig {
+    /// Tokens per example window; at most the cache's context length.
+    pub example_ctx_len: usize,
+    /// `false`: aligned, non-overlapping windows of each cache row, ranked by their largest
+    /// activation. `true`: windows placed around each of those windows' peak token, with 3/4 of
+    /// the window before it (clamped to the row), never overlapping another example.
+    ///
+    /// delphi's flag of the same name is wired the other way round (its default `true` yields
+    /// aligned windows), so `false` here reproduces delphi's default output.
+    pub center_examples: bool,
+    /// Latents with fewer activating examples are skipped.
+    pub min_examples: usize,
+    /// Keep at most this many activating examples, strongest first; `None` keeps them all.
+    pub max_examples: Option<usize>,
+    /// Non-activating examples per record.
+    pub n_non_activating: usize,
+    /// Where non-activating examples come from.
+    pub non_activating_source: NonActivatingSource,
+    /// With `neighbours`: examples taken from each neighbour before moving to the next.
+    pub n_examples_per_neighbour: usize,
+    /// With `neighbours`: strongest windows remembered per neighbour latent; windows where the
+    /// explained latent fires are skipped from these.
+    pub neighbour_windows: usize,
+    /// With `embedding`: windows drawn (seeded, once per hook point) as candidate hard negatives.
+    pub embedding_pool: usize,
+    /// With `embedding`: strongest activating examples embedded as queries.
+    pub embedding_queries: usize,
+}
+
+impl Default for ConstructorConfig {
+    fn default() -> Self {
+        Self {
+            example_ctx_len: 32,
+            center_examples: false,
+            min_examples: 200,
+            max_examples: None,
+            n_non_activating: 50,
+            non_activating_source: NonActivatingSource::Random,
+            n_examples_per_neighbour: 10,
+            neighbour_windows: 200,
+            embedding_pool: 2048,
+            embedding_queries: 10,
+        }
+    }
+}
+
+/// Where non-activating examples come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NonActivatingSource {
+    /// Seeded random windows where the latent never fires.
+    #[default]
+    Random,
+    /// Windows where the latent's nearest neighbours fire most but it does not (needs
+    /// [`NeighbourLists`](crate::NeighbourLists)).
+    Neighbours,
+    /// Windows where the latent does not fire whose text embeds closest to its strongest
+    /// activating examples (needs an [`Embedder`](crate::Embedder)); delphi calls this `FAISS`.
+    #[serde(alias = "FAISS", alias = "faiss")]
+    Embedding,
+}
+
+/// How train and test examples are drawn (delphi's `SamplerConfig`). Train and test never share
+/// an example: test is drawn from what train left.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplerConfig {
+    /// Examples shown to the explainer.
+    pub n_examples_train: usize,
+    /// Examples held out for scoring, drawn by quantile.
+    pub n_examples_test: usize,
+    /// Activation quantiles (1 = strongest); at most 255.
+    pub n_quantiles: usize,
+    /// How train examples are drawn.
+    pub train_type: TrainType,
+    /// With `mix`: fraction of train examples taken from the very top.
+    pub ratio_top: f64,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            n_examples_train: 40,
+            n_examples_test: 50,
+            n_quantiles: 10,
+            train_type: TrainType::Quantiles,
+            ratio_top: 0.2,
+        }
+    }
+}
+
+/// How train examples are drawn from the activating examples (ranked strongest first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainType {
+    /// The strongest ones.
+    Top,
+    /// A seeded sample of all of them.
+    Random,
+    /// An equal share from each activation quantile.
+    #[default]
+    Quantiles,
+    /// `ratio_top` from the top, the rest by quantile over the remaining examples.
+    Mix,
+}
+
+impl LatentsConfig {
+    /// Checks values that would make record building fail or loop.
+    pub fn validate(&self) -> Result<()> {
+        let c = &self.constructor;
+        let s = &self.sampler;
+        if c.example_ctx_len == 0 {
+            return Err(Error::Config(
+                "constructor.example_ctx_len must be at least 1".into(),
+            ));
+        }
+        if c.max_examples == Some(0) {
+            return Err(Error::Config(
+                "constructor.max_examples must be at least 1 (or absent)".into(),
+            ));
+        }
+        if !(1..=255).contains(&s.n_quantiles) {
+            return Err(Error::Config(format!(
+                "sampler.n_quantiles is {}; it must be 1..=255",
+                s.n_quantiles
+            )));
+        }
+        if !(0.0..=1.0).contains(&s.ratio_top) {
+            return Err(Error::Config(format!(
+                "sampler.ratio_top is {}; it must be in [0, 1]",
+                s.ratio_top
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_delphi_and_reject_bad_values() {
+        let cfg: LatentsConfig = serde_json::from_str(
+            r#"{"constructor": {"non_activating_source": "FAISS"}, "sampler": {"train_type": "mix"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.constructor.non_activating_source,
+            NonActivatingSource::Embedding
+        );
+        assert_eq!(cfg.constructor.example_ctx_len, 32);
+        assert_eq!(cfg.sampler.n_quantiles, 10);
+        assert_eq!(cfg.sampler.train_type, TrainType::Mix);
+        assert!(serde_json::from_str::<LatentsConfig>(r#"{"sampler": {"n_train": 3}}"#).is_err());
+
+        let mut bad = LatentsConfig::default();
+        bad.sampler.n_quantiles = 0;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("n_quantiles"));
+        bad = LatentsConfig::default();
+        bad.sampler.ratio_top = 1.5;
+        assert!(bad.validate().is_err());
+    }
+}
