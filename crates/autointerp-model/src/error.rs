@@ -78,6 +78,103 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A `config.json` (or GGUF metadata) that cannot be turned into a model: malformed JSON, a
+    /// missing or inconsistent field, an unsupported option.
+    #[error("model config {path}: {problem}")]
+    Config {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A `model_type` (or GGUF `general.architecture`) this crate does not implement.
+    #[error("{path}: unsupported model type {model_type:?}; supported: {}", supported.join(", "))]
+    UnknownModelType {
+        /// The file that names it.
+        path: std::path::PathBuf,
+        /// The type found.
+        model_type: String,
+        /// The types this crate implements.
+        supported: Vec<String>,
+    },
+    /// A safetensors file that cannot be parsed (truncated, bad header, ...).
+    #[error("{path}: not a valid safetensors file: {source}")]
+    Safetensors {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        source: safetensors::SafeTensorError,
+    },
+    /// A checkpoint tensor whose shape is not the one the config implies.
+    #[error("{path}: tensor {tensor:?} has shape {found:?}, expected {expected:?}")]
+    TensorShape {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The shape the config implies.
+        expected: Vec<i64>,
+        /// The shape in the file.
+        found: Vec<i64>,
+    },
+    /// A checkpoint tensor stored in a dtype that is not a float type.
+    #[error("{path}: tensor {tensor:?} has dtype {dtype}, expected a float type")]
+    TensorDType {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// The dtype found.
+        dtype: String,
+    },
+    /// Checkpoint tensors that the model does not use (a sign of a wrong config or architecture).
+    #[error("{path}: unexpected tensor(s) {}", tensors.join(", "))]
+    UnexpectedTensors {
+        /// The file (the first one holding such a tensor).
+        path: std::path::PathBuf,
+        /// The tensor names (at most 20).
+        tensors: Vec<String>,
+    },
+    /// A hook point whose layer the model does not have.
+    #[error("hook point {hook} is out of range: the model has {n_layers} layers (0..={})", n_layers.saturating_sub(1))]
+    HookLayer {
+        /// The hook point.
+        hook: autointerp_core::HookPoint,
+        /// The model's layer count.
+        n_layers: usize,
+    },
+    /// An intervention that returned a tensor of another shape, dtype or device than it was given.
+    #[error("intervention at {hook} returned {found}, expected {expected}")]
+    Intervention {
+        /// The hook point.
+        hook: autointerp_core::HookPoint,
+        /// Shape, dtype and device of the tensor given to it.
+        expected: String,
+        /// Shape, dtype and device of the tensor it returned.
+        found: String,
+    },
+    /// Model inputs of the wrong rank, dtype or shape (input ids, masks, positions, KV cache).
+    #[error("bad model input: {0}")]
+    Input(String),
+    /// A path that does not exist and is not a Hugging Face Hub id, or a folder that holds no model.
+    #[error("{path}: {problem}")]
+    ModelPath {
+        /// The path given.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Downloading from the Hugging Face Hub failed, or is impossible offline.
+    #[error("Hugging Face Hub, {repo}: {problem}")]
+    Hub {
+        /// The repository id.
+        repo: String,
+        /// What went wrong, and what to do instead.
+        problem: String,
+    },
+    /// An error from autointerp-core (e.g. an unknown hook point name).
+    #[error(transparent)]
+    Core(#[from] autointerp_core::Error),
 }
 
 /// Result with this crate's [`Error`].

@@ -212,7 +212,7 @@ impl fmt::Display for GgmlType {
 pub fn data_size(ty: GgmlType, n_elements: u64) -> Option<u64> {
     let (block, bytes) = ty.block_layout()?;
     let (block, bytes) = (block as u64, bytes as u64);
-    if n_elements % block != 0 {
+    if !n_elements.is_multiple_of(block) {
         return None;
     }
     (n_elements / block).checked_mul(bytes)
@@ -228,7 +228,7 @@ pub fn dequantize(ty: GgmlType, data: &[u8]) -> Option<Vec<f32>> {
         return None;
     }
     let (block, bytes) = ty.block_layout()?;
-    if data.len() % bytes != 0 {
+    if !data.len().is_multiple_of(bytes) {
         return None;
     }
     let mut out = vec![0f32; data.len() / bytes * block];

@@ -1,0 +1,82 @@
+//! Pieces the commands share: loading models, parsing lists, progress bars.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use autointerp_core::HookPoint;
+use autointerp_model::{DType, Model, Tokenizer};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Device and precision options shared by commands that run a model.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArgs {
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// `f32`, `bf16` or `f16`.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+}
+
+/// Loads a model (HF folder, `.gguf` file or Hub id) and its tokenizer.
+pub fn load_model(spec: &str, dev: &DeviceArgs) -> Result<(Model, Option<Tokenizer>)> {
+    let device = autointerp_model::parse_device(&dev.device)?;
+    let dtype: DType = dev.dtype.parse()?;
+    let spinner = spinner(&format!("loading {spec}"));
+    let loaded = Model::load(spec, device, dtype).with_context(|| format!("loading model {spec:?}"))?;
+    spinner.finish_and_clear();
+    Ok(loaded)
+}
+
+/// Like [`load_model`], for commands that need the tokenizer.
+pub fn load_model_with_tokenizer(spec: &str, dev: &DeviceArgs) -> Result<(Model, Tokenizer)> {
+    let (model, tok) = load_model(spec, dev)?;
+    let tok = tok.with_context(|| format!("model {spec:?} has no tokenizer (tokenizer.json or GGUF metadata)"))?;
+    Ok((model, tok))
+}
+
+/// Parses `H1,H2,...` into hook points and checks each against the model (layer in range).
+pub fn parse_hookpoints(list: &str, model: &Model) -> Result<Vec<HookPoint>> {
+    let mut hooks = Vec::new();
+    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let hook: HookPoint = name.parse()?;
+        model.hook_dim(hook).with_context(|| format!("hook point {name:?}"))?;
+        if !hooks.contains(&hook) {
+            hooks.push(hook);
+        }
+    }
+    anyhow::ensure!(!hooks.is_empty(), "--hookpoints is empty");
+    Ok(hooks)
+}
+
+/// A progress bar over `len` items of `unit`, on stderr (hidden when stderr is not a terminal).
+pub fn bar(len: u64, unit: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{human_pos}}/{{human_len}} {unit} ({{per_sec}}, ETA {{eta}}) {{msg}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar
+}
+
+/// A spinner for a step of unknown length.
+pub fn spinner(msg: &str) -> ProgressBar {
+    let s = ProgressBar::new_spinner();
+    s.set_message(msg.to_string());
+    s.enable_steady_tick(Duration::from_millis(120));
+    s
+}
+
+/// Reads documents (file or folder) for commands that tokenize a dataset.
+pub fn read_dataset(path: &str, column: &str) -> Result<Vec<String>> {
+    let p = Path::new(path);
+    anyhow::ensure!(
+        p.exists(),
+        "dataset {path:?} not found: pass a .txt/.jsonl/.parquet file or a folder of them \
+         (Hub datasets: download them first, e.g. with `huggingface-cli download --repo-type dataset`)"
+    );
+    Ok(autointerp_cache::tokens::read_documents(p, column)?)
+}

@@ -1,0 +1,1224 @@
+//! The transformer: construction from checkpoint tensors, the hooked forward pass, incremental
+//! decoding with a [`KvCache`], and greedy generation.
+
+use std::collections::BTreeMap;
+
+use autointerp_core::HookPoint;
+use tch::{Device, Kind, Tensor};
+
+use crate::cache::KvCache;
+use crate::config::{Arch, Config, LayerAttention};
+use crate::hooks::{Hooks, Logits};
+use crate::layers::{activate, apply_rope, Linear, Norm, Rope};
+use crate::weights::Weights;
+use crate::{Error, Result};
+
+/// The inputs of a forward pass.
+///
+/// `attention_mask` is 1 for real tokens and 0 for padding (left or right); `position_ids`
+/// default to what HF generation computes: `cumsum(mask) - 1`, with 1 at padded positions
+/// (`0..seq` without a mask), continuing after the cached positions in
+/// [`Model::forward_step`].
+#[derive(Debug, Clone, Copy)]
+pub struct Input<'a> {
+    /// Token ids, `[batch, seq]`, int64 (int32 is accepted).
+    pub input_ids: &'a Tensor,
+    /// `[batch, seq]`, 1 = token, 0 = padding.
+    pub attention_mask: Option<&'a Tensor>,
+    /// `[batch, seq]` int64.
+    pub position_ids: Option<&'a Tensor>,
+}
+
+impl<'a> Input<'a> {
+    /// Token ids without padding.
+    ///
+    /// # Shapes
+    /// `input_ids`: `[batch, seq]`.
+    pub fn new(input_ids: &'a Tensor) -> Self {
+        Self {
+            input_ids,
+            attention_mask: None,
+            position_ids: None,
+        }
+    }
+
+    /// Adds an attention mask.
+    ///
+    /// # Shapes
+    /// `mask`: `[batch, seq]`, like the ids.
+    #[must_use]
+    pub fn with_attention_mask(mut self, mask: &'a Tensor) -> Self {
+        self.attention_mask = Some(mask);
+        self
+    }
+
+    /// Adds explicit position ids.
+    ///
+    /// # Shapes
+    /// `positions`: `[batch, seq]`, like the ids.
+    #[must_use]
+    pub fn with_position_ids(mut self, positions: &'a Tensor) -> Self {
+        self.position_ids = Some(positions);
+        self
+    }
+}
+
+/// What a forward pass returns.
+#[derive(Debug)]
+pub struct Output {
+    /// `[batch, seq, vocab]` ([`Logits::All`]), `[batch, 1, vocab]` ([`Logits::Last`]), or
+    /// `None` ([`Logits::None`]).
+    pub logits: Option<Tensor>,
+    /// The captured hook points, each `[batch, seq, dim]` (`dim` = d_model, or the MLP width
+    /// for [`HookPoint::MlpHidden`]).
+    pub captures: BTreeMap<HookPoint, Tensor>,
+}
+
+impl Output {
+    /// The tensor captured at `point`.
+    pub fn get(&self, point: HookPoint) -> Option<&Tensor> {
+        self.captures.get(&point)
+    }
+
+    /// Removes and returns the tensor captured at `point`.
+    pub fn take(&mut self, point: HookPoint) -> Option<Tensor> {
+        self.captures.remove(&point)
+    }
+}
+
+/// Options of [`Model::generate`] (greedy decoding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenerateOptions {
+    /// How many tokens to add at most.
+    pub max_new_tokens: usize,
+    /// Tokens that end a row; once every row has ended, generation stops.
+    pub eos_token_ids: Vec<i64>,
+    /// What ended rows get instead of further tokens.
+    pub pad_token_id: i64,
+}
+
+impl GenerateOptions {
+    /// `max_new_tokens` tokens, no end token, padding id 0.
+    pub fn new(max_new_tokens: usize) -> Self {
+        Self {
+            max_new_tokens,
+            eos_token_ids: Vec::new(),
+            pad_token_id: 0,
+        }
+    }
+
+    /// Stops rows at these tokens.
+    #[must_use]
+    pub fn with_eos_token_ids(mut self, ids: impl IntoIterator<Item = i64>) -> Self {
+        self.eos_token_ids = ids.into_iter().collect();
+        self
+    }
+
+    /// The id given to rows after their end token.
+    #[must_use]
+    pub fn with_pad_token_id(mut self, id: i64) -> Self {
+        self.pad_token_id = id;
+        self
+    }
+}
+
+/// How a layer masks attention in one forward pass.
+enum AttnMask {
+    /// Every key is visible (one new query, no padding, no window in reach).
+    Nothing,
+    /// Plain causal: SDPA's `is_causal`.
+    Causal,
+    /// Added to the scores: 0 where allowed, the dtype's minimum (or -inf) elsewhere.
+    /// `[batch or 1, 1, seq, kv_len]`.
+    Additive(Tensor),
+}
+
+/// Per-forward values shared by all layers.
+struct Ctx {
+    rope: Option<(Tensor, Tensor)>,
+    rope_local: Option<(Tensor, Tensor)>,
+    full: AttnMask,
+    sliding: AttnMask,
+}
+
+#[derive(Debug)]
+struct Attention {
+    /// q, k and v fused: `[(heads + 2 kv_heads) * head_dim, d_model]`.
+    qkv: Linear,
+    o: Linear,
+    q_norm: Option<Norm>,
+    k_norm: Option<Norm>,
+    n_heads: i64,
+    n_kv_heads: i64,
+    head_dim: i64,
+    scale: f64,
+    softcap: Option<f64>,
+}
+
+impl Attention {
+    /// # Shapes
+    /// `x`: `[batch, seq, d_model]` → `[batch, seq, d_model]`.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rope: Option<&(Tensor, Tensor)>,
+        mask: &AttnMask,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let size = x.size();
+        let (b, s) = (size[0], size[1]);
+        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let qkv = self.qkv.forward(x)?;
+        let q = qkv.f_narrow(-1, 0, nh * hd)?.f_reshape([b, s, nh, hd])?;
+        let k = qkv
+            .f_narrow(-1, nh * hd, nkv * hd)?
+            .f_reshape([b, s, nkv, hd])?;
+        let v = qkv
+            .f_narrow(-1, (nh + nkv) * hd, nkv * hd)?
+            .f_reshape([b, s, nkv, hd])?;
+        let q = match &self.q_norm {
+            Some(n) => n.forward(&q)?,
+            None => q,
+        };
+        let k = match &self.k_norm {
+            Some(n) => n.forward(&k)?,
+            None => k,
+        };
+        let (mut q, mut k, mut v) = (
+            q.f_transpose(1, 2)?,
+            k.f_transpose(1, 2)?,
+            v.f_transpose(1, 2)?,
+        );
+        if let Some((cos, sin)) = rope {
+            q = apply_rope(&q, cos, sin)?;
+            k = apply_rope(&k, cos, sin)?;
+        }
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::f_cat(&[pk, &k], 2)?;
+                v = Tensor::f_cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.shallow_clone(), v.shallow_clone()));
+        }
+        let out = match self.softcap {
+            None => self.sdpa(&q, &k, &v, mask)?,
+            Some(cap) => self.softcapped(&q, &k, &v, mask, cap)?,
+        };
+        let out = out.f_transpose(1, 2)?.f_reshape([b, s, nh * hd])?;
+        self.o.forward(&out)
+    }
+
+    /// Repeats each kv head for its `heads / kv_heads` query heads (HF's `repeat_kv`).
+    ///
+    /// # Shapes
+    /// `t`: `[batch, kv_heads, len, head_dim]` → `[batch, heads, len, head_dim]`.
+    fn repeat_kv(&self, t: &Tensor) -> Result<Tensor> {
+        let n_rep = self.n_heads / self.n_kv_heads;
+        if n_rep == 1 {
+            return Ok(t.shallow_clone());
+        }
+        let s = t.size();
+        Ok(t.f_unsqueeze(2)?
+            .f_expand([s[0], s[1], n_rep, s[2], s[3]], false)?
+            .f_reshape([s[0], s[1] * n_rep, s[2], s[3]])?)
+    }
+
+    /// libtorch's fused attention.
+    ///
+    /// # Shapes
+    /// `q`: `[batch, heads, seq, head_dim]`; `k`, `v`: `[batch, kv_heads, kv_len, head_dim]`
+    /// → `[batch, heads, seq, head_dim]`.
+    fn sdpa(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttnMask) -> Result<Tensor> {
+        let (m, causal) = match mask {
+            AttnMask::Nothing => (None, false),
+            AttnMask::Causal => (None, true),
+            AttnMask::Additive(m) => (Some(m), false),
+        };
+        // enable_gqa: libtorch pairs each kv head with its query heads itself (no copy).
+        Ok(Tensor::f_scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            m,
+            0.0,
+            causal,
+            Some(self.scale),
+            self.n_heads != self.n_kv_heads,
+        )?)
+    }
+
+    /// Gemma 2's eager attention: `softmax(tanh(q·k * scale / cap) * cap + mask)` in `f32`.
+    ///
+    /// # Shapes
+    /// As [`Attention::sdpa`].
+    fn softcapped(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &AttnMask,
+        cap: f64,
+    ) -> Result<Tensor> {
+        let (k, v) = (self.repeat_kv(k)?, self.repeat_kv(v)?);
+        let scores = q
+            .f_matmul(&k.f_transpose(2, 3)?)?
+            .f_mul_scalar(self.scale)?;
+        let mut scores = scores.f_div_scalar(cap)?.f_tanh()?.f_mul_scalar(cap)?;
+        match mask {
+            AttnMask::Additive(m) => scores = scores.f_add(m)?,
+            AttnMask::Nothing => {}
+            AttnMask::Causal => unreachable!("softcapped layers always get an additive mask"),
+        }
+        let probs = scores.f_softmax(-1, Kind::Float)?.f_to_kind(q.kind())?;
+        Ok(probs.f_matmul(&v)?)
+    }
+}
+
+#[derive(Debug)]
+struct Mlp {
+    /// Gated: gate and up fused, `[2 * inter, d_model]`; else the first projection.
+    up: Linear,
+    down: Linear,
+    act: crate::config::Activation,
+    gated: bool,
+    inter: i64,
+}
+
+impl Mlp {
+    /// The input of the down projection.
+    ///
+    /// # Shapes
+    /// `x`: `[batch, seq, d_model]` → `[batch, seq, inter]`.
+    fn hidden(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.up.forward(x)?;
+        if self.gated {
+            let gate = h.f_narrow(-1, 0, self.inter)?;
+            let up = h.f_narrow(-1, self.inter, self.inter)?;
+            Ok(activate(self.act, &gate)?.f_mul(&up)?)
+        } else {
+            activate(self.act, &h)
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Block {
+    index: usize,
+    ln1: Norm,
+    attn: Attention,
+    post_attn_norm: Option<Norm>,
+    ln2: Norm,
+    mlp: Mlp,
+    post_mlp_norm: Option<Norm>,
+    parallel: bool,
+    sliding: bool,
+    local_rope: bool,
+}
+
+impl Block {
+    /// Runs the block, applying hooks; `None` when `limit` (a hook depth) was reached inside it.
+    ///
+    /// # Shapes
+    /// `x`: `[batch, seq, d_model]` → same.
+    fn forward(
+        &self,
+        x: Tensor,
+        ctx: &Ctx,
+        hooks: &Hooks,
+        captures: &mut BTreeMap<HookPoint, Tensor>,
+        limit: Option<(usize, u8)>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Option<Tensor>> {
+        let i = self.index;
+        let done = |p: HookPoint| limit.is_some_and(|l| p.depth() >= l);
+        let rope = if self.local_rope {
+            ctx.rope_local.as_ref()
+        } else {
+            ctx.rope.as_ref()
+        };
+        let mask = if self.sliding {
+            &ctx.sliding
+        } else {
+            &ctx.full
+        };
+        let mut a = self
+            .attn
+            .forward(&self.ln1.forward(&x)?, rope, mask, cache)?;
+        if let Some(n) = &self.post_attn_norm {
+            a = n.forward(&a)?;
+        }
+        let a = hooks.apply(HookPoint::Attn(i), a, captures)?;
+        if done(HookPoint::Attn(i)) {
+            return Ok(None);
+        }
+        // Parallel (GPT-NeoX): the MLP reads the block input; sequential: the updated residual.
+        let (mlp_in, residual) = if self.parallel {
+            (self.ln2.forward(&x)?, None)
+        } else {
+            let h = x.f_add(&a)?;
+            (self.ln2.forward(&h)?, Some(h))
+        };
+        let mlp_in = hooks.apply(HookPoint::MlpInput(i), mlp_in, captures)?;
+        if done(HookPoint::MlpInput(i)) {
+            return Ok(None);
+        }
+        let hidden = hooks.apply(HookPoint::MlpHidden(i), self.mlp.hidden(&mlp_in)?, captures)?;
+        if done(HookPoint::MlpHidden(i)) {
+            return Ok(None);
+        }
+        let mut m = self.mlp.down.forward(&hidden)?;
+        if let Some(n) = &self.post_mlp_norm {
+            m = n.forward(&m)?;
+        }
+        let m = hooks.apply(HookPoint::Mlp(i), m, captures)?;
+        if done(HookPoint::Mlp(i)) {
+            return Ok(None);
+        }
+        let out = match residual {
+            // HF NeoX: mlp_output + attn_output + hidden_states.
+            None => m.f_add(&a)?.f_add(&x)?,
+            Some(h) => h.f_add(&m)?,
+        };
+        let out = hooks.apply(HookPoint::Residual(i), out, captures)?;
+        if done(HookPoint::Residual(i)) {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+}
+
+/// A decoder-only transformer LM on libtorch with named hook points.
+///
+/// Built by [`Model::load`] and friends; all tensors live on one device in one dtype (Gemma's
+/// norm weights stay `f32`, as HF computes those norms in `f32`). `tch::Tensor` is not `Sync`,
+/// so neither is the model: keep it on one thread.
+#[derive(Debug)]
+pub struct Model {
+    config: Config,
+    device: Device,
+    kind: Kind,
+    /// `[vocab, d_model]`.
+    embed: Tensor,
+    /// GPT-2's learned positions, `[n_positions, d_model]`.
+    pos_embed: Option<Tensor>,
+    /// Gemma's `sqrt(d_model)`, a 0-dim tensor in the model dtype.
+    embed_scale: Option<Tensor>,
+    blocks: Vec<Block>,
+    final_norm: Norm,
+    /// `[vocab, d_model]` (the embedding when tied).
+    lm_head: Tensor,
+    rope: Option<Rope>,
+    rope_local: Option<Rope>,
+}
+
+impl Model {
+    /// The model's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The number of transformer blocks.
+    pub fn n_layers(&self) -> usize {
+        self.config.num_layers
+    }
+
+    /// d_model.
+    pub fn d_model(&self) -> usize {
+        self.config.hidden_size
+    }
+
+    /// The vocabulary size (the logits' last dimension).
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+
+    /// Where the weights live.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// The weights' (and activations') dtype.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Every hook point of this model, in forward order.
+    pub fn hook_points(&self) -> Vec<HookPoint> {
+        let mut points = vec![HookPoint::Embed];
+        for i in 0..self.n_layers() {
+            points.extend([
+                HookPoint::Attn(i),
+                HookPoint::MlpInput(i),
+                HookPoint::MlpHidden(i),
+                HookPoint::Mlp(i),
+                HookPoint::Residual(i),
+            ]);
+        }
+        points
+    }
+
+    /// The last dimension of the tensor at `point`: the MLP width for [`HookPoint::MlpHidden`],
+    /// d_model otherwise.
+    ///
+    /// # Errors
+    /// [`Error::HookLayer`] if the layer is out of range.
+    pub fn hook_dim(&self, point: HookPoint) -> Result<usize> {
+        if point.layer().is_some_and(|l| l >= self.n_layers()) {
+            return Err(Error::HookLayer {
+                hook: point,
+                n_layers: self.n_layers(),
+            });
+        }
+        Ok(match point {
+            HookPoint::MlpHidden(_) => self.config.intermediate_size,
+            _ => self.config.hidden_size,
+        })
+    }
+
+    /// An empty KV cache for [`Model::forward_step`].
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.n_layers())
+    }
+
+    /// Runs the model on a batch: captures and intervenes as `hooks` say and computes the logits
+    /// they ask for. With [`Logits::None`] the pass stops right after the deepest captured hook
+    /// point (and does nothing at all when nothing is captured).
+    ///
+    /// # Shapes
+    /// `input`: ids `[batch, seq]` → logits `[batch, seq, vocab]` (or `[batch, 1, vocab]`),
+    /// captures `[batch, seq, dim]`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for inputs of the wrong rank, dtype or shape; [`Error::HookLayer`] for a
+    /// hook point beyond the last layer; [`Error::Intervention`] when an intervention changes
+    /// the shape; [`Error::Torch`] if libtorch fails (e.g. a token id beyond the vocabulary).
+    pub fn forward(&self, input: &Input<'_>, hooks: &Hooks) -> Result<Output> {
+        self.run(input, hooks, None)
+    }
+
+    /// Like [`Model::forward`], but the new positions follow those in `cache`, and their keys
+    /// and values are appended to it: call it first with the prompt (the prefill), then with
+    /// one token per row at a time. The attention mask, if given, covers the new positions only
+    /// (the cache remembers the earlier ones). Every layer runs, whatever the hooks.
+    ///
+    /// # Shapes
+    /// As [`Model::forward`]; the batch must match the cache's.
+    ///
+    /// # Errors
+    /// As [`Model::forward`], and [`Error::Input`] if the batch size differs from the cache's.
+    pub fn forward_step(
+        &self,
+        input: &Input<'_>,
+        cache: &mut KvCache,
+        hooks: &Hooks,
+    ) -> Result<Output> {
+        self.run(input, hooks, Some(cache))
+    }
+
+    /// Greedy decoding with a KV cache, as HF's `generate(do_sample=False)`: the prompt (left
+    /// padded when rows differ in length) is prefilled, then one token per row is added per
+    /// step. Rows that produced an end token get `pad_token_id` afterwards; generation stops
+    /// after `max_new_tokens` or when every row has ended.
+    ///
+    /// # Shapes
+    /// `input_ids`, `attention_mask`: `[batch, prompt]` → `[batch, prompt + new]`.
+    ///
+    /// # Errors
+    /// As [`Model::forward`].
+    pub fn generate(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        options: &GenerateOptions,
+    ) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let mut cache = self.new_cache();
+        let hooks = Hooks::new().with_logits(Logits::Last);
+        let ids = input_ids.f_to_device(self.device)?.f_to_kind(Kind::Int64)?;
+        let mut input = Input::new(&ids);
+        if let Some(m) = attention_mask {
+            input = input.with_attention_mask(m);
+        }
+        let mut out = self.forward_step(&input, &mut cache, &hooks)?;
+        let batch = ids.size()[0];
+        let eos = (!options.eos_token_ids.is_empty())
+            .then(|| Tensor::from_slice(&options.eos_token_ids).to_device(self.device));
+        let mut unfinished = Tensor::f_ones([batch, 1], (Kind::Bool, self.device))?;
+        let mut pieces = vec![ids.shallow_clone()];
+        let ones = Tensor::f_ones([batch, 1], (Kind::Int64, self.device))?;
+        for step in 0..options.max_new_tokens {
+            let logits = out
+                .logits
+                .take()
+                .ok_or_else(|| Error::Input("no logits".into()))?;
+            let mut next = logits.f_select(1, -1)?.f_argmax(-1, true)?;
+            if let Some(eos) = &eos {
+                let pad = next.f_full_like(options.pad_token_id)?;
+                next = next.f_where_self(&unfinished, &pad)?;
+                let ended = Tensor::f_isin(&next, eos, false, false)?;
+                unfinished = unfinished.f_logical_and(&ended.f_logical_not()?)?;
+            }
+            pieces.push(next.shallow_clone());
+            if step + 1 == options.max_new_tokens {
+                break;
+            }
+            // One host sync per step, only when there is an end token to watch for.
+            if eos.is_some() && unfinished.f_any()?.f_int64_value(&[])? == 0 {
+                break;
+            }
+            let step_input = Input::new(&next).with_attention_mask(&ones);
+            out = self.forward_step(&step_input, &mut cache, &hooks)?;
+        }
+        Ok(Tensor::f_cat(&pieces, 1)?)
+    }
+
+    /// Logits of residual-stream vectors: the final norm, the unembedding and (Gemma 2) the
+    /// final softcap. Applied to [`HookPoint::Residual`] of the last layer this gives the
+    /// model's logits; of an earlier layer, the "logit lens".
+    ///
+    /// # Shapes
+    /// `x`: `[..., d_model]` → `[..., vocab]`.
+    ///
+    /// # Errors
+    /// [`Error::Torch`] if the shape or dtype does not fit.
+    pub fn unembed(&self, x: &Tensor) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let h = self.final_norm.forward(x)?;
+        let logits = h.f_linear::<Tensor>(&self.lm_head, None)?;
+        Ok(match self.config.final_logit_softcap {
+            Some(cap) => logits.f_div_scalar(cap)?.f_tanh()?.f_mul_scalar(cap)?,
+            None => logits,
+        })
+    }
+
+    fn run(
+        &self,
+        input: &Input<'_>,
+        hooks: &Hooks,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Output> {
+        let _guard = tch::no_grad_guard();
+        hooks.check_layers(self.n_layers())?;
+        let ids = input.input_ids;
+        if ids.dim() != 2 {
+            return Err(Error::Input(format!(
+                "input_ids must be [batch, seq], got {:?}",
+                ids.size()
+            )));
+        }
+        if !matches!(ids.kind(), Kind::Int64 | Kind::Int) {
+            return Err(Error::Input(format!(
+                "input_ids must be int64, got {:?}",
+                ids.kind()
+            )));
+        }
+        let size = ids.size();
+        let (b, s) = (size[0], size[1]);
+        if b == 0 || s == 0 {
+            return Err(Error::Input(format!("empty input_ids {size:?}")));
+        }
+        let ids = ids.f_to_device(self.device)?.f_to_kind(Kind::Int64)?;
+        let same_shape = |t: &Tensor, what: &str| -> Result<Tensor> {
+            if t.size() != size {
+                return Err(Error::Input(format!(
+                    "{what} has shape {:?}, input_ids {size:?}",
+                    t.size()
+                )));
+            }
+            Ok(t.f_to_device(self.device)?.f_to_kind(Kind::Int64)?)
+        };
+        let new_mask = input
+            .attention_mask
+            .map(|m| same_shape(m, "attention_mask"))
+            .transpose()?;
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        if let Some(c) = cache.as_ref() {
+            if c.batch.is_some_and(|cb| cb != b) {
+                return Err(Error::Input(format!(
+                    "batch of {b} rows, but the KV cache holds {} rows",
+                    c.batch.unwrap_or(0)
+                )));
+            }
+        }
+        // The mask over every key position: cached ones, then the new ones.
+        let key_mask = match (cache.as_ref().and_then(|c| c.mask.as_ref()), &new_mask) {
+            (None, None) => None,
+            (None, Some(m)) if past == 0 => Some(m.shallow_clone()),
+            (old, new) => {
+                let old = match old {
+                    Some(o) => o.shallow_clone(),
+                    None => Tensor::f_ones([b, past], (Kind::Int64, self.device))?,
+                };
+                let new = match new {
+                    Some(n) => n.shallow_clone(),
+                    None => Tensor::f_ones([b, s], (Kind::Int64, self.device))?,
+                };
+                Some(Tensor::f_cat(&[old, new], 1)?)
+            }
+        };
+        let positions = match (input.position_ids, &key_mask) {
+            (Some(p), _) => same_shape(p, "position_ids")?,
+            (None, Some(km)) => {
+                let pos = km.f_cumsum(-1, Kind::Int64)?.f_sub_scalar(1)?;
+                pos.f_masked_fill(&km.f_eq(0)?, 1)?.f_narrow(1, past, s)?
+            }
+            (None, None) => Tensor::f_arange_start(past, past + s, (Kind::Int64, self.device))?
+                .f_unsqueeze(0)?
+                .f_expand([b, s], false)?,
+        };
+
+        let mut captures = BTreeMap::new();
+        let limit = match (hooks.logits(), cache.is_some()) {
+            (Logits::None, false) => match hooks.deepest() {
+                Some(h) => Some(h.depth()),
+                None => {
+                    return Ok(Output {
+                        logits: None,
+                        captures,
+                    })
+                }
+            },
+            _ => None,
+        };
+
+        let mut x = Tensor::f_embedding(&self.embed, &ids, -1, false, false)?;
+        if let Some(wpe) = &self.pos_embed {
+            x = x.f_add(&Tensor::f_embedding(wpe, &positions, -1, false, false)?)?;
+        }
+        if let Some(scale) = &self.embed_scale {
+            x = x.f_mul(scale)?;
+        }
+        let mut x = hooks.apply(HookPoint::Embed, x, &mut captures)?;
+        if limit.is_some_and(|l| HookPoint::Embed.depth() >= l) {
+            return Ok(Output {
+                logits: None,
+                captures,
+            });
+        }
+
+        let key_ok = key_mask.as_ref().map(|m| m.f_ne(0)).transpose()?;
+        let manual = self.config.attn_logit_softcap.is_some();
+        let kv_len = past + s;
+        let full = self.mask(key_ok.as_ref(), past, s, None, manual)?;
+        let sliding = match self.config.sliding_window {
+            Some(w) if self.config.layer_types.contains(&LayerAttention::Sliding) => {
+                // A window that reaches every key changes nothing.
+                let w = w as i64;
+                self.mask(key_ok.as_ref(), past, s, (kv_len > w).then_some(w), manual)?
+            }
+            _ => AttnMask::Nothing,
+        };
+        let ctx = Ctx {
+            rope: self
+                .rope
+                .as_ref()
+                .map(|r| r.cos_sin(&positions, self.kind))
+                .transpose()?,
+            rope_local: self
+                .rope_local
+                .as_ref()
+                .map(|r| r.cos_sin(&positions, self.kind))
+                .transpose()?,
+            full,
+            sliding,
+        };
+
+        for block in &self.blocks {
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[block.index]);
+            match block.forward(x, &ctx, hooks, &mut captures, limit, slot)? {
+                Some(y) => x = y,
+                None => {
+                    return Ok(Output {
+                        logits: None,
+                        captures,
+                    })
+                }
+            }
+        }
+        if let Some(c) = cache {
+            c.len = kv_len;
+            c.batch = Some(b);
+            c.mask = key_mask;
+        }
+        let logits = match hooks.logits() {
+            Logits::All => Some(self.unembed(&x)?),
+            Logits::Last => Some(self.unembed(&x.f_narrow(1, s - 1, 1)?)?),
+            Logits::None => None,
+        };
+        Ok(Output { logits, captures })
+    }
+
+    /// The attention mask of one layer kind for `s` new queries after `past` cached positions.
+    ///
+    /// HF (masking_utils): key `kv` is visible to query `q` iff `kv <= q`, the key is not
+    /// padding and, with a window, `kv > q - window`; indices count padding. The additive mask
+    /// is 0 or the dtype's minimum, so a query that sees nothing (a left-pad position) attends
+    /// uniformly to every key, as in HF. GPT-2 adds its own causal mask on top, so there future
+    /// keys get -inf and such a query attends uniformly to the keys before it.
+    ///
+    /// # Shapes
+    /// `key_ok`: `[batch, past + s]` bool → mask `[batch or 1, 1, s, past + s]`.
+    fn mask(
+        &self,
+        key_ok: Option<&Tensor>,
+        past: i64,
+        s: i64,
+        window: Option<i64>,
+        need_tensor: bool,
+    ) -> Result<AttnMask> {
+        if key_ok.is_none() && window.is_none() {
+            if s == 1 && !need_tensor {
+                return Ok(AttnMask::Nothing);
+            }
+            if past == 0 && !need_tensor {
+                return Ok(AttnMask::Causal);
+            }
+        }
+        let kv = past + s;
+        let q_idx = Tensor::f_arange_start(past, kv, (Kind::Int64, self.device))?.f_unsqueeze(1)?;
+        let k_idx = Tensor::f_arange(kv, (Kind::Int64, self.device))?.f_unsqueeze(0)?;
+        let causal = k_idx.f_le_tensor(&q_idx)?;
+        let mut allowed = causal.shallow_clone();
+        if let Some(w) = window {
+            allowed = allowed.f_logical_and(&k_idx.f_gt_tensor(&q_idx.f_sub_scalar(w)?)?)?;
+        }
+        let mut allowed = allowed.f_view([1, 1, s, kv])?;
+        if let Some(k) = key_ok {
+            let b = k.size()[0];
+            allowed = allowed.f_logical_and(&k.f_view([b, 1, 1, kv])?)?;
+        }
+        let min = match self.kind {
+            Kind::Half => f64::from(half::f16::MIN),
+            Kind::BFloat16 => f64::from(half::bf16::MIN),
+            _ => f64::from(f32::MIN),
+        };
+        let mut mask = Tensor::f_where_scalar(&allowed, 0.0, min)?.f_to_kind(self.kind)?;
+        if self.config.arch == Arch::Gpt2 && key_ok.is_some() {
+            mask = mask.f_masked_fill(
+                &causal.f_logical_not()?.f_view([1, 1, s, kv])?,
+                f64::NEG_INFINITY,
+            )?;
+        }
+        Ok(AttnMask::Additive(mask))
+    }
+
+    /// Builds the model from `config` and the checkpoint's tensors.
+    pub(crate) fn build(config: Config, mut w: Weights) -> Result<Self> {
+        let device = w.device;
+        let kind = w.kind;
+        let model = match config.arch {
+            Arch::Gpt2 => build_gpt2(&config, &mut w)?,
+            Arch::GptNeox => build_neox(&config, &mut w)?,
+            _ => build_llama_like(&config, &mut w)?,
+        };
+        w.finish()?;
+        let rope = config
+            .rope
+            .as_ref()
+            .map(|r| Rope::new(r, device))
+            .transpose()?;
+        let rope_local = config
+            .rope_local
+            .as_ref()
+            .map(|r| Rope::new(r, device))
+            .transpose()?;
+        let embed_scale = if config.arch.is_gemma() {
+            // HF: torch.tensor(sqrt(hidden)) in float32, cast to the weights' dtype.
+            let scale = (config.hidden_size as f64).sqrt() as f32;
+            Some(Tensor::from(scale).f_to_kind(kind)?.f_to_device(device)?)
+        } else {
+            None
+        };
+        let Parts {
+            embed,
+            pos_embed,
+            blocks,
+            final_norm,
+            lm_head,
+        } = model;
+        tracing::debug!(arch = ?config.arch, layers = config.num_layers, d_model = config.hidden_size, "model built");
+        Ok(Self {
+            config,
+            device,
+            kind,
+            embed,
+            pos_embed,
+            embed_scale,
+            blocks,
+            final_norm,
+            lm_head,
+            rope,
+            rope_local,
+        })
+    }
+}
+
+/// What the per-family builders produce.
+struct Parts {
+    embed: Tensor,
+    pos_embed: Option<Tensor>,
+    blocks: Vec<Block>,
+    final_norm: Norm,
+    lm_head: Tensor,
+}
+
+/// Moves a CPU tensor to the model's device and dtype, contiguous.
+fn place(t: Tensor, w: &Weights) -> Result<Tensor> {
+    Ok(t.f_to_device(w.device)?.f_to_kind(w.kind)?.f_contiguous()?)
+}
+
+fn layer_norm(w: &mut Weights, prefix: &str, dim: i64, eps: f64) -> Result<Norm> {
+    Ok(Norm::Layer {
+        weight: w.get(&format!("{prefix}.weight"), &[dim])?,
+        bias: w.get(&format!("{prefix}.bias"), &[dim])?,
+        eps,
+    })
+}
+
+fn rms_norm(w: &mut Weights, name: &str, dim: i64, eps: f64, gemma: bool) -> Result<Norm> {
+    if !gemma {
+        return Ok(Norm::Rms {
+            weight: w.get(name, &[dim])?,
+            eps,
+        });
+    }
+    // Gemma computes (1 + w) in f32; llama.cpp's converter already added the 1.
+    let raw = w.raw(name, &[dim])?.f_to_kind(Kind::Float)?;
+    let scale = if w.is_gguf() {
+        raw
+    } else {
+        raw.f_add_scalar(1.0)?
+    };
+    Ok(Norm::Gemma {
+        scale: scale.f_to_device(w.device)?,
+        eps,
+    })
+}
+
+fn linear(w: &mut Weights, prefix: &str, out: i64, inp: i64, bias: bool) -> Result<Linear> {
+    Ok(Linear {
+        weight: w.get(&format!("{prefix}.weight"), &[out, inp])?,
+        bias: if bias {
+            Some(w.get(&format!("{prefix}.bias"), &[out])?)
+        } else {
+            None
+        },
+    })
+}
+
+/// GPT-2's `Conv1D`: weight stored `[in, out]`, kept transposed to `[out, in]`.
+fn conv1d(w: &mut Weights, prefix: &str, inp: i64, out: i64) -> Result<Linear> {
+    let weight = w
+        .raw(&format!("{prefix}.weight"), &[inp, out])?
+        .f_transpose(0, 1)?;
+    Ok(Linear {
+        weight: place(weight, w)?,
+        bias: Some(w.get(&format!("{prefix}.bias"), &[out])?),
+    })
+}
+
+fn sizes(c: &Config) -> (i64, i64, i64, i64, i64, i64) {
+    (
+        c.hidden_size as i64,
+        c.vocab_size as i64,
+        c.intermediate_size as i64,
+        c.num_heads as i64,
+        c.num_kv_heads as i64,
+        c.head_dim as i64,
+    )
+}
+
+fn attention_parts(
+    c: &Config,
+    qkv: Linear,
+    o: Linear,
+    q_norm: Option<Norm>,
+    k_norm: Option<Norm>,
+) -> Attention {
+    Attention {
+        qkv,
+        o,
+        q_norm,
+        k_norm,
+        n_heads: c.num_heads as i64,
+        n_kv_heads: c.num_kv_heads as i64,
+        head_dim: c.head_dim as i64,
+        scale: c.attn_scale,
+        softcap: c.attn_logit_softcap,
+    }
+}
+
+fn build_llama_like(c: &Config, w: &mut Weights) -> Result<Parts> {
+    let (d, v, inter, nh, nkv, hd) = sizes(c);
+    let gemma = c.arch.is_gemma();
+    let prefix = ["model.", "model.language_model.", "language_model.model."]
+        .into_iter()
+        .find(|p| w.has(&format!("{p}embed_tokens.weight")))
+        .unwrap_or("model.");
+    if prefix != "model." {
+        // A multimodal checkpoint: its vision tower is not ours to load.
+        w.ignore_prefixes([
+            "vision_tower.",
+            "multi_modal_projector.",
+            "model.vision_tower.",
+            "model.multi_modal_projector.",
+        ]);
+    }
+    let embed = w.get(&format!("{prefix}embed_tokens.weight"), &[v, d])?;
+    let eps = c.norm_eps;
+    let mut blocks = Vec::with_capacity(c.num_layers);
+    for i in 0..c.num_layers {
+        let p = format!("{prefix}layers.{i}.");
+        let ln1 = rms_norm(w, &format!("{p}input_layernorm.weight"), d, eps, gemma)?;
+        let q = w.raw(&format!("{p}self_attn.q_proj.weight"), &[nh * hd, d])?;
+        let k = w.raw(&format!("{p}self_attn.k_proj.weight"), &[nkv * hd, d])?;
+        let vv = w.raw(&format!("{p}self_attn.v_proj.weight"), &[nkv * hd, d])?;
+        let qkv_weight = place(Tensor::f_cat(&[q, k, vv], 0)?, w)?;
+        let qkv_bias = if c.qkv_bias {
+            let q = w.raw(&format!("{p}self_attn.q_proj.bias"), &[nh * hd])?;
+            let k = w.raw(&format!("{p}self_attn.k_proj.bias"), &[nkv * hd])?;
+            let vv = w.raw(&format!("{p}self_attn.v_proj.bias"), &[nkv * hd])?;
+            Some(place(Tensor::f_cat(&[q, k, vv], 0)?, w)?)
+        } else {
+            None
+        };
+        let o = linear(w, &format!("{p}self_attn.o_proj"), d, nh * hd, c.o_bias)?;
+        let (q_norm, k_norm) = if c.arch == Arch::Gemma3 {
+            (
+                Some(rms_norm(
+                    w,
+                    &format!("{p}self_attn.q_norm.weight"),
+                    hd,
+                    eps,
+                    true,
+                )?),
+                Some(rms_norm(
+                    w,
+                    &format!("{p}self_attn.k_norm.weight"),
+                    hd,
+                    eps,
+                    true,
+                )?),
+            )
+        } else {
+            (None, None)
+        };
+        let (post_attn_norm, ln2, post_mlp_norm) = if gemma {
+            (
+                Some(rms_norm(
+                    w,
+                    &format!("{p}post_attention_layernorm.weight"),
+                    d,
+                    eps,
+                    true,
+                )?),
+                rms_norm(
+                    w,
+                    &format!("{p}pre_feedforward_layernorm.weight"),
+                    d,
+                    eps,
+                    true,
+                )?,
+                Some(rms_norm(
+                    w,
+                    &format!("{p}post_feedforward_layernorm.weight"),
+                    d,
+                    eps,
+                    true,
+                )?),
+            )
+        } else {
+            (
+                None,
+                rms_norm(
+                    w,
+                    &format!("{p}post_attention_layernorm.weight"),
+                    d,
+                    eps,
+                    false,
+                )?,
+                None,
+            )
+        };
+        let gate = w.raw(&format!("{p}mlp.gate_proj.weight"), &[inter, d])?;
+        let up = w.raw(&format!("{p}mlp.up_proj.weight"), &[inter, d])?;
+        let up_bias = if c.mlp_bias {
+            let g = w.raw(&format!("{p}mlp.gate_proj.bias"), &[inter])?;
+            let u = w.raw(&format!("{p}mlp.up_proj.bias"), &[inter])?;
+            Some(place(Tensor::f_cat(&[g, u], 0)?, w)?)
+        } else {
+            None
+        };
+        let mlp = Mlp {
+            up: Linear {
+                weight: place(Tensor::f_cat(&[gate, up], 0)?, w)?,
+                bias: up_bias,
+            },
+            down: linear(w, &format!("{p}mlp.down_proj"), d, inter, c.mlp_bias)?,
+            act: c.activation,
+            gated: true,
+            inter,
+        };
+        blocks.push(Block {
+            index: i,
+            ln1,
+            attn: attention_parts(
+                c,
+                Linear {
+                    weight: qkv_weight,
+                    bias: qkv_bias,
+                },
+                o,
+                q_norm,
+                k_norm,
+            ),
+            post_attn_norm,
+            ln2,
+            mlp,
+            post_mlp_norm,
+            parallel: false,
+            sliding: c.layer_types[i] == LayerAttention::Sliding,
+            local_rope: c.uses_local_rope(i),
+        });
+    }
+    let final_norm = rms_norm(w, &format!("{prefix}norm.weight"), d, eps, gemma)?;
+    let lm_head = if c.tie_word_embeddings {
+        w.ignore("lm_head.weight");
+        embed.shallow_clone()
+    } else {
+        w.get("lm_head.weight", &[v, d])?
+    };
+    Ok(Parts {
+        embed,
+        pos_embed: None,
+        blocks,
+        final_norm,
+        lm_head,
+    })
+}
+
+fn build_gpt2(c: &Config, w: &mut Weights) -> Result<Parts> {
+    let (d, v, inter, _, _, _) = sizes(c);
+    let p = if w.has("transformer.wte.weight") {
+        "transformer."
+    } else {
+        ""
+    };
+    let eps = c.norm_eps;
+    let embed = w.get(&format!("{p}wte.weight"), &[v, d])?;
+    let pos_embed = w.get(
+        &format!("{p}wpe.weight"),
+        &[c.max_position_embeddings as i64, d],
+    )?;
+    let mut blocks = Vec::with_capacity(c.num_layers);
+    for i in 0..c.num_layers {
+        let b = format!("{p}h.{i}.");
+        blocks.push(Block {
+            index: i,
+            ln1: layer_norm(w, &format!("{b}ln_1"), d, eps)?,
+            attn: attention_parts(
+                c,
+                conv1d(w, &format!("{b}attn.c_attn"), d, 3 * d)?,
+                conv1d(w, &format!("{b}attn.c_proj"), d, d)?,
+                None,
+                None,
+            ),
+            post_attn_norm: None,
+            ln2: layer_norm(w, &format!("{b}ln_2"), d, eps)?,
+            mlp: Mlp {
+                up: conv1d(w, &format!("{b}mlp.c_fc"), d, inter)?,
+                down: conv1d(w, &format!("{b}mlp.c_proj"), inter, d)?,
+                act: c.activation,
+                gated: false,
+                inter,
+            },
+            post_mlp_norm: None,
+            parallel: false,
+            sliding: false,
+            local_rope: false,
+        });
+    }
+    let final_norm = layer_norm(w, &format!("{p}ln_f"), d, eps)?;
+    w.ignore("lm_head.weight");
+    Ok(Parts {
+        lm_head: embed.shallow_clone(),
+        embed,
+        pos_embed: Some(pos_embed),
+        blocks,
+        final_norm,
+    })
+}
+
+fn build_neox(c: &Config, w: &mut Weights) -> Result<Parts> {
+    let (d, v, inter, nh, _, hd) = sizes(c);
+    let eps = c.norm_eps;
+    let embed = w.get("gpt_neox.embed_in.weight", &[v, d])?;
+    let mut blocks = Vec::with_capacity(c.num_layers);
+    for i in 0..c.num_layers {
+        let p = format!("gpt_neox.layers.{i}.");
+        // query_key_value rows are [head][q|k|v][head_dim]; regroup them as [q|k|v][head][head_dim]
+        // so that the fused projection splits like everyone else's.
+        let regroup = |t: Tensor, rest: &[i64]| -> Result<Tensor> {
+            let mut shape = vec![nh, 3, hd];
+            shape.extend(rest);
+            let mut flat = vec![3 * nh * hd];
+            flat.extend(rest);
+            Ok(t.f_reshape(&shape)?
+                .f_transpose(0, 1)?
+                .f_contiguous()?
+                .f_reshape(&flat)?)
+        };
+        let qkv_w = regroup(
+            w.raw(&format!("{p}attention.query_key_value.weight"), &[3 * d, d])?,
+            &[d],
+        )?;
+        let qkv_b = if c.qkv_bias {
+            let b = w.raw(&format!("{p}attention.query_key_value.bias"), &[3 * d])?;
+            Some(place(regroup(b, &[])?, w)?)
+        } else {
+            None
+        };
+        let qkv = Linear {
+            weight: place(qkv_w, w)?,
+            bias: qkv_b,
+        };
+        blocks.push(Block {
+            index: i,
+            ln1: layer_norm(w, &format!("{p}input_layernorm"), d, eps)?,
+            attn: attention_parts(
+                c,
+                qkv,
+                linear(w, &format!("{p}attention.dense"), d, d, c.o_bias)?,
+                None,
+                None,
+            ),
+            post_attn_norm: None,
+            ln2: layer_norm(w, &format!("{p}post_attention_layernorm"), d, eps)?,
+            mlp: Mlp {
+                up: linear(w, &format!("{p}mlp.dense_h_to_4h"), inter, d, true)?,
+                down: linear(w, &format!("{p}mlp.dense_4h_to_h"), d, inter, true)?,
+                act: c.activation,
+                gated: false,
+                inter,
+            },
+            post_mlp_norm: None,
+            parallel: c.parallel_residual,
+            sliding: false,
+            local_rope: false,
+        });
+    }
+    let final_norm = layer_norm(w, "gpt_neox.final_layer_norm", d, eps)?;
+    let lm_head = if c.tie_word_embeddings {
+        w.ignore("embed_out.weight");
+        embed.shallow_clone()
+    } else {
+        w.get("embed_out.weight", &[v, d])?
+    };
+    Ok(Parts {
+        embed,
+        pos_embed: None,
+        blocks,
+        final_norm,
+        lm_head,
+    })
+}
