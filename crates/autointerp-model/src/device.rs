@@ -33,7 +33,10 @@ pub fn init_cuda() {
 
 /// Parses `cpu`, `cuda` or `cuda:N`, checking that the CUDA device exists.
 pub fn parse_device(s: &str) -> Result<Device> {
-    let err = |problem: String| Error::Device { given: s.to_string(), problem };
+    let err = |problem: String| Error::Device {
+        given: s.to_string(),
+        problem,
+    };
     match s {
         "cpu" => Ok(Device::Cpu),
         _ => {
@@ -46,7 +49,11 @@ pub fn parse_device(s: &str) -> Result<Device> {
                 None => return Err(err("expected cpu, cuda or cuda:N".into())),
             };
             init_cuda();
-            let available = if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
+            let available = if tch::Cuda::is_available() {
+                tch::Cuda::device_count() as usize
+            } else {
+                0
+            };
             if index >= available {
                 return Err(err(format!(
                     "{available} CUDA device(s) visible to libtorch (see docs/gpu.md for running on a GPU)"
@@ -101,7 +108,10 @@ mod tests {
     #[test]
     fn devices_parse_and_absent_cuda_is_an_error() {
         assert_eq!(parse_device("cpu").unwrap(), Device::Cpu);
-        assert!(parse_device("gpu").unwrap_err().to_string().contains("cpu, cuda or cuda:N"));
+        assert!(parse_device("gpu")
+            .unwrap_err()
+            .to_string()
+            .contains("cpu, cuda or cuda:N"));
         assert!(parse_device("cuda:x").is_err());
         // cuda:99 never exists: the error must say how many devices there are.
         let msg = parse_device("cuda:99").unwrap_err().to_string();
@@ -110,7 +120,11 @@ mod tests {
 
     #[test]
     fn dtypes_run_on_libtorch() {
-        for (name, kind) in [("f32", Kind::Float), ("bf16", Kind::BFloat16), ("F16", Kind::Half)] {
+        for (name, kind) in [
+            ("f32", Kind::Float),
+            ("bf16", Kind::BFloat16),
+            ("F16", Kind::Half),
+        ] {
             let dtype: DType = name.parse().unwrap();
             let t = tch::Tensor::ones([2, 3], (dtype.kind(), Device::Cpu));
             assert_eq!(t.kind(), kind);
