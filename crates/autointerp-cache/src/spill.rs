@@ -303,7 +303,7 @@ fn write_split(
     }
     let mut header = serde_json::to_vec(&header).unwrap_or_default();
     // Pad so the data starts 8-byte aligned, as the safetensors writer does.
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
 
@@ -352,7 +352,7 @@ mod tests {
     fn fired(row: u32, pos: u32, width: u32) -> Vec<(u32, f32)> {
         (0..width)
             .rev()
-            .filter(|l| (row * 7 + pos * 3 + l * 5) % 4 == 0)
+            .filter(|l| (row * 7 + pos * 3 + l * 5).is_multiple_of(4))
             .map(|l| {
                 (
                     l,

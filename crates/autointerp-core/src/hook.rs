@@ -215,7 +215,7 @@ mod tests {
 
     #[test]
     fn depth_orders_hooks_as_the_forward_produces_them() {
-        let mut hooks = vec![
+        let mut hooks = [
             HookPoint::Residual(1),
             HookPoint::Mlp(1),
             HookPoint::Embed,

@@ -95,7 +95,7 @@ mod tests {
                     peak.fetch_max(now, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     in_flight.fetch_sub(1, Ordering::SeqCst);
-                    if x % 5 == 0 {
+                    if x.is_multiple_of(5) {
                         Err::<u32, BoxError>("multiple of five".into())
                     } else {
                         Ok(x * 10)
