@@ -67,6 +67,21 @@ pub enum Error {
     /// The client is misconfigured: a missing API key variable, an invalid base URL or header.
     #[error("configuration error: {0}")]
     Config(String),
+    /// The in-process engine (feature `local`) failed: loading the model, libtorch, the
+    /// tokenizer, or a request it cannot serve (a prompt longer than the model's context, a
+    /// token id beyond its vocabulary).
+    #[error("local engine: {problem}")]
+    Engine {
+        /// What went wrong.
+        problem: String,
+    },
+    /// The model's chat template is missing, does not compile, or failed to render (including a
+    /// `raise_exception` from the template itself).
+    #[error("chat template: {problem}")]
+    ChatTemplate {
+        /// What went wrong.
+        problem: String,
+    },
 }
 
 fn retry_after_text(retry_after: Option<Duration>) -> String {

@@ -35,14 +35,20 @@
 //! cannot be told apart. What remains after replacing all that is a POST and a JSON parse, which
 //! reqwest does directly, with one TLS stack and no OpenSSL headers needed.
 //!
-//! An in-process engine on the project's own models will come behind a `local` feature; this
-//! crate does not depend on libtorch.
+//! # In-process engine (feature `local`)
+//!
+//! `LocalEngine` runs a model of `autointerp-model` (an HF folder, a GGUF file or a Hub id) in
+//! this process, on the CPU or a GPU, with dynamic batching: the counterpart of delphi's vLLM
+//! `Offline` client. It is a [`Client`] and a [`TokenScorer`]. Without the feature this crate
+//! does not depend on libtorch.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod client;
 mod embed;
 mod error;
+#[cfg(feature = "local")]
+mod local;
 mod openai;
 mod token_scorer;
 mod types;
@@ -51,6 +57,11 @@ mod wire;
 pub use client::Client;
 pub use embed::{Embedder, OpenAiEmbedder};
 pub use error::{Error, Result};
+#[cfg(feature = "local")]
+pub use local::{
+    ChatTemplate, EngineConfig, EngineStats, FinishReason, GenerateRequest, Generation,
+    LocalEngine, RenderOptions, TokenLogprob,
+};
 pub use openai::OpenAiClient;
 pub use token_scorer::TokenScorer;
 pub use types::{ChatRequest, ChatResponse, TokenLogprobs, Usage};

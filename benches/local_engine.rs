@@ -1,0 +1,108 @@
+//! Throughput of the in-process engine (`LocalEngine`) on SmolLM2-135M-Instruct (its Q4_1 GGUF
+//! dequantised to f32; fetched by `scripts/fetch-assets.sh smollm2`), at batch 1 and 16:
+//!
+//! - `prefill`: prompts of 128 tokens, one generated token each (no decoding step): prompt
+//!   tokens per second;
+//! - `decode`: prompts of 16 tokens, 32 generated tokens each (end tokens ignored): generated
+//!   tokens per second, the short prefill included.
+//!
+//! Each batch is sent as concurrent requests that the engine gathers into one batch.
+//!
+//! Run with: `cargo bench -p autointerp-client --features local --bench local_engine`
+//! (`AUTOINTERP_DEVICE=cuda` runs it on a GPU.)
+#![allow(missing_docs)] // `criterion_group!` makes an undocumented pub fn
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use autointerp_client::{EngineConfig, GenerateRequest, LocalEngine};
+use autointerp_model::{parse_device, DType};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use futures::future::join_all;
+
+const PREFILL_LEN: usize = 128;
+const DECODE_PROMPT: usize = 16;
+const DECODE_TOKENS: usize = 32;
+
+fn smollm2_path() -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-assets.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("smollm2")
+        .output()
+        .expect("run scripts/fetch-assets.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("SMOLLM2_GGUF="))
+        .expect("SMOLLM2_GGUF= line");
+    PathBuf::from(line.trim())
+}
+
+/// `rows` different prompts of `len` tokens of ordinary text.
+fn prompts(engine: &LocalEngine, rows: usize, len: usize) -> Vec<Vec<u32>> {
+    let text = "The quick brown fox jumps over the lazy dog while the cat watches from the \
+                window, wondering why anyone would jump over a dog at all. "
+        .repeat(16);
+    let ids = engine.tokenizer().unwrap().encode(&text, false).unwrap();
+    (0..rows).map(|r| ids[r..r + len].to_vec()).collect()
+}
+
+fn run(rt: &tokio::runtime::Runtime, engine: &LocalEngine, reqs: &[GenerateRequest]) -> usize {
+    rt.block_on(join_all(reqs.iter().map(|r| engine.generate(r.clone()))))
+        .into_iter()
+        .map(|g| g.unwrap().tokens.len())
+        .sum()
+}
+
+fn local_engine(c: &mut Criterion) {
+    let device =
+        parse_device(&std::env::var("AUTOINTERP_DEVICE").unwrap_or_else(|_| "cpu".into())).unwrap();
+    let config = EngineConfig::default()
+        .with_max_batch_size(16)
+        .with_batch_wait(Duration::from_millis(5));
+    let engine =
+        LocalEngine::load(smollm2_path().to_str().unwrap(), device, DType::F32, config).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .build()
+        .unwrap();
+
+    let mut group = c.benchmark_group("local_engine/smollm2-135m");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(10));
+    for batch in [1usize, 16] {
+        let reqs: Vec<GenerateRequest> = prompts(&engine, batch, PREFILL_LEN)
+            .into_iter()
+            .map(|p| GenerateRequest::new(p, 1))
+            .collect();
+        group.throughput(Throughput::Elements((batch * PREFILL_LEN) as u64));
+        group.bench_function(
+            BenchmarkId::new("prefill", format!("{batch}x{PREFILL_LEN}")),
+            |b| b.iter(|| run(&rt, &engine, &reqs)),
+        );
+
+        let reqs: Vec<GenerateRequest> = prompts(&engine, batch, DECODE_PROMPT)
+            .into_iter()
+            .map(|p| GenerateRequest::new(p, DECODE_TOKENS).with_stop_token_ids([]))
+            .collect();
+        assert_eq!(run(&rt, &engine, &reqs), batch * DECODE_TOKENS);
+        group.throughput(Throughput::Elements((batch * DECODE_TOKENS) as u64));
+        group.bench_function(
+            BenchmarkId::new("decode", format!("{batch}x{DECODE_TOKENS}")),
+            |b| b.iter(|| run(&rt, &engine, &reqs)),
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, local_engine);
+criterion_main!(benches);
