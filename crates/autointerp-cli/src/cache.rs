@@ -69,7 +69,9 @@ pub struct CacheArgs {
 }
 
 fn parse_shard(s: &str) -> Result<(usize, usize)> {
-    let parsed = s.split_once('/').and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+    let parsed = s
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
     match parsed {
         Some((i, n)) if n > 0 && i < n => Ok((i, n)),
         _ => bail!("--shard {s:?}: expected I/N with 0 <= I < N, e.g. 0/4"),
@@ -92,7 +94,13 @@ pub fn token_rows(args: &CacheArgs, tok: &Tokenizer) -> Result<Tokens> {
         seed: args.seed,
         filter_bos: args.filter_bos,
     };
-    Ok(build_rows(docs, tok.inner(), row_tokens(tok), &cfg, Path::new(&args.dataset))?)
+    Ok(build_rows(
+        docs,
+        tok.inner(),
+        row_tokens(tok),
+        &cfg,
+        Path::new(&args.dataset),
+    )?)
 }
 
 /// Loads one coder per hook point.
@@ -100,9 +108,14 @@ fn load_coders(args: &CacheArgs, model: &Model, hooks: &[HookPoint]) -> Result<V
     let mut coders = Vec::new();
     if let Some(k) = args.sparse_model.strip_prefix("neurons") {
         let k = match k.strip_prefix(':') {
-            Some(k) => Some(k.parse::<usize>().with_context(|| format!("--sparse-model {:?}: K must be a number", args.sparse_model))?),
+            Some(k) => Some(k.parse::<usize>().with_context(|| {
+                format!("--sparse-model {:?}: K must be a number", args.sparse_model)
+            })?),
             None if k.is_empty() => None,
-            None => bail!("--sparse-model {:?}: expected `neurons` or `neurons:K`", args.sparse_model),
+            None => bail!(
+                "--sparse-model {:?}: expected `neurons` or `neurons:K`",
+                args.sparse_model
+            ),
         };
         for &hook in hooks {
             let HookPoint::MlpHidden(_) = hook else {
@@ -115,10 +128,20 @@ fn load_coders(args: &CacheArgs, model: &Model, hooks: &[HookPoint]) -> Result<V
     for &hook in hooks {
         let name = hook.to_string();
         let mut found = SparseCoder::load(&args.sparse_model, &[name.as_str()], model.device())
-            .with_context(|| format!("loading the sparse coder for {hook} from {:?}", args.sparse_model))?;
+            .with_context(|| {
+                format!(
+                    "loading the sparse coder for {hook} from {:?}",
+                    args.sparse_model
+                )
+            })?;
         if found.len() != 1 {
             let names: Vec<_> = found.iter().map(|(n, _)| n.as_str()).collect();
-            bail!("{:?} holds {} coders for {hook} ({}); point --sparse-model at one", args.sparse_model, found.len(), names.join(", "));
+            bail!(
+                "{:?} holds {} coders for {hook} ({}); point --sparse-model at one",
+                args.sparse_model,
+                found.len(),
+                names.join(", ")
+            );
         }
         let (_, coder) = found.remove(0);
         // A transcoder reads the MLP input of the layer it was named after.
@@ -137,28 +160,69 @@ pub fn run_cache(args: &CacheArgs, model: &Model, tok: &Tokenizer) -> Result<Vec
     if let Some(spec) = &args.shard {
         let (i, n) = parse_shard(spec)?;
         let (lo, hi) = (tokens.rows * i / n, tokens.rows * (i + 1) / n);
-        anyhow::ensure!(hi > lo, "--shard {spec}: shard {i} of {n} gets no rows ({} rows in all)", tokens.rows);
-        tokens = Tokens { rows: hi - lo, ctx_len: tokens.ctx_len, ids: tokens.ids[lo * tokens.ctx_len..hi * tokens.ctx_len].to_vec() };
+        anyhow::ensure!(
+            hi > lo,
+            "--shard {spec}: shard {i} of {n} gets no rows ({} rows in all)",
+            tokens.rows
+        );
+        tokens = Tokens {
+            rows: hi - lo,
+            ctx_len: tokens.ctx_len,
+            ids: tokens.ids[lo * tokens.ctx_len..hi * tokens.ctx_len].to_vec(),
+        };
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        ShardInfo { index: i as u32, count: n as u32, row_offset: lo as u64, rows: (hi - lo) as u64 }.write(out)?;
+        ShardInfo {
+            index: i as u32,
+            count: n as u32,
+            row_offset: lo as u64,
+            rows: (hi - lo) as u64,
+        }
+        .write(out)?;
     }
-    let read_at: Vec<HookPoint> = coders.iter().map(|c| c.hook().unwrap_or(HookPoint::Embed)).collect();
-    let targets: Vec<Target<'_>> =
-        hooks.iter().zip(&coders).map(|(&hook, coder)| Target { hook, coder: coder as &dyn LatentEncoder }).collect();
-    let capture = Hooks::new().capture_all(read_at.iter().copied()).with_logits(Logits::None);
+    let read_at: Vec<HookPoint> = coders
+        .iter()
+        .map(|c| c.hook().unwrap_or(HookPoint::Embed))
+        .collect();
+    let targets: Vec<Target<'_>> = hooks
+        .iter()
+        .zip(&coders)
+        .map(|(&hook, coder)| Target {
+            hook,
+            coder: coder as &dyn LatentEncoder,
+        })
+        .collect();
+    let capture = Hooks::new()
+        .capture_all(read_at.iter().copied())
+        .with_logits(Logits::None);
     let device = model.device();
     let forward = |ids: &Tensor| -> Result<Vec<Tensor>, BoxError> {
         let ids = ids.to_device(device);
-        let mut out = model.forward(&Input::new(&ids), &capture)?;
-        read_at.iter().map(|h| out.captures.get(h).map(Tensor::shallow_clone).ok_or_else(|| format!("{h} not captured").into())).collect::<Result<_, BoxError>>()
-            .map(|v| { out.captures.clear(); v })
+        let out = model.forward(&Input::new(&ids), &capture)?;
+        read_at
+            .iter()
+            .map(|h| {
+                out.get(*h)
+                    .map(Tensor::shallow_clone)
+                    .ok_or_else(|| format!("{h} not captured").into())
+            })
+            .collect()
     };
     let mut extra = BTreeMap::new();
-    extra.insert("dataset_repo".to_string(), serde_json::Value::from(args.dataset.clone()));
-    extra.insert("dataset_column".to_string(), serde_json::Value::from(args.dataset_column.clone()));
-    extra.insert("sparse_model".to_string(), serde_json::Value::from(args.sparse_model.clone()));
+    extra.insert(
+        "dataset_repo".to_string(),
+        serde_json::Value::from(args.dataset.clone()),
+    );
+    extra.insert(
+        "dataset_column".to_string(),
+        serde_json::Value::from(args.dataset_column.clone()),
+    );
+    extra.insert(
+        "sparse_model".to_string(),
+        serde_json::Value::from(args.sparse_model.clone()),
+    );
     let cfg = RunConfig {
-        batch_size: NonZeroUsize::new(args.batch_size).context("--batch-size must be at least 1")?,
+        batch_size: NonZeroUsize::new(args.batch_size)
+            .context("--batch-size must be at least 1")?,
         n_splits: args.n_splits,
         model_name: args.model.clone(),
         skip_first_token: args.skip_first_token,
@@ -176,7 +240,10 @@ pub fn run_cache(args: &CacheArgs, model: &Model, tok: &Tokenizer) -> Result<Vec
 }
 
 pub fn print_stats(stats: &[HookStats]) {
-    println!("{:<24} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}", "hook point", "tokens", "alive", ">1%", ">10%", "L0", "tokens/s");
+    println!(
+        "{:<24} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}",
+        "hook point", "tokens", "alive", ">1%", ">10%", "L0", "tokens/s"
+    );
     for s in stats {
         println!(
             "{:<24} {:>10} {:>7.1}% {:>7.1}% {:>7.1}% {:>8.1} {:>10.0}",

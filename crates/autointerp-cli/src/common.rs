@@ -24,7 +24,8 @@ pub fn load_model(spec: &str, dev: &DeviceArgs) -> Result<(Model, Option<Tokeniz
     let device = autointerp_model::parse_device(&dev.device)?;
     let dtype: DType = dev.dtype.parse()?;
     let spinner = spinner(&format!("loading {spec}"));
-    let loaded = Model::load(spec, device, dtype).with_context(|| format!("loading model {spec:?}"))?;
+    let loaded =
+        Model::load(spec, device, dtype).with_context(|| format!("loading model {spec:?}"))?;
     spinner.finish_and_clear();
     Ok(loaded)
 }
@@ -32,7 +33,9 @@ pub fn load_model(spec: &str, dev: &DeviceArgs) -> Result<(Model, Option<Tokeniz
 /// Like [`load_model`], for commands that need the tokenizer.
 pub fn load_model_with_tokenizer(spec: &str, dev: &DeviceArgs) -> Result<(Model, Tokenizer)> {
     let (model, tok) = load_model(spec, dev)?;
-    let tok = tok.with_context(|| format!("model {spec:?} has no tokenizer (tokenizer.json or GGUF metadata)"))?;
+    let tok = tok.with_context(|| {
+        format!("model {spec:?} has no tokenizer (tokenizer.json or GGUF metadata)")
+    })?;
     Ok((model, tok))
 }
 
@@ -41,7 +44,9 @@ pub fn parse_hookpoints(list: &str, model: &Model) -> Result<Vec<HookPoint>> {
     let mut hooks = Vec::new();
     for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let hook: HookPoint = name.parse()?;
-        model.hook_dim(hook).with_context(|| format!("hook point {name:?}"))?;
+        model
+            .hook_dim(hook)
+            .with_context(|| format!("hook point {name:?}"))?;
         if !hooks.contains(&hook) {
             hooks.push(hook);
         }

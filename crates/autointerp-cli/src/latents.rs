@@ -55,13 +55,18 @@ pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
     if path.is_dir() {
         return Ok(Tokenizer::from_hf_dir(path)?);
     }
-    anyhow::bail!("cannot load a tokenizer from {spec:?}: pass --model with a .gguf file or an HF folder")
+    anyhow::bail!(
+        "cannot load a tokenizer from {spec:?}: pass --model with a .gguf file or an HF folder"
+    )
 }
 
 /// A token decoder for records: each id decoded on its own.
 pub fn decoder(tok: Tokenizer) -> impl Fn(u32) -> String + Send + Sync + 'static {
     let tok = Arc::new(tok);
-    move |id| tok.decode(&[id], false).unwrap_or_else(|_| format!("<{id}>"))
+    move |id| {
+        tok.decode(&[id], false)
+            .unwrap_or_else(|_| format!("<{id}>"))
+    }
 }
 
 /// One example on one line: tokens above 0 marked, by colour on a terminal, else `<<...>>`.
@@ -72,7 +77,8 @@ pub fn render(example: &Example, colour: bool) -> String {
         let text = text.replace('\n', "↵");
         if act > 0.0 && colour {
             // Brighter red for stronger activations: 5 shades of the 256-colour palette.
-            let shade = [224, 217, 210, 203, 196][((act / max.max(f32::MIN_POSITIVE)) * 4.0).round() as usize % 5];
+            let shade = [224, 217, 210, 203, 196]
+                [((act / max.max(f32::MIN_POSITIVE)) * 4.0).round() as usize % 5];
             out.push_str(&format!("\x1b[1;38;5;{shade}m{text}\x1b[0m"));
         } else if act > 0.0 {
             out.push_str(&format!("<<{text}>>"));
@@ -100,9 +106,13 @@ fn show(args: ShowArgs) -> Result<()> {
     cfg.constructor.min_examples = 1;
     cfg.sampler.train_type = TrainType::Top;
     cfg.sampler.n_examples_train = args.n;
-    let dataset = LatentDataset::builder(cache, cfg, decoder(tok)).latents(hook, [args.latent]).build()?;
+    let dataset = LatentDataset::builder(cache, cfg, decoder(tok))
+        .latents(hook, [args.latent])
+        .build()?;
     let id = LatentId::new(hook, args.latent);
-    let built = dataset.record(id)?.with_context(|| format!("latent {id} never fires in this cache"))?;
+    let built = dataset
+        .record(id)?
+        .with_context(|| format!("latent {id} never fires in this cache"))?;
     let colour = std::io::stdout().is_terminal();
     let r = &built.record;
     println!(
@@ -113,7 +123,12 @@ fn show(args: ShowArgs) -> Result<()> {
         r.stats.max_activation
     );
     for (i, ex) in r.train.iter().enumerate() {
-        println!("{:>3} [{:>8.3}] {}", i + 1, ex.max_activation(), render(ex, colour));
+        println!(
+            "{:>3} [{:>8.3}] {}",
+            i + 1,
+            ex.max_activation(),
+            render(ex, colour)
+        );
     }
     Ok(())
 }

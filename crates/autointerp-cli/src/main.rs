@@ -2,7 +2,15 @@
 //!
 //! Run `autointerp --help` for the commands.
 
+mod activations;
+mod cache;
 mod chat;
+mod common;
+mod demo;
+mod latents;
+mod report;
+mod run;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -18,6 +26,25 @@ struct Cli {
 enum Command {
     /// Ask an explainer model one question: a quick check that a provider works.
     Chat(chat::ChatArgs),
+    /// Run a model and save its activations at hook points to a safetensors file.
+    Activations(activations::ActivationsArgs),
+    /// Train a TopK sparse autoencoder on a model's activations (sparsify format).
+    TrainSae(train::TrainArgs),
+    /// Cache sparse-coder latents over a dataset, in delphi's split-file layout.
+    Cache(cache::CacheArgs),
+    /// Inspect latents in a cache.
+    Latents(latents::LatentsArgs),
+    /// The whole pipeline offline on SmolLM2-135M and the State of the Union corpus: trains a
+    /// small SAE, caches, explains and scores 20 latents with the in-process engine, reports.
+    Demo(demo::DemoArgs),
+    /// Summarise a results folder: tables, plots and an HTML page to browse latents.
+    Report(report::ReportArgs),
+    /// Cache, explain and score latents end to end (delphi's `python -m delphi`); resumable.
+    Run(run::RunArgs),
+    /// Explain the latents of an existing cache or results folder.
+    Explain(run::ExplainArgs),
+    /// Score the explanations of an existing results folder.
+    Score(run::ScoreArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,6 +59,15 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Chat(args) => chat::run(args),
+        Command::Activations(args) => activations::run(args),
+        Command::TrainSae(args) => train::run(args),
+        Command::Cache(args) => cache::run_command(args),
+        Command::Latents(args) => latents::run(args),
+        Command::Report(args) => report::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Run(args) => run::run_command(args),
+        Command::Explain(args) => run::explain_command(args),
+        Command::Score(args) => run::score_command(args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

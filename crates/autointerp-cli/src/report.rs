@@ -22,7 +22,9 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs) -> Result<()> {
-    let mut cfg = ReportConfig::default().with_plots(!args.no_plots).with_max_examples(args.max_examples);
+    let mut cfg = ReportConfig::default()
+        .with_plots(!args.no_plots)
+        .with_max_examples(args.max_examples);
     if let Some(out) = args.out {
         cfg = cfg.with_out_dir(out);
     }

@@ -55,8 +55,16 @@ pub struct TrainArgs {
 
 /// Whether the tokenizer starts sequences with BOS (then every row should too).
 pub fn row_tokens(tok: &Tokenizer) -> RowTokens {
-    let adds_bos = tok.bos_id().is_some_and(|b| tok.encode("a", true).ok().and_then(|ids| ids.first().copied()) == Some(b));
-    RowTokens { bos: if adds_bos { tok.bos_id() } else { None }, eos: tok.eos_id() }
+    let adds_bos = tok.bos_id().is_some_and(|b| {
+        tok.encode("a", true)
+            .ok()
+            .and_then(|ids| ids.first().copied())
+            == Some(b)
+    });
+    RowTokens {
+        bos: if adds_bos { tok.bos_id() } else { None },
+        eos: tok.eos_id(),
+    }
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -68,7 +76,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 /// Trains and writes the SAE; returns its folder.
 pub fn train(args: &TrainArgs, model: &Model, tok: &Tokenizer) -> Result<PathBuf> {
-    let hook = *parse_hookpoints(&args.hookpoint, model)?.first().context("--hookpoint is empty")?;
+    let hook = *parse_hookpoints(&args.hookpoint, model)?
+        .first()
+        .context("--hookpoint is empty")?;
     let d_in = model.hook_dim(hook)?;
     let docs = read_dataset(&args.dataset, &args.dataset_column)?;
     let cfg = DatasetConfig {
@@ -78,7 +88,13 @@ pub fn train(args: &TrainArgs, model: &Model, tok: &Tokenizer) -> Result<PathBuf
         seed: args.seed,
         filter_bos: false,
     };
-    let rows = build_rows(docs, tok.inner(), row_tokens(tok), &cfg, Path::new(&args.dataset))?;
+    let rows = build_rows(
+        docs,
+        tok.inner(),
+        row_tokens(tok),
+        &cfg,
+        Path::new(&args.dataset),
+    )?;
     let train_cfg = TrainConfig {
         expansion_factor: args.expansion_factor,
         k: args.k,
@@ -93,15 +109,26 @@ pub fn train(args: &TrainArgs, model: &Model, tok: &Tokenizer) -> Result<PathBuf
     let _guard = tch::no_grad_guard();
     for start in (0..rows.rows).step_by(batch) {
         let end = (start + batch).min(rows.rows);
-        let ids: Vec<i64> = rows.ids[start * rows.ctx_len..end * rows.ctx_len].iter().map(|&t| i64::from(t)).collect();
-        let ids = Tensor::from_slice(&ids).reshape([(end - start) as i64, rows.ctx_len as i64]).to_device(model.device());
+        let ids: Vec<i64> = rows.ids[start * rows.ctx_len..end * rows.ctx_len]
+            .iter()
+            .map(|&t| i64::from(t))
+            .collect();
+        let ids = Tensor::from_slice(&ids)
+            .reshape([(end - start) as i64, rows.ctx_len as i64])
+            .to_device(model.device());
         let mut out = model.forward(&Input::new(&ids), &hooks)?;
         let acts = out.take(hook).context("forward pass captured nothing")?;
         // Position 0 is an attention sink with a huge norm in most LMs: it would dominate the loss.
-        let x = acts.narrow(1, 1, rows.ctx_len as i64 - 1).reshape([-1, d_in as i64]);
+        let x = acts
+            .narrow(1, 1, rows.ctx_len as i64 - 1)
+            .reshape([-1, d_in as i64]);
         let stats = tch::with_grad(|| trainer.step(&x))?;
         progress.inc(((end - start) * rows.ctx_len) as u64);
-        progress.set_message(format!("FVU {:.3}  dead {:.1}%", stats.fvu, 100.0 * stats.dead_fraction));
+        progress.set_message(format!(
+            "FVU {:.3}  dead {:.1}%",
+            stats.fvu,
+            100.0 * stats.dead_fraction
+        ));
     }
     progress.finish();
     let dir = args.out.join(hook.to_string());

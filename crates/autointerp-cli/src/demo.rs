@@ -1,0 +1,150 @@
+//! `autointerp demo`: the whole pipeline, offline, on SmolLM2-135M-Instruct and the State of the
+//! Union corpus: train a small TopK SAE on a middle layer (once), cache its latents, explain and
+//! score a few of them with the in-process engine (plus the random-explanation control), and
+//! write the report.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::common::{load_model_with_tokenizer, DeviceArgs};
+use crate::run::{run_with_config, ExplainerKind, Provider, RunConfig, ScorerKind};
+use crate::train::{train, TrainArgs};
+
+/// `autointerp demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Hook point of the SAE.
+    #[arg(long, default_value = "layers.15")]
+    hookpoint: String,
+    /// Tokens the SAE trains on (only when no SAE is cached yet).
+    #[arg(long, default_value_t = 100_000)]
+    train_tokens: usize,
+    /// Tokens to cache.
+    #[arg(long, default_value_t = 300_000)]
+    n_tokens: usize,
+    /// Latents to explain and score (the first ones with enough examples).
+    #[arg(long, default_value_t = 20)]
+    n_latents: u32,
+    /// Where runs are written (the demo's is `<results-dir>/demo`).
+    #[arg(long, default_value = "results")]
+    results_dir: PathBuf,
+    /// Redo everything: retrain the SAE and recompute the cache, explanations and scores.
+    #[arg(long)]
+    fresh: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// `$AUTOINTERP_CACHE`, else `$XDG_CACHE_HOME/autointerp`, else `~/.cache/autointerp`, as the
+/// project's scripts use.
+fn cache_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("AUTOINTERP_CACHE") {
+        return dir.into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from(".cache"));
+    base.join("autointerp")
+}
+
+/// The SmolLM2 GGUF file and the SOTU folder, fetched by `scripts/fetch-assets.sh` when missing.
+fn assets() -> Result<(PathBuf, PathBuf)> {
+    let root = cache_root().join("assets");
+    let gguf = root.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let sotu = root.join("sotu");
+    if !(root.join("smollm2/.complete").exists() && sotu.join(".complete").exists()) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-assets.sh");
+        if !script.exists() {
+            bail!("assets missing under {}: run scripts/fetch-assets.sh from the autointerp repository", root.display());
+        }
+        eprintln!("fetching SmolLM2-135M-Instruct and the State of the Union corpus (once)...");
+        let status = Command::new("bash")
+            .arg(&script)
+            .args(["smollm2", "sotu"])
+            .status()?;
+        anyhow::ensure!(status.success(), "{} failed", script.display());
+    }
+    Ok((gguf, sotu))
+}
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    let (gguf, sotu) = assets()?;
+    let model_spec = gguf.to_string_lossy().into_owned();
+    let sae_root = cache_root()
+        .join("demo-sae")
+        .join(format!("{}-{}", args.hookpoint, args.train_tokens));
+    let sae_dir = sae_root.join(&args.hookpoint);
+    if args.fresh || !sae_dir.join("sae.safetensors").exists() {
+        eprintln!(
+            "[1/3] training a TopK SAE (width 8 x 576, k 32) on {} tokens at {}",
+            args.train_tokens, args.hookpoint
+        );
+        let (model, tok) = load_model_with_tokenizer(&model_spec, &args.device)?;
+        let targs = TrainArgs {
+            model: model_spec.clone(),
+            hookpoint: args.hookpoint.clone(),
+            dataset: sotu.to_string_lossy().into_owned(),
+            dataset_column: "text".into(),
+            n_tokens: args.train_tokens,
+            expansion_factor: 8,
+            k: 32,
+            ctx_len: 256,
+            batch_size: 8,
+            lr: None,
+            // A different document order from the cached tokens'.
+            seed: 1,
+            device: args.device.clone(),
+            out: sae_root.clone(),
+        };
+        train(&targs, &model, &tok).context("training the demo SAE")?;
+    } else {
+        eprintln!("[1/3] reusing the SAE in {}", sae_dir.display());
+    }
+
+    eprintln!(
+        "[2/3] caching {} tokens, explaining and scoring {} latents with the in-process engine",
+        args.n_tokens, args.n_latents
+    );
+    let cfg = RunConfig {
+        model: model_spec.clone(),
+        sparse_model: sae_dir.to_string_lossy().into_owned(),
+        hookpoints: vec![args.hookpoint.clone()],
+        dataset: Some(sotu.to_string_lossy().into_owned()),
+        n_tokens: args.n_tokens,
+        skip_first_token: true,
+        device: args.device.device.clone(),
+        dtype: args.device.dtype.clone(),
+        max_latents: Some(args.n_latents),
+        min_examples: 20,
+        explainer: ExplainerKind::Default,
+        explainer_provider: Provider::Local,
+        explainer_model: model_spec,
+        scorers: vec![ScorerKind::Detection, ScorerKind::Fuzz],
+        random_control: true,
+        max_concurrency: 4,
+        name: "demo".into(),
+        results_dir: args.results_dir.clone(),
+        overwrite: if args.fresh {
+            vec![
+                crate::run::Overwrite::Cache,
+                crate::run::Overwrite::Explanations,
+            ]
+        } else {
+            vec![]
+        },
+        ..RunConfig::default()
+    };
+    run_with_config(cfg)?;
+
+    eprintln!("[3/3] writing the report");
+    let results = args.results_dir.join("demo");
+    let report =
+        autointerp_report::generate_report(&results, &autointerp_report::ReportConfig::default())?;
+    println!("{}", report.summary.to_text());
+    println!("results: {}", results.display());
+    println!("report:  {}", report.out_dir.join("index.html").display());
+    Ok(())
+}

@@ -1,0 +1,413 @@
+//! The settings of `autointerp run`, `explain` and `score`: one serde struct, read from a TOML file
+//! (`--config`), then overridden by command-line flags, and saved as `run_config.json`.
+//!
+//! Names follow delphi's `RunConfig` (with its `cache_cfg`, `constructor_cfg` and `sampler_cfg`
+//! flattened) where delphi has the setting: `n_tokens`, `batch_size`, `n_splits`,
+//! `example_ctx_len`, `min_examples`, `n_non_activating`, `n_examples_train`, `n_examples_test`,
+//! `n_quantiles`, `train_type`, `ratio_top`, `explainer`, `explainer_model`,
+//! `explainer_provider`, `scorers`, `name`, `max_latents`, `filter_bos`, `log_probs`, `seed`,
+//! `num_examples_per_scorer_prompt`, `overwrite`; delphi's `dataset_repo` and `cache_ctx_len` are
+//! accepted as aliases of `dataset` and `ctx_len`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, ensure, Context, Result};
+use autointerp_core::HookPoint;
+use autointerp_latents::{LatentsConfig, TrainType};
+use autointerp_score::SimulationMode;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Which explainer writes the explanations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ExplainerKind {
+    /// The latent's activating examples, highlighted.
+    Default,
+    /// Activating examples beside similar non-activating ones.
+    Contrastive,
+    /// No explainer: the explanations already in `explanations/` are scored.
+    None,
+}
+
+/// Who answers the explainer's and the scorers' prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// Any OpenAI-compatible server (`--explainer-base-url`; api.openai.com without it).
+    Openai,
+    /// OpenRouter (key in OPENROUTER_API_KEY unless `--api-key-env` names another variable).
+    Openrouter,
+    /// The in-process engine (delphi's `offline`).
+    #[serde(alias = "offline")]
+    #[value(alias = "offline")]
+    Local,
+}
+
+/// A scorer, named as delphi names its score folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ScorerKind {
+    /// Which plain excerpts activate the latent?
+    Detection,
+    /// Which highlighted excerpts are highlighted correctly?
+    Fuzz,
+    /// Which excerpt is the odd one out?
+    Intruder,
+    /// Each token's predicted activation.
+    Simulation,
+    /// Does the explanation lower a base model's loss on activating excerpts?
+    Surprisal,
+    /// Is the explanation's embedding closer to activating excerpts?
+    Embedding,
+}
+
+impl ScorerKind {
+    /// Whether the scorer asks the chat model.
+    pub fn uses_chat(self) -> bool {
+        matches!(
+            self,
+            Self::Detection | Self::Fuzz | Self::Intruder | Self::Simulation
+        )
+    }
+}
+
+/// A stage to recompute although its outputs exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Overwrite {
+    /// Cache the latents again.
+    Cache,
+    /// Explain every latent again (and so score it again).
+    Explanations,
+    /// Score every latent again.
+    Scores,
+}
+
+/// Everything a run does, as saved in `run_config.json` (no secrets: API keys are only named,
+/// by the environment variable that holds them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunConfig {
+    /// The model explained: HF folder, `.gguf` file or Hub id. Its tokenizer decodes the examples.
+    pub model: String,
+    /// The sparse coders (see `autointerp cache --sparse-model`).
+    pub sparse_model: String,
+    /// Hook points; empty means every hook point of an existing cache.
+    pub hookpoints: Vec<String>,
+
+    /// Text dataset to cache: .txt/.jsonl/.parquet file or folder, or pre-tokenized .safetensors.
+    #[serde(alias = "dataset_repo")]
+    pub dataset: Option<String>,
+    /// Column or key holding the text.
+    pub dataset_column: String,
+    /// Tokens to cache.
+    pub n_tokens: usize,
+    /// Tokens per cached row.
+    #[serde(alias = "cache_ctx_len")]
+    pub ctx_len: usize,
+    /// Rows per forward pass.
+    pub batch_size: usize,
+    /// Split files per hook point.
+    pub n_splits: u32,
+    /// Drop BOS tokens from the token stream.
+    pub filter_bos: bool,
+    /// Record no latents at position 0 of each row.
+    pub skip_first_token: bool,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// `f32`, `bf16` or `f16`.
+    pub dtype: String,
+
+    /// Only latents `0..max_latents` of each hook point.
+    pub max_latents: Option<u32>,
+    /// Only these latents of each hook point (takes precedence over `max_latents`).
+    pub latents: Option<Vec<u32>>,
+    /// Tokens per example.
+    pub example_ctx_len: usize,
+    /// Latents with fewer activating examples are skipped.
+    pub min_examples: usize,
+    /// Non-activating examples per latent.
+    pub n_non_activating: usize,
+    /// Centre example windows on the peak token (see `autointerp-latents`' `ConstructorConfig`).
+    pub center_examples: bool,
+    /// Examples shown to the explainer.
+    pub n_examples_train: usize,
+    /// Examples held out for scoring.
+    pub n_examples_test: usize,
+    /// Activation quantiles.
+    pub n_quantiles: usize,
+    /// How train examples are drawn.
+    pub train_type: TrainType,
+    /// With `train_type = "mix"`: fraction of train examples from the very top.
+    pub ratio_top: f64,
+
+    /// The explainer.
+    pub explainer: ExplainerKind,
+    /// Who answers prompts.
+    pub explainer_provider: Provider,
+    /// The explainer and scorer model.
+    pub explainer_model: String,
+    /// Base URL of an OpenAI-compatible server (the part before `/chat/completions`).
+    pub explainer_base_url: Option<String>,
+    /// Environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// Price per million prompt tokens, to report the cost.
+    pub prompt_price: Option<f64>,
+    /// Price per million completion tokens, to report the cost.
+    pub completion_price: Option<f64>,
+    /// Attempts per request (retries on 429, 5xx, timeouts, dropped connections).
+    pub max_attempts: u32,
+    /// With `explainer_provider = "local"`: the longest sequence the engine runs (default: the
+    /// model's `max_position_embeddings`).
+    pub explainer_model_max_len: Option<usize>,
+
+    /// The scorers.
+    pub scorers: Vec<ScorerKind>,
+    /// Examples per detection/fuzzing prompt, excerpts per intruder trial.
+    pub num_examples_per_scorer_prompt: usize,
+    /// Ask detection and fuzzing for answer logprobs (for their AUC).
+    pub log_probs: bool,
+    /// How the simulation scorer gets predictions: `prompt_logprobs` (vLLM) or `json`.
+    pub simulation_mode: SimulationMode,
+    /// Base URL of an OpenAI-compatible `/embeddings` server (api.openai.com without it).
+    pub embedding_base_url: Option<String>,
+    /// The embedding model of the embedding scorer.
+    pub embedding_model: Option<String>,
+    /// Environment variable holding the embedding server's API key.
+    pub embedding_api_key_env: Option<String>,
+    /// The base language model of the surprisal scorer (HF folder, `.gguf` file or Hub id), run
+    /// in this process.
+    pub surprisal_model: Option<String>,
+    /// Also score each latent with the explanation of another latent (`scores/random/`).
+    pub random_control: bool,
+
+    /// Latents in flight at once.
+    pub max_concurrency: usize,
+    /// The run's folder is `<results_dir>/<name>`.
+    pub name: String,
+    /// Stages to recompute although their outputs exist.
+    pub overwrite: Vec<Overwrite>,
+    /// Where runs are written.
+    pub results_dir: PathBuf,
+    /// Seed of the document order, the example sampling, the scorers and the random control.
+    pub seed: u64,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        let latents = LatentsConfig::default();
+        let (c, s) = (&latents.constructor, &latents.sampler);
+        Self {
+            model: String::new(),
+            sparse_model: String::new(),
+            hookpoints: Vec::new(),
+            dataset: None,
+            dataset_column: "text".into(),
+            n_tokens: 10_000_000,
+            ctx_len: 256,
+            batch_size: 8,
+            n_splits: 5,
+            filter_bos: false,
+            skip_first_token: false,
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            max_latents: None,
+            latents: None,
+            example_ctx_len: c.example_ctx_len,
+            min_examples: c.min_examples,
+            n_non_activating: c.n_non_activating,
+            center_examples: c.center_examples,
+            n_examples_train: s.n_examples_train,
+            n_examples_test: s.n_examples_test,
+            n_quantiles: s.n_quantiles,
+            train_type: s.train_type,
+            ratio_top: s.ratio_top,
+            explainer: ExplainerKind::Default,
+            explainer_provider: Provider::Openai,
+            explainer_model: String::new(),
+            explainer_base_url: None,
+            api_key_env: None,
+            prompt_price: None,
+            completion_price: None,
+            max_attempts: 5,
+            explainer_model_max_len: None,
+            scorers: vec![ScorerKind::Fuzz, ScorerKind::Detection],
+            num_examples_per_scorer_prompt: 5,
+            log_probs: false,
+            simulation_mode: SimulationMode::default(),
+            embedding_base_url: None,
+            embedding_model: None,
+            embedding_api_key_env: None,
+            surprisal_model: None,
+            random_control: false,
+            max_concurrency: 8,
+            name: String::new(),
+            overwrite: Vec::new(),
+            results_dir: PathBuf::from("results"),
+            seed: 22,
+        }
+    }
+}
+
+impl RunConfig {
+    /// Reads a TOML file; an unknown key is an error that names it.
+    pub fn from_toml_file(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+    }
+
+    /// Reads a saved `run_config.json`.
+    pub fn from_json_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a run config", path.display()))
+    }
+
+    /// Whether `stage` is to be recomputed.
+    pub fn overwrites(&self, stage: Overwrite) -> bool {
+        self.overwrite.contains(&stage)
+    }
+
+    /// The hook points named, parsed (canonical names), without repeats.
+    pub fn hooks(&self) -> Result<Vec<HookPoint>> {
+        let mut hooks = Vec::new();
+        for name in &self.hookpoints {
+            let hook: HookPoint = name
+                .parse()
+                .with_context(|| format!("hook point {name:?}"))?;
+            if !hooks.contains(&hook) {
+                hooks.push(hook);
+            }
+        }
+        Ok(hooks)
+    }
+
+    /// The scorers, without repeats, in the order given.
+    pub fn scorer_kinds(&self) -> Vec<ScorerKind> {
+        let mut out: Vec<ScorerKind> = Vec::new();
+        for &s in &self.scorers {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    /// The latent indices of a hook point `width` latents wide: `latents`, else
+    /// `0..max_latents`, else all.
+    pub fn latent_indices(&self, hook: HookPoint, width: u32) -> Result<Vec<u32>> {
+        if let Some(ls) = &self.latents {
+            if let Some(bad) = ls.iter().find(|&&l| l >= width) {
+                bail!("--latents: latent {bad} is out of range: {hook} has {width} latents");
+            }
+            let mut ls = ls.clone();
+            ls.sort_unstable();
+            ls.dedup();
+            return Ok(ls);
+        }
+        Ok((0..self.max_latents.map_or(width, |m| m.min(width))).collect())
+    }
+
+    /// The record-building settings.
+    pub fn latents_config(&self) -> Result<LatentsConfig> {
+        let mut cfg = LatentsConfig::default();
+        let c = &mut cfg.constructor;
+        c.example_ctx_len = self.example_ctx_len;
+        c.min_examples = self.min_examples;
+        c.n_non_activating = self.n_non_activating;
+        c.center_examples = self.center_examples;
+        let s = &mut cfg.sampler;
+        s.n_examples_train = self.n_examples_train;
+        s.n_examples_test = self.n_examples_test;
+        s.n_quantiles = self.n_quantiles;
+        s.train_type = self.train_type;
+        s.ratio_top = self.ratio_top;
+        cfg.seed = self.seed;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks what does not depend on the stage being run.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(
+            self.max_concurrency >= 1,
+            "max_concurrency must be at least 1"
+        );
+        ensure!(self.max_attempts >= 1, "max_attempts must be at least 1");
+        ensure!(
+            self.num_examples_per_scorer_prompt >= 1,
+            "num_examples_per_scorer_prompt must be at least 1"
+        );
+        ensure!(
+            !self.name.contains(['/', '\\']) && self.name != "..",
+            "name {:?} must be a plain folder name",
+            self.name
+        );
+        if self.prompt_price.is_some() != self.completion_price.is_some() {
+            bail!("give both prompt_price and completion_price, or neither");
+        }
+        self.hooks()?;
+        self.latents_config()?;
+        Ok(())
+    }
+}
+
+/// Parses a value the way serde reads it from a file, for flags whose type has no
+/// `clap::ValueEnum` (e.g. `TrainType`, `SimulationMode`).
+pub fn serde_value<T: DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_reads_delphi_names_and_rejects_unknown_keys() {
+        let cfg: RunConfig = toml::from_str(
+            r#"
+            model = "m"
+            hookpoints = ["layers.3", "model.layers.3"]
+            dataset_repo = "data.jsonl"
+            cache_ctx_len = 64
+            train_type = "top"
+            scorers = ["detection", "simulation"]
+            simulation_mode = "json"
+            explainer_provider = "offline"
+            overwrite = ["scores"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.dataset.as_deref(), Some("data.jsonl"));
+        assert_eq!(cfg.ctx_len, 64);
+        assert_eq!(cfg.train_type, TrainType::Top);
+        assert_eq!(cfg.explainer_provider, Provider::Local);
+        assert_eq!(cfg.hooks().unwrap().len(), 1);
+        assert_eq!(cfg.n_examples_train, 40);
+        let err = toml::from_str::<RunConfig>("n_tokenz = 3")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("n_tokenz"), "{err}");
+    }
+
+    #[test]
+    fn latent_selection() {
+        let mut cfg = RunConfig::default();
+        let h = HookPoint::Residual(0);
+        assert_eq!(cfg.latent_indices(h, 3).unwrap(), vec![0, 1, 2]);
+        cfg.max_latents = Some(2);
+        assert_eq!(cfg.latent_indices(h, 3).unwrap(), vec![0, 1]);
+        cfg.latents = Some(vec![2, 0, 2]);
+        assert_eq!(cfg.latent_indices(h, 3).unwrap(), vec![0, 2]);
+        cfg.latents = Some(vec![5]);
+        assert!(cfg
+            .latent_indices(h, 3)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
+        assert_eq!(serde_value::<TrainType>("mix"), Ok(TrainType::Mix));
+        assert!(serde_value::<TrainType>("best").is_err());
+    }
+}

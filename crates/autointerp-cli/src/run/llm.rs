@@ -1,0 +1,319 @@
+//! The explainer and the scorers a run asks, built from its settings.
+
+use anyhow::{bail, ensure, Context, Result};
+use autointerp_client::{ChatRequest, ChatResponse, Client, OpenAiClient, OpenAiEmbedder};
+use autointerp_core::{Explanation, LatentRecord};
+use autointerp_explain::{
+    ContrastiveConfig, ContrastiveExplainer, DefaultExplainer, ExplainOutcome, ExplainerConfig,
+};
+use autointerp_score::{
+    ClassifierConfig, DetectionScorer, EmbeddingConfig, EmbeddingScorer, FuzzConfig, FuzzingScorer,
+    IntruderConfig, IntruderScorer, ScorerResult, SimulationConfig, SimulationScorer,
+};
+
+use super::config::{ExplainerKind, Provider, RunConfig, ScorerKind};
+
+const OPENAI: &str = "https://api.openai.com/v1";
+const OPENROUTER: &str = "https://openrouter.ai/api/v1";
+
+/// The error for `--explainer-provider local` (and the surprisal scorer) in a build without the
+/// in-process engine.
+#[cfg(not(feature = "local"))]
+const LOCAL_NOT_BUILT: &str = "local provider not built: this `autointerp` was built without the \
+     in-process engine (cargo feature `local`); rebuild with `--features local`, or serve the model with \
+     vLLM, SGLang or llama.cpp and pass --explainer-provider openai --explainer-base-url http://HOST:PORT/v1";
+
+/// Who answers the explainer's and the LLM scorers' prompts.
+#[derive(Debug, Clone)]
+pub enum LlmClient {
+    /// An OpenAI-compatible server.
+    OpenAi(Box<OpenAiClient>),
+    /// The in-process engine.
+    #[cfg(feature = "local")]
+    Local(autointerp_client::LocalEngine),
+}
+
+impl Client for LlmClient {
+    async fn chat(&self, req: ChatRequest) -> autointerp_client::Result<ChatResponse> {
+        match self {
+            Self::OpenAi(c) => c.chat(req).await,
+            #[cfg(feature = "local")]
+            Self::Local(e) => e.chat(req).await,
+        }
+    }
+}
+
+/// Loads `source` (HF folder, `.gguf` file or Hub id) as an in-process engine on the run's device.
+#[cfg(feature = "local")]
+fn local_engine(cfg: &RunConfig, source: &str) -> Result<autointerp_client::LocalEngine> {
+    use autointerp_client::{EngineConfig, LocalEngine};
+    let device = autointerp_model::parse_device(&cfg.device)?;
+    let dtype: autointerp_model::DType = cfg.dtype.parse()?;
+    let mut config = EngineConfig::default();
+    if let Some(n) = cfg.explainer_model_max_len {
+        config = config.with_max_context(n);
+    }
+    let spinner = crate::common::spinner(&format!("loading {source} into the in-process engine"));
+    let engine = LocalEngine::load(source, device, dtype, config)
+        .with_context(|| format!("loading {source:?} into the in-process engine"))?;
+    spinner.finish_and_clear();
+    Ok(engine)
+}
+
+/// The chat client of the explainer and of the LLM scorers.
+pub fn chat_client(cfg: &RunConfig) -> Result<LlmClient> {
+    ensure!(
+        !cfg.explainer_model.is_empty(),
+        "--explainer-model is required: the model that writes explanations and answers the scorers' prompts"
+    );
+    let (default_base, default_key) = match cfg.explainer_provider {
+        #[cfg(feature = "local")]
+        Provider::Local => return Ok(LlmClient::Local(local_engine(cfg, &cfg.explainer_model)?)),
+        #[cfg(not(feature = "local"))]
+        Provider::Local => bail!("{LOCAL_NOT_BUILT}"),
+        Provider::Openai => (OPENAI, Some("OPENAI_API_KEY")),
+        Provider::Openrouter => (OPENROUTER, Some("OPENROUTER_API_KEY")),
+    };
+    let base = cfg.explainer_base_url.as_deref();
+    // A custom server needs no key unless one is named; OpenAI and OpenRouter always do.
+    let key = cfg
+        .api_key_env
+        .as_deref()
+        .or(if base.is_some() { None } else { default_key });
+    let mut client = OpenAiClient::new(base.unwrap_or(default_base), &cfg.explainer_model)
+        .context("--explainer-base-url")?
+        .with_max_attempts(cfg.max_attempts);
+    if let Some(var) = key {
+        client = client.with_api_key_env(var)?;
+    }
+    if let (Some(p), Some(c)) = (cfg.prompt_price, cfg.completion_price) {
+        client = client.with_price(p, c);
+    }
+    Ok(LlmClient::OpenAi(Box::new(client)))
+}
+
+/// The base model of the surprisal scorer: `--surprisal-model`, shared with the explainer when
+/// that is the same model in this process.
+#[cfg(feature = "local")]
+fn surprisal_engine(
+    cfg: &RunConfig,
+    client: Option<&LlmClient>,
+) -> Result<autointerp_client::LocalEngine> {
+    let Some(source) = &cfg.surprisal_model else {
+        bail!(
+            "the surprisal scorer needs --surprisal-model: a base language model (HF folder, .gguf file or \
+             Hub id) run in this process to score tokens"
+        );
+    };
+    if let Some(LlmClient::Local(engine)) = client {
+        if *source == cfg.explainer_model {
+            return Ok(engine.clone());
+        }
+    }
+    local_engine(cfg, source)
+}
+
+/// The explainer chosen by `--explainer`.
+#[derive(Debug)]
+pub enum AnyExplainer {
+    /// `default`.
+    Default(DefaultExplainer<LlmClient>),
+    /// `contrastive`.
+    Contrastive(ContrastiveExplainer<LlmClient>),
+}
+
+impl AnyExplainer {
+    /// The explainer of `cfg`, or `None` for `--explainer none`.
+    pub fn new(cfg: &RunConfig, client: &LlmClient) -> Option<Self> {
+        match cfg.explainer {
+            ExplainerKind::Default => Some(Self::Default(DefaultExplainer::new(
+                client.clone(),
+                ExplainerConfig::default(),
+            ))),
+            ExplainerKind::Contrastive => Some(Self::Contrastive(ContrastiveExplainer::new(
+                client.clone(),
+                ContrastiveConfig::default(),
+            ))),
+            ExplainerKind::None => None,
+        }
+    }
+
+    /// Explains one latent.
+    pub async fn explain(
+        &self,
+        record: &LatentRecord,
+    ) -> autointerp_explain::Result<ExplainOutcome> {
+        match self {
+            Self::Default(e) => e.explain(record).await,
+            Self::Contrastive(e) => e.explain(record).await,
+        }
+    }
+}
+
+/// One of the scorers chosen by `--scorers`.
+#[derive(Debug)]
+pub enum AnyScorer {
+    /// `detection`.
+    Detection(DetectionScorer<LlmClient>),
+    /// `fuzz`.
+    Fuzz(FuzzingScorer<LlmClient>),
+    /// `intruder`.
+    Intruder(IntruderScorer<LlmClient>),
+    /// `simulation`.
+    Simulation(SimulationScorer<LlmClient>),
+    /// `embedding`.
+    Embedding(EmbeddingScorer<OpenAiEmbedder>),
+    /// `surprisal`.
+    #[cfg(feature = "local")]
+    Surprisal(autointerp_score::SurprisalScorer<autointerp_client::LocalEngine>),
+}
+
+impl AnyScorer {
+    /// The scorers of `cfg`, in order; `client` is needed when one of them asks the chat model.
+    pub fn all(cfg: &RunConfig, client: Option<&LlmClient>) -> Result<Vec<Self>> {
+        let classifier = ClassifierConfig {
+            n_examples_shown: cfg.num_examples_per_scorer_prompt,
+            seed: cfg.seed,
+            ..ClassifierConfig::default()
+        };
+        let logprobs = cfg.log_probs.then_some(5);
+        let mut out = Vec::new();
+        for kind in cfg.scorer_kinds() {
+            let chat = || {
+                client
+                    .cloned()
+                    .context("internal: a chat scorer without a client")
+            };
+            out.push(match kind {
+                ScorerKind::Detection => {
+                    Self::Detection(DetectionScorer::new(chat()?, classifier.clone()).with_logprobs(logprobs))
+                }
+                ScorerKind::Fuzz => Self::Fuzz(
+                    FuzzingScorer::new(chat()?, FuzzConfig { classifier: classifier.clone(), ..FuzzConfig::default() })
+                        .with_logprobs(logprobs),
+                ),
+                ScorerKind::Intruder => Self::Intruder(IntruderScorer::new(
+                    chat()?,
+                    IntruderConfig {
+                        n_examples_shown: cfg.num_examples_per_scorer_prompt,
+                        seed: cfg.seed,
+                        ..IntruderConfig::default()
+                    },
+                )),
+                ScorerKind::Simulation => Self::Simulation(SimulationScorer::new(
+                    chat()?,
+                    SimulationConfig { mode: cfg.simulation_mode, ..SimulationConfig::default() },
+                )),
+                ScorerKind::Embedding => Self::Embedding(EmbeddingScorer::new(embedder(cfg)?, EmbeddingConfig::default())),
+                #[cfg(feature = "local")]
+                ScorerKind::Surprisal => Self::Surprisal(autointerp_score::SurprisalScorer::new(
+                    surprisal_engine(cfg, client)?,
+                    autointerp_score::SurprisalConfig::default(),
+                )),
+                #[cfg(not(feature = "local"))]
+                ScorerKind::Surprisal => bail!(
+                    "the surprisal scorer needs a base language model that returns token logprobs, which only \
+                     the in-process engine provides: {LOCAL_NOT_BUILT}"
+                ),
+            });
+        }
+        Ok(out)
+    }
+
+    /// The scorer's folder name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Detection(_) => autointerp_score::DETECTION,
+            Self::Fuzz(_) => autointerp_score::FUZZ,
+            Self::Intruder(_) => autointerp_score::INTRUDER,
+            Self::Simulation(_) => autointerp_score::SIMULATION,
+            Self::Embedding(_) => autointerp_score::EMBEDDING,
+            #[cfg(feature = "local")]
+            Self::Surprisal(_) => autointerp_score::SURPRISAL,
+        }
+    }
+
+    /// Whether the score depends on the explanation (intruder's does not, so the random control
+    /// skips it).
+    pub fn reads_explanation(&self) -> bool {
+        !matches!(self, Self::Intruder(_))
+    }
+
+    /// Scores one explanation of one latent.
+    pub async fn score(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+    ) -> autointerp_score::Result<ScorerResult> {
+        match self {
+            Self::Detection(s) => s.score(record, explanation).await,
+            Self::Fuzz(s) => s.score(record, explanation).await,
+            // Intruder trials show examples only: the explanation plays no part.
+            Self::Intruder(s) => s.score(record).await,
+            Self::Simulation(s) => s.score(record, explanation).await,
+            Self::Embedding(s) => s.score(record, explanation).await,
+            #[cfg(feature = "local")]
+            Self::Surprisal(s) => s.score(record, explanation).await,
+        }
+    }
+}
+
+/// The embedder of the embedding scorer.
+fn embedder(cfg: &RunConfig) -> Result<OpenAiEmbedder> {
+    let Some(model) = &cfg.embedding_model else {
+        bail!(
+            "the embedding scorer needs --embedding-model (a sentence-embedding model served by an \
+             OpenAI-compatible /embeddings endpoint; its URL in --embedding-base-url, api.openai.com without it)"
+        );
+    };
+    let base = cfg.embedding_base_url.as_deref();
+    let key = cfg.embedding_api_key_env.as_deref().or(if base.is_some() {
+        None
+    } else {
+        Some("OPENAI_API_KEY")
+    });
+    let mut embedder =
+        OpenAiEmbedder::new(base.unwrap_or(OPENAI), model).context("--embedding-base-url")?;
+    if let Some(var) = key {
+        embedder = embedder.with_api_key_env(var)?;
+    }
+    Ok(embedder)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_options_are_named() {
+        let mut cfg = RunConfig {
+            explainer_base_url: Some("http://127.0.0.1:9/v1".into()),
+            ..RunConfig::default()
+        };
+        assert!(chat_client(&cfg)
+            .unwrap_err()
+            .to_string()
+            .contains("--explainer-model"));
+        cfg.explainer_model = "m".into();
+        let client = chat_client(&cfg).unwrap();
+        cfg.scorers = vec![ScorerKind::Embedding];
+        let err = AnyScorer::all(&cfg, Some(&client)).unwrap_err().to_string();
+        assert!(err.contains("--embedding-model"), "{err}");
+        cfg.scorers = vec![ScorerKind::Surprisal];
+        let err = AnyScorer::all(&cfg, Some(&client)).unwrap_err().to_string();
+        let expected = if cfg!(feature = "local") {
+            "--surprisal-model"
+        } else {
+            "local provider not built"
+        };
+        assert!(err.contains(expected), "{err}");
+        #[cfg(not(feature = "local"))]
+        {
+            cfg.explainer_provider = Provider::Local;
+            assert!(chat_client(&cfg)
+                .unwrap_err()
+                .to_string()
+                .contains("local provider not built"));
+        }
+    }
+}

@@ -1,0 +1,881 @@
+//! `autointerp run` (delphi's `python -m delphi`): cache latents, explain them, score the
+//! explanations; `autointerp explain` and `autointerp score`: one of those stages on an existing
+//! cache or results folder.
+//!
+//! Settings come from defaults, then a TOML file (`--config`; for `explain` and `score` the
+//! folder's `run_config.json` when no file is given), then flags. A rerun skips every latent whose
+//! outputs exist, so a killed or interrupted run resumes where it stopped.
+
+mod config;
+mod layout;
+mod llm;
+mod pipeline;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, ensure, Context, Result};
+use autointerp_client::Usage;
+use autointerp_core::{HookPoint, LatentId};
+use autointerp_latents::{HookCache, LatentCache, LatentDataset, LatentsConfig, TrainType};
+use autointerp_model::Tokenizer;
+use autointerp_score::SimulationMode;
+
+use self::config::serde_value;
+pub use self::config::{ExplainerKind, Overwrite, Provider, RunConfig, ScorerKind};
+use self::layout::{FailureLog, Layout};
+use self::llm::{chat_client, AnyExplainer, AnyScorer};
+use self::pipeline::{Engine, Phase, Plan, Shared, Tally};
+use crate::cache::{print_stats, run_cache, CacheArgs};
+use crate::common::{load_model_with_tokenizer, DeviceArgs};
+use crate::latents::{decoder, load_tokenizer};
+
+/// Sets each `cfg.field` given on the command line.
+macro_rules! set {
+    ($cfg:expr, $opts:expr; $($field:ident),* $(,)?) => {
+        $( if let Some(v) = $opts.$field.clone() { $cfg.$field = v; } )*
+    };
+}
+
+/// Sets each optional `cfg.field` given on the command line.
+macro_rules! set_some {
+    ($cfg:expr, $opts:expr; $($field:ident),* $(,)?) => {
+        $( if let Some(v) = $opts.$field.clone() { $cfg.$field = Some(v); } )*
+    };
+}
+
+/// Caching (`run` only, and only when the cache is missing or `--overwrite cache`).
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Caching")]
+struct CacheOpts {
+    /// Text to cache: a .txt/.jsonl/.parquet file or folder of them, or a `.safetensors` of
+    /// pre-tokenized `tokens` [required to build the cache].
+    #[arg(long, visible_alias = "dataset-repo")]
+    dataset: Option<String>,
+    /// Column or key holding the text [default: text].
+    #[arg(long)]
+    dataset_column: Option<String>,
+    /// Tokens to cache [default: 10000000].
+    #[arg(long)]
+    n_tokens: Option<usize>,
+    /// Tokens per cached row [default: 256].
+    #[arg(long, visible_alias = "cache-ctx-len")]
+    ctx_len: Option<usize>,
+    /// Rows per forward pass [default: 8].
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Split files per hook point [default: 5].
+    #[arg(long)]
+    n_splits: Option<u32>,
+    /// Drop BOS tokens from the token stream (`--filter-bos=false` undoes a config file's `true`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    filter_bos: Option<bool>,
+    /// Record no latents at position 0 of each row (the attention sink).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    skip_first_token: Option<bool>,
+    /// `cpu`, `cuda` or `cuda:N` [default: cpu].
+    #[arg(long)]
+    device: Option<String>,
+    /// `f32`, `bf16` or `f16` [default: f32].
+    #[arg(long)]
+    dtype: Option<String>,
+}
+
+/// Which latents, and how their examples are drawn.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Latents")]
+struct LatentOpts {
+    /// Comma-separated hook points [default: all of the cache's; required to build a cache].
+    #[arg(long, value_delimiter = ',')]
+    hookpoints: Option<Vec<String>>,
+    /// Only latents 0..N of each hook point.
+    #[arg(long)]
+    max_latents: Option<u32>,
+    /// Only these latents of each hook point, e.g. `0,5,7` (takes precedence over --max-latents).
+    #[arg(long, value_delimiter = ',')]
+    latents: Option<Vec<u32>>,
+    /// Tokens per example [default: 32].
+    #[arg(long)]
+    example_ctx_len: Option<usize>,
+    /// Latents with fewer activating examples are skipped [default: 200].
+    #[arg(long)]
+    min_examples: Option<usize>,
+    /// Non-activating examples per latent [default: 50].
+    #[arg(long)]
+    n_non_activating: Option<usize>,
+    /// Centre example windows on their peak token.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    center_examples: Option<bool>,
+    /// Examples shown to the explainer [default: 40].
+    #[arg(long)]
+    n_examples_train: Option<usize>,
+    /// Examples held out for scoring [default: 50].
+    #[arg(long)]
+    n_examples_test: Option<usize>,
+    /// Activation quantiles [default: 10].
+    #[arg(long)]
+    n_quantiles: Option<usize>,
+    /// How train examples are drawn: top, random, quantiles or mix [default: quantiles].
+    #[arg(long, value_parser = serde_value::<TrainType>)]
+    train_type: Option<TrainType>,
+    /// With `--train-type mix`: fraction of train examples from the very top [default: 0.2].
+    #[arg(long)]
+    ratio_top: Option<f64>,
+    /// Seed of the document order, sampling, scorers and random control [default: 22].
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+/// The explainer.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Explainer")]
+struct ExplainOpts {
+    /// `default`, `contrastive`, or `none` to score the explanations in `explanations/`
+    /// [default: default].
+    #[arg(long)]
+    explainer: Option<ExplainerKind>,
+}
+
+/// The scorers.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Scorers")]
+struct ScoreOpts {
+    /// Comma-separated: detection, fuzz, intruder, simulation, surprisal, embedding
+    /// [default: fuzz,detection].
+    #[arg(long, value_delimiter = ',')]
+    scorers: Option<Vec<ScorerKind>>,
+    /// Examples per detection/fuzzing prompt and per intruder trial [default: 5].
+    #[arg(long)]
+    num_examples_per_scorer_prompt: Option<usize>,
+    /// Ask detection and fuzzing for answer logprobs, for their AUC.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    log_probs: Option<bool>,
+    /// Simulation: `prompt_logprobs` (vLLM, delphi's way) or `json` (any chat API)
+    /// [default: prompt_logprobs].
+    #[arg(long, value_parser = serde_value::<SimulationMode>)]
+    simulation_mode: Option<SimulationMode>,
+    /// Base URL of the OpenAI-compatible `/embeddings` server of the embedding scorer
+    /// [default: `https://api.openai.com/v1`].
+    #[arg(long)]
+    embedding_base_url: Option<String>,
+    /// Embedding model of the embedding scorer [required by it].
+    #[arg(long)]
+    embedding_model: Option<String>,
+    /// Environment variable holding the embedding server's API key.
+    #[arg(long)]
+    embedding_api_key_env: Option<String>,
+    /// Base language model of the surprisal scorer, run in this process: HF folder, `.gguf` file
+    /// or Hub id [required by it].
+    #[arg(long)]
+    surprisal_model: Option<String>,
+    /// Also score each latent with another latent's explanation (`scores/random/`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    random_control: Option<bool>,
+}
+
+/// The model that explains and answers the scorers' prompts.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Explainer model")]
+struct ClientOpts {
+    /// openai (any OpenAI-compatible server), openrouter or local [default: openai].
+    #[arg(long)]
+    explainer_provider: Option<Provider>,
+    /// The model name the server knows (required).
+    #[arg(long)]
+    explainer_model: Option<String>,
+    /// Base URL of an OpenAI-compatible server, e.g. http://localhost:8000/v1 (vLLM)
+    /// [default: the provider's].
+    #[arg(long)]
+    explainer_base_url: Option<String>,
+    /// Environment variable holding the API key [default: OPENAI_API_KEY or OPENROUTER_API_KEY;
+    /// none for a --explainer-base-url server].
+    #[arg(long)]
+    api_key_env: Option<String>,
+    /// Price per million prompt tokens, for the cost shown.
+    #[arg(long)]
+    prompt_price: Option<f64>,
+    /// Price per million completion tokens, for the cost shown.
+    #[arg(long)]
+    completion_price: Option<f64>,
+    /// Attempts per request, retrying 429s, 5xx, timeouts and dropped connections [default: 5].
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// With `--explainer-provider local`: the longest sequence the engine runs
+    /// [default: the model's max_position_embeddings].
+    #[arg(long)]
+    explainer_model_max_len: Option<usize>,
+    /// Latents in flight at once [default: 8].
+    #[arg(long)]
+    max_concurrency: Option<usize>,
+}
+
+/// `autointerp run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The model explained: HF folder, `.gguf` file or Hub id; its tokenizer decodes the examples.
+    model: Option<String>,
+    /// The sparse coders (as `autointerp cache --sparse-model`); needed only to build the cache.
+    sparse_model: Option<String>,
+    /// A TOML file of settings: any option below, `-` written `_` (`n_tokens = 1000000`,
+    /// `scorers = ["detection"]`, `model = "..."`). Flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The run's folder is RESULTS_DIR/NAME [default: ""].
+    #[arg(long)]
+    name: Option<String>,
+    /// Where runs are written [default: results].
+    #[arg(long)]
+    results_dir: Option<PathBuf>,
+    /// Comma-separated stages to redo although their outputs exist: cache, explanations, scores.
+    #[arg(long, value_delimiter = ',')]
+    overwrite: Option<Vec<Overwrite>>,
+    #[command(flatten)]
+    cache: CacheOpts,
+    #[command(flatten)]
+    latents: LatentOpts,
+    #[command(flatten)]
+    explain: ExplainOpts,
+    #[command(flatten)]
+    score: ScoreOpts,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+/// `autointerp explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// A results folder (`autointerp run`) or a latent cache (`autointerp cache --out`).
+    path: PathBuf,
+    /// Where `explanations/` goes [default: PATH].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The model whose tokenizer decodes the examples [default: PATH's run_config.json, else the
+    /// cache's `model_name`].
+    #[arg(long)]
+    model: Option<String>,
+    /// A TOML file of settings, used instead of PATH's run_config.json. Flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Redo explanations that exist (`explanations`).
+    #[arg(long, value_delimiter = ',')]
+    overwrite: Option<Vec<Overwrite>>,
+    #[command(flatten)]
+    latents: LatentOpts,
+    #[command(flatten)]
+    explain: ExplainOpts,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+/// `autointerp score`.
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    /// A results folder with `explanations/` (`autointerp run` or `autointerp explain`).
+    path: PathBuf,
+    /// Where `scores/` goes, and `explanations/` is read [default: PATH].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The model whose tokenizer decodes the examples [default: PATH's run_config.json, else the
+    /// cache's `model_name`].
+    #[arg(long)]
+    model: Option<String>,
+    /// A TOML file of settings, used instead of PATH's run_config.json. Flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Redo scores that exist (`scores`).
+    #[arg(long, value_delimiter = ',')]
+    overwrite: Option<Vec<Overwrite>>,
+    #[command(flatten)]
+    latents: LatentOpts,
+    #[command(flatten)]
+    score: ScoreOpts,
+    #[command(flatten)]
+    client: ClientOpts,
+}
+
+impl CacheOpts {
+    fn apply(&self, cfg: &mut RunConfig) {
+        set_some!(cfg, self; dataset);
+        set!(cfg, self; dataset_column, n_tokens, ctx_len, batch_size, n_splits, filter_bos, skip_first_token, device, dtype);
+    }
+}
+
+impl LatentOpts {
+    fn apply(&self, cfg: &mut RunConfig) {
+        set_some!(cfg, self; max_latents, latents);
+        set!(cfg, self; hookpoints, example_ctx_len, min_examples, n_non_activating, center_examples,
+            n_examples_train, n_examples_test, n_quantiles, train_type, ratio_top, seed);
+    }
+}
+
+impl ExplainOpts {
+    fn apply(&self, cfg: &mut RunConfig) {
+        set!(cfg, self; explainer);
+    }
+}
+
+impl ScoreOpts {
+    fn apply(&self, cfg: &mut RunConfig) {
+        set_some!(cfg, self; embedding_base_url, embedding_model, embedding_api_key_env, surprisal_model);
+        set!(cfg, self; scorers, num_examples_per_scorer_prompt, log_probs, simulation_mode, random_control);
+    }
+}
+
+impl ClientOpts {
+    fn apply(&self, cfg: &mut RunConfig) {
+        set_some!(cfg, self; explainer_base_url, api_key_env, prompt_price, completion_price, explainer_model_max_len);
+        set!(cfg, self; explainer_provider, explainer_model, max_attempts, max_concurrency);
+    }
+}
+
+/// Which stages a command runs.
+#[derive(Debug, Clone, Copy)]
+struct Stages {
+    explain: bool,
+    score: bool,
+}
+
+/// `autointerp run`.
+pub fn run_command(args: RunArgs) -> Result<()> {
+    let mut cfg = match &args.config {
+        Some(path) => RunConfig::from_toml_file(path)?,
+        None => RunConfig::default(),
+    };
+    if let Some(m) = &args.model {
+        cfg.model.clone_from(m);
+    }
+    if let Some(m) = &args.sparse_model {
+        cfg.sparse_model.clone_from(m);
+    }
+    set!(cfg, args; name, results_dir, overwrite);
+    args.cache.apply(&mut cfg);
+    args.latents.apply(&mut cfg);
+    args.explain.apply(&mut cfg);
+    args.score.apply(&mut cfg);
+    args.client.apply(&mut cfg);
+    run_with_config(cfg)
+}
+
+/// Runs the whole pipeline (cache, explain, score) with settings built in code, as
+/// `autointerp run` does with its flags.
+pub fn run_with_config(cfg: RunConfig) -> Result<()> {
+    cfg.validate()?;
+    ensure!(
+        !cfg.model.is_empty(),
+        "MODEL is required (the first argument, or `model` in --config)"
+    );
+    let stages = Stages {
+        explain: cfg.explainer != ExplainerKind::None,
+        score: true,
+    };
+    ensure!(
+        stages.explain || !cfg.scorers.is_empty(),
+        "nothing to do: --explainer none and no --scorers"
+    );
+    let layout = Layout::new(cfg.results_dir.join(&cfg.name));
+    save_config(&cfg, &layout)?;
+    let built = ensure_cache(&cfg, layout.root())?;
+    let tok = match built {
+        Some(tok) => tok,
+        None => load_tokenizer(&cfg.model)
+            .with_context(|| format!("the tokenizer of MODEL {:?}", cfg.model))?,
+    };
+    let cache = LatentCache::open(layout.root())?;
+    execute(&cfg, &cache, &layout, stages, tok)
+}
+
+/// `autointerp explain`.
+pub fn explain_command(args: ExplainArgs) -> Result<()> {
+    let layout = Layout::new(args.out.clone().unwrap_or_else(|| args.path.clone()));
+    let mut cfg = base_config(args.config.as_deref(), &args.path, &layout)?;
+    set!(cfg, args; overwrite);
+    args.latents.apply(&mut cfg);
+    args.explain.apply(&mut cfg);
+    args.client.apply(&mut cfg);
+    cfg.validate()?;
+    ensure!(
+        cfg.explainer != ExplainerKind::None,
+        "nothing to do: --explainer none"
+    );
+    let (cache, tok) = open_cache(&args.path, args.model.as_deref(), &mut cfg)?;
+    save_config(&cfg, &layout)?;
+    execute(
+        &cfg,
+        &cache,
+        &layout,
+        Stages {
+            explain: true,
+            score: false,
+        },
+        tok,
+    )
+}
+
+/// `autointerp score`.
+pub fn score_command(args: ScoreArgs) -> Result<()> {
+    let layout = Layout::new(args.out.clone().unwrap_or_else(|| args.path.clone()));
+    let mut cfg = base_config(args.config.as_deref(), &args.path, &layout)?;
+    set!(cfg, args; overwrite);
+    args.latents.apply(&mut cfg);
+    args.score.apply(&mut cfg);
+    args.client.apply(&mut cfg);
+    cfg.validate()?;
+    ensure!(!cfg.scorers.is_empty(), "nothing to do: no --scorers");
+    let (cache, tok) = open_cache(&args.path, args.model.as_deref(), &mut cfg)?;
+    save_config(&cfg, &layout)?;
+    execute(
+        &cfg,
+        &cache,
+        &layout,
+        Stages {
+            explain: false,
+            score: true,
+        },
+        tok,
+    )
+}
+
+/// The settings `explain` and `score` start from: `--config`, else the folder's saved
+/// `run_config.json`, else the defaults.
+fn base_config(file: Option<&Path>, path: &Path, layout: &Layout) -> Result<RunConfig> {
+    if let Some(file) = file {
+        return RunConfig::from_toml_file(file);
+    }
+    for saved in [layout.run_config(), Layout::new(path).run_config()] {
+        if saved.is_file() {
+            return RunConfig::from_json_file(&saved);
+        }
+    }
+    Ok(RunConfig::default())
+}
+
+/// Writes the effective settings as `run_config.json`.
+fn save_config(cfg: &RunConfig, layout: &Layout) -> Result<()> {
+    let json = serde_json::to_vec_pretty(cfg)?;
+    autointerp_core::split::write_atomic(&layout.run_config(), &json)?;
+    Ok(())
+}
+
+/// Opens the cache at `path` and the tokenizer that decodes it: `--model`, else the config's
+/// model, else the cache's `model_name`.
+fn open_cache(
+    path: &Path,
+    model: Option<&str>,
+    cfg: &mut RunConfig,
+) -> Result<(LatentCache, Tokenizer)> {
+    let cache = LatentCache::open(path)?;
+    if let Some(m) = model {
+        cfg.model = m.to_string();
+    }
+    if cfg.model.is_empty() {
+        cfg.model = cache
+            .hooks()
+            .iter()
+            .find_map(|h| h.config()?.get("model_name")?.as_str().map(str::to_owned))
+            .context("no model known to decode the cache's tokens: pass --model")?;
+    }
+    let tok = load_tokenizer(&cfg.model)
+        .with_context(|| format!("the tokenizer of model {:?}", cfg.model))?;
+    Ok((cache, tok))
+}
+
+/// Builds the cache of the hook points whose cache is missing or unfinished (no `config.json`),
+/// or of all of them with `--overwrite cache`. Returns the model's tokenizer when it loaded the
+/// model.
+fn ensure_cache(cfg: &RunConfig, root: &Path) -> Result<Option<Tokenizer>> {
+    let hooks = cfg.hooks()?;
+    if hooks.is_empty() {
+        ensure!(
+            root.join("latents").is_dir() && !cfg.overwrites(Overwrite::Cache),
+            "--hookpoints is required to build the cache (none in {})",
+            root.join("latents").display()
+        );
+        return Ok(None);
+    }
+    let todo: Vec<HookPoint> = hooks
+        .into_iter()
+        .filter(|&h| {
+            cfg.overwrites(Overwrite::Cache)
+                || !autointerp_cache::hook_dir(root, h)
+                    .join("config.json")
+                    .is_file()
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(None);
+    }
+    let names: Vec<String> = todo.iter().map(HookPoint::to_string).collect();
+    ensure!(
+        !cfg.sparse_model.is_empty(),
+        "SPARSE_MODEL (the second argument, or `sparse_model` in --config) is required to cache {}",
+        names.join(", ")
+    );
+    let dataset = cfg
+        .dataset
+        .clone()
+        .with_context(|| format!("--dataset is required to cache {}", names.join(", ")))?;
+    if cfg.overwrites(Overwrite::Cache) {
+        for &h in &todo {
+            let dir = autointerp_cache::hook_dir(root, h);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
+        }
+    }
+    let device = DeviceArgs {
+        device: cfg.device.clone(),
+        dtype: cfg.dtype.clone(),
+    };
+    let args = CacheArgs {
+        model: cfg.model.clone(),
+        sparse_model: cfg.sparse_model.clone(),
+        hookpoints: names.join(","),
+        dataset,
+        dataset_column: cfg.dataset_column.clone(),
+        n_tokens: cfg.n_tokens,
+        ctx_len: cfg.ctx_len,
+        batch_size: cfg.batch_size,
+        n_splits: cfg.n_splits,
+        filter_bos: cfg.filter_bos,
+        skip_first_token: cfg.skip_first_token,
+        seed: cfg.seed,
+        shard: None,
+        device: device.clone(),
+        out: root.to_path_buf(),
+    };
+    let (model, tok) = load_model_with_tokenizer(&cfg.model, &device)?;
+    eprintln!(
+        "caching {} into {}",
+        names.join(", "),
+        root.join("latents").display()
+    );
+    let stats = run_cache(&args, &model, &tok)?;
+    print_stats(&stats);
+    Ok(Some(tok))
+}
+
+/// A token decoder shared by the datasets of both phases.
+type Decode = Arc<dyn Fn(u32) -> String + Send + Sync>;
+
+/// A dataset over `ids`, or `None` when there are none.
+fn dataset_of<'a>(
+    cache: &LatentCache,
+    cfg: &LatentsConfig,
+    decode: &Decode,
+    ids: impl IntoIterator<Item = &'a LatentId>,
+    batch: usize,
+) -> Result<Option<LatentDataset>> {
+    let mut by_hook: BTreeMap<HookPoint, Vec<u32>> = BTreeMap::new();
+    for id in ids {
+        by_hook.entry(id.hookpoint).or_default().push(id.index);
+    }
+    if by_hook.is_empty() {
+        return Ok(None);
+    }
+    let d = Arc::clone(decode);
+    let mut builder =
+        LatentDataset::builder(cache.clone(), cfg.clone(), move |t: u32| d(t)).batch(batch);
+    for (hook, ls) in by_hook {
+        builder = builder.latents(hook, ls);
+    }
+    Ok(Some(builder.build()?))
+}
+
+/// Runs the explain and score stages over the chosen latents of `cache`, writing into `layout`.
+fn execute(
+    cfg: &RunConfig,
+    cache: &LatentCache,
+    layout: &Layout,
+    stages: Stages,
+    tok: Tokenizer,
+) -> Result<()> {
+    let latents_cfg = cfg.latents_config()?;
+    let removed = layout.remove_temp_files()?;
+    if removed > 0 {
+        tracing::info!(removed, "removed temporary files of an interrupted run");
+    }
+
+    // The latents chosen.
+    let hooks: Vec<HookPoint> = if cfg.hookpoints.is_empty() {
+        cache.hooks().iter().map(HookCache::hook).collect()
+    } else {
+        cfg.hooks()?
+    };
+    let mut selection = BTreeSet::new();
+    for hook in hooks {
+        let width = cache.hook(hook)?.width();
+        selection.extend(
+            cfg.latent_indices(hook, width)?
+                .into_iter()
+                .map(|i| LatentId::new(hook, i)),
+        );
+    }
+
+    // The explainer and scorers.
+    let kinds = if stages.score {
+        cfg.scorer_kinds()
+    } else {
+        Vec::new()
+    };
+    let explains = stages.explain && cfg.explainer != ExplainerKind::None;
+    let needs_chat = explains || kinds.iter().any(|k| k.uses_chat());
+    let client = needs_chat.then(|| chat_client(cfg)).transpose()?;
+    let scorer_cfg = RunConfig {
+        scorers: kinds.clone(),
+        ..cfg.clone()
+    };
+    let engine = Engine {
+        explainer: client
+            .as_ref()
+            .filter(|_| explains)
+            .and_then(|c| AnyExplainer::new(cfg, c)),
+        scorers: AnyScorer::all(&scorer_cfg, client.as_ref())?,
+    };
+    let names: Vec<&'static str> = engine.scorers.iter().map(AnyScorer::name).collect();
+    let reads_explanation: Vec<bool> = engine
+        .scorers
+        .iter()
+        .map(AnyScorer::reads_explanation)
+        .collect();
+
+    // What is left to do.
+    let redo_explanations = explains && cfg.overwrites(Overwrite::Explanations);
+    let redo_scores = cfg.overwrites(Overwrite::Scores) || redo_explanations;
+    let todo = plan(
+        layout,
+        &selection,
+        explains,
+        &names,
+        (redo_scores, redo_explanations),
+    )?;
+    let (plans, finished) = (todo.plans, todo.finished);
+    if todo.unexplained > 0 {
+        eprintln!(
+            "{} latents have no explanation in {}: not scored",
+            todo.unexplained,
+            layout.explanations(false).display()
+        );
+    }
+    let control = stages.score && cfg.random_control && reads_explanation.contains(&true);
+    let mut retried: HashSet<LatentId> = plans.keys().copied().collect();
+    if control {
+        retried.extend(selection.iter().filter(|id| {
+            (0..names.len()).any(|i| {
+                reads_explanation[i] && (redo_scores || !layout.has_score(names[i], id, true))
+            })
+        }));
+    }
+    let mut failures = FailureLog::open(&layout.failures(), &retried)?;
+
+    let decode: Decode = Arc::new(decoder(tok));
+    let limit =
+        NonZeroUsize::new(cfg.max_concurrency).context("max_concurrency must be at least 1")?;
+    let batch = (cfg.max_concurrency * 4).clamp(16, 256);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let (main, random, interrupted) = runtime.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (abort_tx, abort) = tokio::sync::watch::channel(false);
+        let signals = tokio::spawn({
+            let stop = Arc::clone(&stop);
+            async move {
+                if tokio::signal::ctrl_c().await.is_err() {
+                    return;
+                }
+                stop.store(true, Ordering::SeqCst);
+                eprintln!("\nCtrl-C: finishing the latents in flight (Ctrl-C again to abort them)");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("\nCtrl-C again: aborting the latents in flight");
+                    let _ = abort_tx.send(true);
+                }
+            }
+        });
+        let mut shared = Shared {
+            engine: Arc::new(engine),
+            limit,
+            layout,
+            stop,
+            abort,
+            usage_before: Usage::default(),
+        };
+        let label = match (explains, names.is_empty()) {
+            (true, true) => "explaining",
+            (true, false) => "explaining and scoring",
+            _ => "scoring",
+        };
+        let mut main = Tally::default();
+        if let Some(dataset) = dataset_of(cache, &latents_cfg, &decode, plans.keys(), batch)? {
+            let phase = Phase {
+                dataset,
+                plans,
+                control: false,
+                label,
+            };
+            main = pipeline::run_phase(&shared, &mut failures, phase).await?;
+        }
+        let mut random = None;
+        if control && !shared.stop.load(Ordering::SeqCst) {
+            shared.usage_before = main.usage;
+            let redo = (redo_scores, redo_explanations);
+            let plans = control_plans(cfg, layout, &selection, &names, &reads_explanation, redo)?;
+            let mut tally = Tally::default();
+            if let Some(dataset) = dataset_of(cache, &latents_cfg, &decode, plans.keys(), batch)? {
+                let phase = Phase {
+                    dataset,
+                    plans,
+                    control: true,
+                    label: "random control",
+                };
+                tally = pipeline::run_phase(&shared, &mut failures, phase).await?;
+            }
+            random = Some(tally);
+        }
+        signals.abort();
+        Ok::<_, anyhow::Error>((main, random, shared.stop.load(Ordering::SeqCst)))
+    })?;
+    // The record threads may still be building records no one will take.
+    runtime.shutdown_background();
+
+    summary(&main, random.as_ref(), finished, cfg.min_examples);
+    if failures.written() > 0 {
+        eprintln!("failures recorded in {}", failures.path().display());
+    }
+    eprintln!("results in {}", layout.root().display());
+    let aborted = main.aborted + random.as_ref().map_or(0, |r| r.aborted);
+    if interrupted {
+        bail!(
+            "interrupted by Ctrl-C ({aborted} latents in flight aborted); run the same command again to resume"
+        );
+    }
+    Ok(())
+}
+
+/// What is left to do of the main phase.
+struct Todo {
+    plans: BTreeMap<LatentId, Plan>,
+    /// Latents whose explanation and every score exist.
+    finished: usize,
+    /// Latents without an explanation, when none is to be written.
+    unexplained: usize,
+}
+
+/// The latents of `selection` still to explain or score: those without a usable explanation
+/// (when `explains`), or without one of the scores `names`. `redo` is (scores, explanations).
+fn plan(
+    layout: &Layout,
+    selection: &BTreeSet<LatentId>,
+    explains: bool,
+    names: &[&'static str],
+    (redo_scores, redo_explanations): (bool, bool),
+) -> Result<Todo> {
+    let existing = layout.load_explanations(false)?;
+    let mut todo = Todo {
+        plans: BTreeMap::new(),
+        finished: 0,
+        unexplained: 0,
+    };
+    for id in selection {
+        let explanation = match existing.get(id) {
+            Some(e) if !redo_explanations => Some(e.clone()),
+            _ if explains => None,
+            _ => {
+                todo.unexplained += 1;
+                continue;
+            }
+        };
+        // A new explanation is scored by every scorer.
+        let fresh = explanation.is_none();
+        let scorers: Vec<usize> = (0..names.len())
+            .filter(|&i| fresh || redo_scores || !layout.has_score(names[i], id, false))
+            .collect();
+        if !fresh && scorers.is_empty() {
+            todo.finished += 1;
+            continue;
+        }
+        todo.plans.insert(
+            *id,
+            Plan {
+                explanation,
+                scorers,
+            },
+        );
+    }
+    Ok(todo)
+}
+
+/// Prints what the phases did.
+fn summary(main: &Tally, random: Option<&Tally>, finished: usize, min_examples: usize) {
+    eprintln!(
+        "{} latents done ({} explained), {} failed; {finished} already done; {} skipped (fewer than \
+         {min_examples} activating examples)",
+        main.done, main.explained, main.failed, main.skipped
+    );
+    let mut usage = main.usage;
+    if let Some(r) = random {
+        eprintln!(
+            "random control: {} latents scored, {} failed",
+            r.done, r.failed
+        );
+        pipeline::add_usage(&mut usage, &r.usage);
+    }
+    let cost = usage
+        .cost
+        .map_or_else(String::new, |c| format!(", cost ${c:.4}"));
+    eprintln!(
+        "tokens: {} prompt + {} completion{cost}",
+        usage.prompt_tokens, usage.completion_tokens
+    );
+}
+
+/// The random-control plans: each latent of `selection` with an explanation is scored with the
+/// explanation of another latent, drawn as a seeded derangement of all explanations, or the one
+/// an earlier run drew (kept in `random_explanations/`) unless the explanations are redone.
+/// `redo` is (scores, explanations).
+fn control_plans(
+    cfg: &RunConfig,
+    layout: &Layout,
+    selection: &BTreeSet<LatentId>,
+    names: &[&'static str],
+    reads_explanation: &[bool],
+    (redo_scores, redo_explanations): (bool, bool),
+) -> Result<BTreeMap<LatentId, Plan>> {
+    let all: Vec<_> = layout.load_explanations(false)?.into_values().collect();
+    if all.len() < 2 {
+        eprintln!("random control skipped: it needs the explanations of at least two latents");
+        return Ok(BTreeMap::new());
+    }
+    let drawn = autointerp_explain::random_control(&all, cfg.seed)?;
+    let used = layout.load_explanations(true)?;
+    let mut plans = BTreeMap::new();
+    for e in drawn {
+        if !selection.contains(&e.latent) {
+            continue;
+        }
+        let scorers: Vec<usize> = (0..names.len())
+            .filter(|&i| {
+                reads_explanation[i]
+                    && (redo_scores || !layout.has_score(names[i], &e.latent, true))
+            })
+            .collect();
+        if scorers.is_empty() {
+            continue;
+        }
+        let explanation = match used.get(&e.latent) {
+            Some(u) if !redo_explanations => u.clone(),
+            _ => e,
+        };
+        plans.insert(
+            explanation.latent,
+            Plan {
+                explanation: Some(explanation),
+                scorers,
+            },
+        );
+    }
+    Ok(plans)
+}

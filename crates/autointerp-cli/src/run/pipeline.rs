@@ -1,0 +1,502 @@
+//! The per-latent pipeline: records stream from the dataset (built on a thread of their own) into
+//! `autointerp_pipeline::run`; each latent is explained, then scored by every scorer at once; one
+//! writer writes each latent's files (each atomically) and records its failures.
+//!
+//! Each latent's work runs as a tokio task of its own, so requests in flight keep going while
+//! the runner waits for the next record. Ctrl-C stops taking latents and lets those in flight
+//! finish; a second Ctrl-C aborts them, and nothing of theirs is written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Result;
+use autointerp_client::Usage;
+use autointerp_core::{Explanation, LatentId, LatentRecord};
+use autointerp_explain::{write_explanation, ExplainOutcome};
+use autointerp_latents::{BuiltRecord, LatentDataset};
+use autointerp_pipeline::{from_fn, BoxError, Stage, StageExt};
+use autointerp_score::ScorerResult;
+use indicatif::ProgressBar;
+use tokio::sync::watch;
+
+use super::layout::{Failure, FailureLog, Layout};
+use super::llm::{AnyExplainer, AnyScorer};
+
+/// The explainer and scorers every latent goes through.
+#[derive(Debug)]
+pub struct Engine {
+    /// `None` when explanations are only read.
+    pub explainer: Option<AnyExplainer>,
+    /// All requested scorers; a job names the ones it still needs.
+    pub scorers: Vec<AnyScorer>,
+}
+
+/// What is still to do for one latent.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The explanation to score; `None`: explain first.
+    pub explanation: Option<Explanation>,
+    /// Indices into [`Engine::scorers`].
+    pub scorers: Vec<usize>,
+}
+
+/// One latent going through the pipeline.
+#[derive(Clone)]
+pub struct Job {
+    record: Arc<LatentRecord>,
+    explanation: Option<Explanation>,
+    scorers: Arc<[usize]>,
+    /// A random-control job: the explanation is another latent's; scores go to `scores/random/`.
+    control: bool,
+}
+
+impl fmt::Debug for Job {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Job")
+            .field("latent", &self.record.id.to_string())
+            .field("control", &self.control)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A job after the explainer.
+#[derive(Debug)]
+pub struct Explained {
+    job: Job,
+    /// The explainer's outcome; `None` when the explanation was given.
+    explained: Option<Result<ExplainOutcome, String>>,
+    explanation: Option<Explanation>,
+}
+
+/// A job after the scorers.
+#[derive(Debug)]
+pub struct Outcome {
+    explained: Option<Result<ExplainOutcome, String>>,
+    explanation: Option<Explanation>,
+    scores: Vec<(&'static str, Result<ScorerResult, String>)>,
+}
+
+/// An error with its causes, on one line.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+impl Engine {
+    /// Explains the job's latent unless its explanation was given.
+    async fn explain(&self, job: Job) -> Explained {
+        if let Some(e) = job.explanation.clone() {
+            return Explained {
+                job,
+                explained: None,
+                explanation: Some(e),
+            };
+        }
+        let explained = match &self.explainer {
+            Some(x) => x.explain(&job.record).await.map_err(|e| chain(&e)),
+            None => Err("no explanation, and no explainer to write one".into()),
+        };
+        let explanation = explained
+            .as_ref()
+            .ok()
+            .and_then(|o| o.explanation().cloned());
+        Explained {
+            job,
+            explained: Some(explained),
+            explanation,
+        }
+    }
+
+    /// Runs the job's scorers, all at once, on its explanation (none when there is none).
+    async fn score(&self, x: Explained) -> Outcome {
+        let scores = match &x.explanation {
+            None => Vec::new(),
+            Some(e) => {
+                let record = &x.job.record;
+                futures::future::join_all(x.job.scorers.iter().map(|&i| {
+                    let scorer = &self.scorers[i];
+                    async move {
+                        (
+                            scorer.name(),
+                            scorer.score(record, e).await.map_err(|e| chain(&e)),
+                        )
+                    }
+                }))
+                .await
+            }
+        };
+        Outcome {
+            explained: x.explained,
+            explanation: x.explanation,
+            scores,
+        }
+    }
+}
+
+/// The error of a latent aborted by a second Ctrl-C.
+#[derive(Debug)]
+struct Aborted;
+
+impl fmt::Display for Aborted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("aborted by a second Ctrl-C")
+    }
+}
+
+impl std::error::Error for Aborted {}
+
+/// Runs a stage as a task of its own (so it progresses while the runner waits for input), and
+/// aborts it when `abort` turns true.
+struct Spawned<S> {
+    inner: Arc<S>,
+    abort: watch::Receiver<bool>,
+}
+
+impl<In, S> Stage<In> for Spawned<S>
+where
+    In: Send + 'static,
+    S: Stage<In> + 'static,
+    S::Out: 'static,
+{
+    type Out = S::Out;
+
+    async fn call(&self, input: In) -> Result<S::Out, BoxError> {
+        let inner = Arc::clone(&self.inner);
+        let mut task = tokio::spawn(async move { inner.call(input).await });
+        let mut abort = self.abort.clone();
+        let aborted = async move {
+            // A dropped sender means no abort will come.
+            if abort.wait_for(|a| *a).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            joined = &mut task => joined.map_err(|e| -> BoxError { format!("the latent's task failed: {e}").into() })?,
+            () = aborted => {
+                task.abort();
+                Err(Box::new(Aborted))
+            }
+        }
+    }
+}
+
+/// What the record thread sends.
+enum Fed {
+    Record(Box<BuiltRecord>),
+    /// Latents skipped for having too few activating examples.
+    Skipped(usize),
+    /// A split that could not be read.
+    Error(String),
+}
+
+fn feed(dataset: LatentDataset, tx: SyncSender<Fed>) {
+    let mut records = dataset.records();
+    let mut skipped = 0;
+    loop {
+        let next = records.next();
+        let now = records.skipped();
+        if now > skipped && tx.send(Fed::Skipped(now - skipped)).is_err() {
+            return;
+        }
+        skipped = now;
+        let msg = match next {
+            None => return,
+            Some(Ok(built)) => Fed::Record(Box::new(built)),
+            Some(Err(e)) => Fed::Error(chain(&e)),
+        };
+        if tx.send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// The runner's input: records from the record thread, each with its plan, until the records
+/// end or Ctrl-C asks to stop.
+struct Jobs {
+    rx: Receiver<Fed>,
+    plans: HashMap<LatentId, Plan>,
+    control: bool,
+    stop: Arc<AtomicBool>,
+    bar: ProgressBar,
+    skipped: usize,
+    errors: Vec<String>,
+}
+
+impl Iterator for Jobs {
+    type Item = Job;
+
+    fn next(&mut self) -> Option<Job> {
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Fed::Record(built)) => {
+                    let Some(plan) = self.plans.remove(&built.record.id) else {
+                        continue;
+                    };
+                    return Some(Job {
+                        record: Arc::new(built.record),
+                        explanation: plan.explanation,
+                        scorers: plan.scorers.into(),
+                        control: self.control,
+                    });
+                }
+                Ok(Fed::Skipped(n)) => {
+                    self.skipped += n;
+                    self.bar.inc(n as u64);
+                }
+                Ok(Fed::Error(e)) => self.errors.push(e),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return None,
+            }
+        }
+    }
+}
+
+/// What a phase did.
+#[derive(Debug, Default, Clone)]
+pub struct Tally {
+    /// Latents whose every stage succeeded.
+    pub done: usize,
+    /// Latents explained (their explanation written).
+    pub explained: usize,
+    /// Latents with at least one failed stage.
+    pub failed: usize,
+    /// Latents skipped for having too few activating examples.
+    pub skipped: usize,
+    /// Latents aborted by a second Ctrl-C.
+    pub aborted: usize,
+    /// Tokens and cost.
+    pub usage: Usage,
+}
+
+/// Adds `more` to `total`; the cost is known when either is.
+pub fn add_usage(total: &mut Usage, more: &Usage) {
+    total.prompt_tokens += more.prompt_tokens;
+    total.completion_tokens += more.completion_tokens;
+    if let Some(c) = more.cost {
+        total.cost = Some(total.cost.unwrap_or(0.0) + c);
+    }
+}
+
+/// The one writer: each latent's files, its failures, the progress bar.
+struct Writer<'a> {
+    layout: &'a Layout,
+    failures: &'a mut FailureLog,
+    bar: ProgressBar,
+    tally: Tally,
+    /// Usage of the phases before this one, for the progress bar.
+    before: Usage,
+}
+
+impl Writer<'_> {
+    fn fail(
+        &mut self,
+        id: &LatentId,
+        stage: String,
+        error: String,
+        answer: Option<String>,
+    ) -> Result<()> {
+        self.failures.record(&Failure {
+            latent: Some(id.to_string()),
+            stage,
+            error,
+            answer,
+        })
+    }
+
+    fn write(&mut self, job: Job, result: Result<Outcome, BoxError>) -> Result<()> {
+        let id = job.record.id;
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) if e.is::<Aborted>() => {
+                self.tally.aborted += 1;
+                return Ok(());
+            }
+            Err(e) => {
+                self.fail(&id, "latent".into(), chain(&*e), None)?;
+                self.tally.failed += 1;
+                self.bar.inc(1);
+                return Ok(());
+            }
+        };
+        let mut ok = true;
+        if job.control {
+            if let Some(e) = &outcome.explanation {
+                write_explanation(&self.layout.explanations(true), e)?;
+            }
+        } else {
+            self.layout.write_record(&job.record)?;
+        }
+        match outcome.explained {
+            None => {}
+            Some(Ok(ExplainOutcome::Explained {
+                explanation, usage, ..
+            })) => {
+                write_explanation(&self.layout.explanations(false), &explanation)?;
+                add_usage(&mut self.tally.usage, &usage);
+                self.tally.explained += 1;
+            }
+            Some(Ok(ExplainOutcome::Failed {
+                reason,
+                answer,
+                usage,
+                ..
+            })) => {
+                add_usage(&mut self.tally.usage, &usage);
+                self.fail(&id, "explain".into(), reason, Some(answer))?;
+                ok = false;
+            }
+            Some(Err(e)) => {
+                self.fail(&id, "explain".into(), e, None)?;
+                ok = false;
+            }
+        }
+        let kind = if job.control { "random" } else { "score" };
+        for (name, result) in outcome.scores {
+            match result {
+                Ok(r) => {
+                    r.write_score_file(&self.layout.scores(job.control))?;
+                    add_usage(&mut self.tally.usage, &r.usage);
+                }
+                Err(e) => {
+                    self.fail(&id, format!("{kind}/{name}"), e, None)?;
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            self.tally.done += 1;
+        } else {
+            self.tally.failed += 1;
+        }
+        self.bar.inc(1);
+        self.bar.set_message(self.status());
+        Ok(())
+    }
+
+    fn status(&self) -> String {
+        let mut usage = self.before;
+        add_usage(&mut usage, &self.tally.usage);
+        let tokens = usage.prompt_tokens + usage.completion_tokens;
+        let cost = usage
+            .cost
+            .map_or_else(String::new, |c| format!(" · ${c:.4}"));
+        format!("{} failed · {tokens} tokens{cost}", self.tally.failed)
+    }
+}
+
+/// One pass of the pipeline over `plans`, whose records `dataset` builds.
+pub struct Phase<'a> {
+    /// Builds the records of the planned latents.
+    pub dataset: LatentDataset,
+    /// What to do per latent.
+    pub plans: BTreeMap<LatentId, Plan>,
+    /// Random-control phase.
+    pub control: bool,
+    /// Shown beside the progress bar.
+    pub label: &'a str,
+}
+
+/// What every phase of one command shares.
+pub struct Shared<'a> {
+    /// The explainer and scorers.
+    pub engine: Arc<Engine>,
+    /// Latents in flight at once.
+    pub limit: NonZeroUsize,
+    /// Where files go.
+    pub layout: &'a Layout,
+    /// Set by the first Ctrl-C.
+    pub stop: Arc<AtomicBool>,
+    /// Turned true by the second Ctrl-C.
+    pub abort: watch::Receiver<bool>,
+    /// Usage of earlier phases, for the progress bar.
+    pub usage_before: Usage,
+}
+
+/// Runs one phase to the end (or until Ctrl-C). Errors are the writer's (a full disk): the run
+/// stops there.
+pub async fn run_phase(
+    shared: &Shared<'_>,
+    failures: &mut FailureLog,
+    phase: Phase<'_>,
+) -> Result<Tally> {
+    let total = phase.plans.len();
+    let bar = crate::common::bar(total as u64, "latents");
+    bar.enable_steady_tick(Duration::from_millis(500));
+    bar.set_message(phase.label.to_string());
+    let (tx, rx) = std::sync::mpsc::sync_channel(shared.limit.get() * 2);
+    let dataset = phase.dataset;
+    std::thread::Builder::new()
+        .name("autointerp-records".into())
+        .spawn(move || feed(dataset, tx))?;
+    let mut jobs = Jobs {
+        rx,
+        plans: phase.plans.into_iter().collect(),
+        control: phase.control,
+        stop: Arc::clone(&shared.stop),
+        bar: bar.clone(),
+        skipped: 0,
+        errors: Vec::new(),
+    };
+
+    let engine = &shared.engine;
+    let explain = {
+        let engine = Arc::clone(engine);
+        from_fn(move |job: Job| {
+            let engine = Arc::clone(&engine);
+            async move { Ok::<_, BoxError>(engine.explain(job).await) }
+        })
+    };
+    let score = {
+        let engine = Arc::clone(engine);
+        from_fn(move |x: Explained| {
+            let engine = Arc::clone(&engine);
+            async move { Ok::<_, BoxError>(engine.score(x).await) }
+        })
+    };
+    let stage = Spawned {
+        inner: Arc::new(explain.then(score)),
+        abort: shared.abort.clone(),
+    };
+    let mut writer = Writer {
+        layout: shared.layout,
+        failures,
+        bar: bar.clone(),
+        tally: Tally::default(),
+        before: shared.usage_before,
+    };
+    let result = autointerp_pipeline::run(&mut jobs, stage, shared.limit, |job, r| {
+        writer.write(job, r).map_err(BoxError::from)
+    })
+    .await;
+    bar.finish_and_clear();
+    let mut tally = writer.tally;
+    tally.skipped = jobs.skipped;
+    for error in std::mem::take(&mut jobs.errors) {
+        tally.failed += 1;
+        failures.record(&Failure {
+            latent: None,
+            stage: "record".into(),
+            error,
+            answer: None,
+        })?;
+    }
+    result.map_err(|e| anyhow::anyhow!("writing results: {e}"))?;
+    Ok(tally)
+}

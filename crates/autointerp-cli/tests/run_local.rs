@@ -1,0 +1,89 @@
+//! The in-process engine behind `--explainer-provider local` and `--surprisal-model`, on a tiny
+//! random llama (autointerp-model's fixture) with the fixture's word-level tokenizer: it answers
+//! nonsense, so explanations fail (and are recorded), but the surprisal scorer scores.
+#![cfg(feature = "local")]
+
+mod run_support;
+
+use run_support::*;
+use serde_json::Value;
+
+#[test]
+fn a_local_explainer_answers_and_its_failures_are_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let results = dir.path().join("results");
+    let run_dir = results.join("local");
+    write_cache(&run_dir, 4, &model);
+    let mut args = vec![
+        "run",
+        model.to_str().unwrap(),
+        "--results-dir",
+        results.to_str().unwrap(),
+        "--name",
+        "local",
+        "--explainer-provider",
+        "local",
+        "--explainer-model",
+        model.to_str().unwrap(),
+        "--scorers",
+        "detection",
+        "--latents",
+        "0,1",
+    ];
+    args.extend(RECORD_FLAGS);
+    let out = autointerp(&args);
+    assert_success(&out);
+    let failures = failures(&run_dir);
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    for f in &failures {
+        assert_eq!(f["stage"], "explain", "{f}");
+        // The engine answered; its answer held no explanation.
+        assert!(f.get("answer").is_some(), "{f}");
+    }
+}
+
+#[test]
+fn the_surprisal_scorer_runs_on_a_local_base_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let cache = dir.path().join("cache");
+    write_cache(&cache, 4, &model);
+    std::fs::create_dir_all(cache.join("explanations")).unwrap();
+    for (i, word) in WORDS.iter().enumerate().take(2) {
+        let text = format!("\"the word {word}\"");
+        std::fs::write(
+            cache
+                .join("explanations")
+                .join(format!("{}.txt", latent(i))),
+            text,
+        )
+        .unwrap();
+    }
+    let mut args = vec![
+        "score",
+        cache.to_str().unwrap(),
+        "--scorers",
+        "surprisal",
+        "--surprisal-model",
+        model.to_str().unwrap(),
+    ];
+    args.extend(RECORD_FLAGS);
+    assert_success(&autointerp(&args));
+    for i in 0..2 {
+        let path = cache
+            .join("scores/surprisal")
+            .join(format!("{}.txt", latent(i)));
+        let outcomes: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let outcomes = outcomes.as_array().unwrap();
+        assert_eq!(outcomes.len(), 8, "test and non-activating examples");
+        assert!(
+            outcomes.iter().all(|o| o["loss_reduction"].is_number()),
+            "{outcomes:?}"
+        );
+    }
+    assert!(!cache
+        .join("scores/surprisal")
+        .join(format!("{}.txt", latent(2)))
+        .exists());
+}
