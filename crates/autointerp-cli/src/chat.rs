@@ -5,9 +5,9 @@ use autointerp_core::Message;
 /// `autointerp chat`.
 #[derive(Debug, clap::Args)]
 pub struct ChatArgs {
-    /// `openai:BASE_URL/MODEL` (any OpenAI-compatible server: vLLM, SGLang, llama.cpp, Ollama),
-    /// `openai:MODEL` (api.openai.com, key in OPENAI_API_KEY) or `openrouter:MODEL` (key in
-    /// OPENROUTER_API_KEY).
+    /// `local:PATH` (HF folder, `.gguf` file or Hub id, run in-process), `openai:BASE_URL/MODEL`
+    /// (any OpenAI-compatible server: vLLM, SGLang, llama.cpp, Ollama), `openai:MODEL`
+    /// (api.openai.com, key in OPENAI_API_KEY) or `openrouter:MODEL` (key in OPENROUTER_API_KEY).
     #[arg(long)]
     model: String,
     /// The question.
@@ -22,6 +22,9 @@ pub struct ChatArgs {
     /// Environment variable holding the API key of an `openai:BASE_URL/MODEL` server.
     #[arg(long)]
     api_key_env: Option<String>,
+    /// Device and precision of a `local:` model.
+    #[command(flatten)]
+    device: crate::common::DeviceArgs,
 }
 
 /// Parses `--model` into a client.
@@ -43,29 +46,61 @@ pub fn client_for(spec: &str, api_key_env: Option<&str>) -> Result<OpenAiClient>
             }
         }
         "openai" => OpenAiClient::openai(rest)?,
-        "local" => bail!("--model {spec:?}: the in-process engine is not built yet; serve the model with vLLM or llama.cpp and use openai:BASE_URL/MODEL"),
+        "local" => bail!("--model {spec:?}: local models are answered by the in-process engine, not an HTTP client"),
         other => bail!("--model {spec:?}: unknown provider {other:?} (openai, openrouter)"),
     };
     Ok(client)
 }
 
 pub fn run(args: ChatArgs) -> Result<()> {
-    let client = client_for(&args.model, args.api_key_env.as_deref())?;
-    let request = ChatRequest::new(vec![Message::user(args.prompt)])
+    let request = ChatRequest::new(vec![Message::user(args.prompt.clone())])
         .with_max_tokens(args.max_tokens)
         .with_temperature(args.temperature);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = runtime
-        .block_on(client.chat(request))
-        .context("chat request failed")?;
+    let answer = match args.model.strip_prefix("local:") {
+        Some(source) => local_chat(source, &args, request, &runtime)?,
+        None => {
+            let client = client_for(&args.model, args.api_key_env.as_deref())?;
+            runtime
+                .block_on(client.chat(request))
+                .context("chat request failed")?
+        }
+    };
     println!("{}", answer.text);
     eprintln!(
         "[{} prompt + {} completion tokens]",
         answer.usage.prompt_tokens, answer.usage.completion_tokens
     );
     Ok(())
+}
+
+#[cfg(feature = "local")]
+fn local_chat(
+    source: &str,
+    args: &ChatArgs,
+    request: ChatRequest,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<autointerp_client::ChatResponse> {
+    use autointerp_client::{EngineConfig, LocalEngine};
+    let device = autointerp_model::parse_device(&args.device.device)?;
+    let dtype: autointerp_model::DType = args.device.dtype.parse()?;
+    let engine = LocalEngine::load(source, device, dtype, EngineConfig::default())
+        .with_context(|| format!("loading {source:?} into the in-process engine"))?;
+    runtime
+        .block_on(engine.chat(request))
+        .context("chat request failed")
+}
+
+#[cfg(not(feature = "local"))]
+fn local_chat(
+    _: &str,
+    _: &ChatArgs,
+    _: ChatRequest,
+    _: &tokio::runtime::Runtime,
+) -> Result<autointerp_client::ChatResponse> {
+    bail!("local provider not built: rebuild autointerp with the `local` feature")
 }
 
 #[cfg(test)]
