@@ -24,8 +24,9 @@ pub struct DemoArgs {
     /// Tokens to cache.
     #[arg(long, default_value_t = 300_000)]
     n_tokens: usize,
-    /// Latents to explain and score (the first ones with enough examples).
-    #[arg(long, default_value_t = 20)]
+    /// Latents to explain and score (among the first ones, those with enough examples). With
+    /// the 135M in-process explainer on two CPU cores each takes about 40 s.
+    #[arg(long, default_value_t = 10)]
     n_latents: u32,
     /// Where runs are written (the demo's is `<results-dir>/demo`).
     #[arg(long, default_value = "results")]
@@ -119,6 +120,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
         dtype: args.device.dtype.clone(),
         max_latents: Some(args.n_latents),
         min_examples: 20,
+        // A 135M explainer on two CPU cores: small prompts, short answers.
+        n_examples_train: 20,
+        n_examples_test: 10,
+        n_non_activating: 10,
+        explainer_max_tokens: 96,
         explainer: ExplainerKind::Default,
         explainer_provider: Provider::Local,
         explainer_model: model_spec,

@@ -35,7 +35,7 @@ enum Command {
     /// Inspect latents in a cache.
     Latents(latents::LatentsArgs),
     /// The whole pipeline offline on SmolLM2-135M and the State of the Union corpus: trains a
-    /// small SAE, caches, explains and scores 20 latents with the in-process engine, reports.
+    /// small SAE, caches, explains and scores 10 latents with the in-process engine, reports.
     Demo(demo::DemoArgs),
     /// Summarise a results folder: tables, plots and an HTML page to browse latents.
     Report(report::ReportArgs),

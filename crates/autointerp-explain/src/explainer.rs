@@ -191,7 +191,7 @@ async fn ask<C: Client>(
             tracing::debug!(explanation = %explanation.text, "explained");
         }
         ExplainOutcome::Failed { reason, .. } => {
-            tracing::warn!(%reason, "no explanation in the answer");
+            tracing::debug!(%reason, "no explanation in the answer");
         }
     }
     Ok(outcome)

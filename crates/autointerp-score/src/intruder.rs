@@ -371,7 +371,7 @@ impl<C: Client> IntruderScorer<C> {
         let right = outcomes.iter().filter(|o| o.correct == Some(true)).count();
         let n_failed = outcomes.len() - scored;
         if n_failed > 0 {
-            tracing::warn!(n_failed, "intruder trials failed");
+            tracing::debug!(n_failed, "intruder trials failed");
         }
         Ok(ScorerResult {
             score: Score {

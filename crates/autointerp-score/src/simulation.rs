@@ -668,7 +668,7 @@ impl<C: Client> SimulationScorer<C> {
             (or_nan(all.ev_correlation_score.0), all.n_failed)
         });
         if n_failed > 0 {
-            tracing::warn!(n_failed, "simulated sequences failed");
+            tracing::debug!(n_failed, "simulated sequences failed");
         }
         Ok(ScorerResult {
             score: Score {

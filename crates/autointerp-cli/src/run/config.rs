@@ -144,6 +144,8 @@ pub struct RunConfig {
 
     /// The explainer.
     pub explainer: ExplainerKind,
+    /// Longest explainer answer, in tokens (reasoning included).
+    pub explainer_max_tokens: u32,
     /// Who answers prompts.
     pub explainer_provider: Provider,
     /// The explainer and scorer model.
@@ -224,6 +226,7 @@ impl Default for RunConfig {
             train_type: s.train_type,
             ratio_top: s.ratio_top,
             explainer: ExplainerKind::Default,
+            explainer_max_tokens: 1000,
             explainer_provider: Provider::Openai,
             explainer_model: String::new(),
             explainer_base_url: None,

@@ -3,6 +3,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use autointerp_client::{ChatRequest, ChatResponse, Client, OpenAiClient, OpenAiEmbedder};
 use autointerp_core::{Explanation, LatentRecord};
+use autointerp_explain::GenerationConfig;
 use autointerp_explain::{
     ContrastiveConfig, ContrastiveExplainer, DefaultExplainer, ExplainOutcome, ExplainerConfig,
 };
@@ -125,15 +126,16 @@ pub enum AnyExplainer {
 impl AnyExplainer {
     /// The explainer of `cfg`, or `None` for `--explainer none`.
     pub fn new(cfg: &RunConfig, client: &LlmClient) -> Option<Self> {
+        let generation = GenerationConfig::default().with_max_tokens(cfg.explainer_max_tokens);
         match cfg.explainer {
-            ExplainerKind::Default => Some(Self::Default(DefaultExplainer::new(
-                client.clone(),
-                ExplainerConfig::default(),
-            ))),
-            ExplainerKind::Contrastive => Some(Self::Contrastive(ContrastiveExplainer::new(
-                client.clone(),
-                ContrastiveConfig::default(),
-            ))),
+            ExplainerKind::Default => Some(Self::Default(
+                DefaultExplainer::new(client.clone(), ExplainerConfig::default())
+                    .with_generation(generation),
+            )),
+            ExplainerKind::Contrastive => Some(Self::Contrastive(
+                ContrastiveExplainer::new(client.clone(), ContrastiveConfig::default())
+                    .with_generation(generation),
+            )),
             ExplainerKind::None => None,
         }
     }

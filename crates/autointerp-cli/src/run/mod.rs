@@ -137,6 +137,9 @@ struct ExplainOpts {
     /// [default: default].
     #[arg(long)]
     explainer: Option<ExplainerKind>,
+    /// Longest explainer answer, in tokens (reasoning included) [default: 1000].
+    #[arg(long)]
+    explainer_max_tokens: Option<u32>,
 }
 
 /// The scorers.
@@ -313,7 +316,7 @@ impl LatentOpts {
 
 impl ExplainOpts {
     fn apply(&self, cfg: &mut RunConfig) {
-        set!(cfg, self; explainer);
+        set!(cfg, self; explainer, explainer_max_tokens);
     }
 }
 
