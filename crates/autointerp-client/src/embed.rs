@@ -14,9 +14,6 @@ use tokio::sync::Semaphore;
 
 use crate::{Error, Result};
 
-/// How many characters of a response body an error keeps.
-const SNIPPET_CHARS: usize = 512;
-
 /// Something that turns texts into vectors: a sentence-embedding model in this process, or a
 /// server ([`OpenAiEmbedder`]).
 ///
@@ -342,38 +339,19 @@ impl OpenAiEmbedder {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> Error {
-        if e.is_timeout() {
-            return Error::Timeout {
-                after: self.timeout,
-            };
-        }
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        Error::Connection {
-            message: self.redact(message),
-        }
+        crate::http::transport_error(
+            e,
+            self.timeout,
+            self.key.as_ref().map(|(secret, _)| secret.as_str()),
+        )
     }
 
     fn snippet(&self, body: &[u8]) -> String {
-        let text = self.redact(String::from_utf8_lossy(body).into_owned());
-        match text.char_indices().nth(SNIPPET_CHARS) {
-            Some((cut, _)) => format!("{}…", &text[..cut]),
-            None => text,
-        }
+        crate::http::snippet(body, self.key.as_ref().map(|(secret, _)| secret.as_str()))
     }
 
     fn redact(&self, text: String) -> String {
-        match &self.key {
-            Some((secret, _)) if !secret.is_empty() && text.contains(secret.as_str()) => {
-                text.replace(secret.as_str(), "[redacted]")
-            }
-            _ => text,
-        }
+        crate::http::redact(text, self.key.as_ref().map(|(secret, _)| secret.as_str()))
     }
 }
 

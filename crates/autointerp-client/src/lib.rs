@@ -47,6 +47,7 @@
 mod client;
 mod embed;
 mod error;
+mod http;
 #[cfg(feature = "local")]
 mod local;
 mod openai;

@@ -10,9 +10,6 @@ use tokio::time::Instant;
 use crate::wire::{self, ParseError};
 use crate::{ChatRequest, ChatResponse, Client, Error, Result};
 
-/// How many bytes of a response body an error keeps.
-const SNIPPET_CHARS: usize = 512;
-
 /// A client for any server that speaks OpenAI's `POST {base_url}/chat/completions`: OpenAI,
 /// OpenRouter, vLLM, SGLang, llama.cpp's `llama-server`, Ollama, ….
 ///
@@ -393,40 +390,19 @@ impl OpenAiClient {
     }
 
     fn transport_error(&self, e: &reqwest::Error) -> Error {
-        if e.is_timeout() {
-            return Error::Timeout {
-                after: self.timeout,
-            };
-        }
-        // reqwest's own message is generic ("error sending request"); the cause is in the chain.
-        let mut message = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(cause) = source {
-            message.push_str(": ");
-            message.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        Error::Connection {
-            message: self.redact(message),
-        }
+        crate::http::transport_error(
+            e,
+            self.timeout,
+            self.api_key.as_ref().map(|k| k.secret.as_str()),
+        )
     }
 
-    /// The start of a body, as text, with the API key removed.
     fn snippet(&self, body: &[u8]) -> String {
-        let text = self.redact(String::from_utf8_lossy(body).into_owned());
-        match text.char_indices().nth(SNIPPET_CHARS) {
-            Some((cut, _)) => format!("{}…", &text[..cut]),
-            None => text,
-        }
+        crate::http::snippet(body, self.api_key.as_ref().map(|k| k.secret.as_str()))
     }
 
     fn redact(&self, text: String) -> String {
-        match &self.api_key {
-            Some(key) if !key.secret.is_empty() && text.contains(&key.secret) => {
-                text.replace(&key.secret, "[redacted]")
-            }
-            _ => text,
-        }
+        crate::http::redact(text, self.api_key.as_ref().map(|k| k.secret.as_str()))
     }
 }
 
@@ -579,7 +555,7 @@ mod tests {
         let body = format!("echo sk-secret {}", "é".repeat(2000));
         let s = c.snippet(body.as_bytes());
         assert!(!s.contains("sk-secret"));
-        assert!(s.chars().count() <= SNIPPET_CHARS + 1);
+        assert!(s.chars().count() <= crate::http::SNIPPET_CHARS + 1);
         assert!(!format!("{c:?}").contains("sk-secret"));
     }
 }
