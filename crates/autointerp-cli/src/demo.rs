@@ -129,6 +129,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         explainer_provider: Provider::Local,
         explainer_model: model_spec,
         scorers: vec![ScorerKind::Detection, ScorerKind::Fuzz],
+        // A 135M scorer cannot keep a `[1,0,…]` list format; one digit read from logprobs it can.
+        classifier_answer: autointerp_score::AnswerMode::Logprob,
         random_control: true,
         max_concurrency: 4,
         name: "demo".into(),

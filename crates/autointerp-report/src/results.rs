@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use autointerp_core::{LatentId, LatentRecord};
+use autointerp_core::{HookPoint, LatentId, LatentRecord};
 use serde::Serialize;
 
 use crate::scores::{parse_score, LatentScore};
@@ -359,12 +359,30 @@ fn read_explanations(r: &mut Results) -> BTreeSet<LatentId> {
     with_file
 }
 
+/// What `autointerp run` keeps beside the records in `latents/`: the activation cache of each
+/// hook point (`latents/<hookpoint>/`, delphi's layout) and its statistics (`stats.json`). Not
+/// records, but not strays either.
+fn is_run_cache_entry(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    if path.is_dir() {
+        name.parse::<HookPoint>().is_ok()
+    } else {
+        name == "stats.json"
+    }
+}
+
 fn read_records(r: &mut Results) {
     let dir = r.root.join("latents");
     let Some(paths) = list_dir(&dir, &mut r.problems, true) else {
         return;
     };
     for path in paths {
+        if is_run_cache_entry(&path) {
+            continue;
+        }
         let Some(id) = latent_of(&path, ".json", &mut r.problems) else {
             continue;
         };

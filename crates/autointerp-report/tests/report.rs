@@ -557,6 +557,9 @@ fn partial_results_never_panic() -> Result<()> {
     std::fs::write(r.join("explanations/garbage.txt"), "x")?;
     std::fs::write(r.join("latents/layers.6_latent1.json"), "[]")?;
     std::fs::write(r.join("latents/stats.json"), "{}")?;
+    // The run's activation cache lives beside the records; a stray folder does not.
+    std::fs::create_dir_all(r.join("latents/layers.6"))?;
+    std::fs::create_dir_all(r.join("latents/not-a-hookpoint"))?;
     std::fs::create_dir_all(r.join("scores/detection/layers.6_latent3.txt"))?;
     std::fs::write(r.join("scores/detection/layers.6_latent1.txt"), "[1, 2]")?;
     std::fs::write(r.join("scores/detection/layers.6_latent2.txt"), "[]")?;
@@ -572,6 +575,15 @@ fn partial_results_never_panic() -> Result<()> {
     ] {
         assert!(kinds.contains(&k), "{k:?} not in {kinds:?}");
     }
+    let flagged = |name: &str| {
+        report
+            .summary
+            .problems
+            .iter()
+            .any(|p| p.path.as_ref().is_some_and(|path| path.ends_with(name)))
+    };
+    assert!(!flagged("latents/stats.json") && !flagged("latents/layers.6"));
+    assert!(flagged("latents/not-a-hookpoint"));
     let det = row(&report, &ScorerKey::real("detection"));
     assert_eq!((det.n_latents, det.n_defined, det.n_unreadable), (1, 0, 1));
     assert_eq!(det.mean, None);

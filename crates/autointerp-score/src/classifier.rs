@@ -26,7 +26,31 @@ pub struct ClassifierConfig {
     /// Seeds the shuffles and the fuzzed highlights. Each latent draws from its own stream, so
     /// results do not depend on the order in which latents are scored.
     pub seed: u64,
+    /// How answers are asked for and read.
+    pub answer: AnswerMode,
 }
+
+/// How a classifier scorer asks for its answers and reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AnswerMode {
+    /// [`ClassifierConfig::n_examples_shown`] excerpts per prompt, answered with a generated
+    /// list such as `[1,0,1]` that [`parse_labels`] reads; probabilities come from the list's
+    /// token logprobs when the server returns them. delphi's way, and the cheapest in calls.
+    #[default]
+    List,
+    /// One excerpt per prompt (`n_examples_shown` is not used), answered with one generated
+    /// token. The label is whichever of `1` and `0` the model puts more probability on among
+    /// the first token's top logprobs, and `P(1) / (P(0) + P(1))` is its probability, so there
+    /// is no text to parse: even a model too small to keep a list format (a 135M in-process
+    /// explainer) gives a usable answer every time. Needs a backend that returns top logprobs
+    /// (the in-process engine, vLLM, OpenAI); costs one short request per excerpt.
+    Logprob,
+}
+
+/// Top alternatives asked for on the one answer token in [`AnswerMode::Logprob`]: OpenAI's
+/// maximum, enough for `0` and `1` to be among them whenever the model considers them at all.
+const FIRST_TOKEN_TOP: u8 = 20;
 
 impl Default for ClassifierConfig {
     fn default() -> Self {
@@ -34,6 +58,7 @@ impl Default for ClassifierConfig {
             n_examples_shown: 5,
             threshold: autointerp_explain::highlight::DEFAULT_THRESHOLD,
             seed: 42,
+            answer: AnswerMode::List,
         }
     }
 }
@@ -46,6 +71,14 @@ impl ClassifierConfig {
             ));
         }
         Ok(())
+    }
+
+    /// Examples per prompt under this configuration's [`AnswerMode`].
+    pub(crate) fn batch_size(&self) -> usize {
+        match self.answer {
+            AnswerMode::List => self.n_examples_shown,
+            AnswerMode::Logprob => 1,
+        }
     }
 }
 
@@ -121,6 +154,43 @@ impl Batch {
                 }
             }
             Err(e) => self.fail(e),
+        }
+    }
+
+    /// Reads a one-excerpt batch's answer in [`AnswerMode::Logprob`]: the label and probability
+    /// come from the first answer token's top logprobs ([`first_token_probability`]), whatever
+    /// the text says. Fails when there are no logprobs or neither label is among them.
+    pub fn resolve_first_token(
+        mut self,
+        answer: &str,
+        logprobs: Option<&[TokenLogprobs]>,
+    ) -> BatchResult {
+        if self.len() != 1 {
+            let why = Error::InvalidConfig(format!(
+                "a logprob answer covers one excerpt, this batch has {}",
+                self.len()
+            ));
+            return self.fail(why);
+        }
+        let Some(first) = logprobs.and_then(<[TokenLogprobs]>::first) else {
+            return self.fail(parse_failure(
+                "no token logprobs in the answer: the logprob answer mode needs a backend that \
+                 returns them (the in-process engine, vLLM, OpenAI)",
+                answer,
+            ));
+        };
+        match first_token_probability(first) {
+            Some(p) => {
+                self.items[0].set_prediction(Some(p >= 0.5), Some(p));
+                BatchResult {
+                    outcomes: self.items,
+                    failure: None,
+                }
+            }
+            None => self.fail(parse_failure(
+                "neither 1 nor 0 among the first answer token's top logprobs",
+                answer,
+            )),
         }
     }
 
@@ -311,39 +381,69 @@ pub fn label_probabilities(answer: &str, tokens: &[TokenLogprobs], n: usize) -> 
     }
     positions
         .into_iter()
-        .map(|t| {
-            let (mut p0, mut p1) = (0.0f64, 0.0f64);
-            let sampled_listed = t.top.iter().any(|(tok, _)| *tok == t.token);
-            let sampled = (!sampled_listed).then(|| (t.token.clone(), t.logprob));
-            for (tok, lp) in t.top.iter().cloned().chain(sampled) {
-                match token_label(&tok) {
-                    Some(true) => p1 += f64::from(lp).exp(),
-                    Some(false) => p0 += f64::from(lp).exp(),
-                    None => {}
-                }
-            }
-            // No probability on either label (e.g. `-inf` logprobs): unknown.
-            (p0 + p1 > 0.0).then(|| (p1 / (p0 + p1)) as f32)
-        })
+        .map(first_token_probability)
         .collect::<Option<Vec<f32>>>()
+}
+
+/// `P(1) / (P(0) + P(1))` at one answer position, summing over the sampled token and its top
+/// alternatives whose text (without whitespace and list punctuation) is `1` or `0`; `None` when
+/// neither label has any probability there (e.g. `-inf` logprobs, or no label in the top k).
+pub fn first_token_probability(t: &TokenLogprobs) -> Option<f32> {
+    let (mut p0, mut p1) = (0.0f64, 0.0f64);
+    let sampled_listed = t.top.iter().any(|(tok, _)| *tok == t.token);
+    let sampled = (!sampled_listed).then(|| (t.token.clone(), t.logprob));
+    for (tok, lp) in t.top.iter().cloned().chain(sampled) {
+        match token_label(&tok) {
+            Some(true) => p1 += f64::from(lp).exp(),
+            Some(false) => p0 += f64::from(lp).exp(),
+            None => {}
+        }
+    }
+    (p0 + p1 > 0.0).then(|| (p1 / (p0 + p1)) as f32)
+}
+
+/// How a classifier scorer's requests are made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Asking<'a> {
+    pub generation: &'a GenerationConfig,
+    /// Top logprobs per answer token in [`AnswerMode::List`].
+    pub logprobs: Option<u8>,
+    pub answer: AnswerMode,
 }
 
 /// Sends one prompt per batch (all at once; the client limits concurrency), reads each answer
 /// into its batch's outcomes, and summarises them: the score is the balanced accuracy, with the
 /// AUC in the details when answers came with logprobs.
+///
+/// In [`AnswerMode::Logprob`] each request asks for one token with its top 20 logprobs, whatever
+/// `generation` and `logprobs` say, and is read with [`Batch::resolve_first_token`].
 pub(crate) async fn run_classifier<C: Client>(
     client: &C,
     scorer: &'static str,
     record: &LatentRecord,
     batches: Vec<Batch>,
     prompt: impl Fn(&Batch) -> Vec<Message>,
-    generation: &GenerationConfig,
-    logprobs: Option<u8>,
+    asking: Asking<'_>,
 ) -> Result<ScorerResult> {
+    let Asking {
+        generation,
+        logprobs,
+        answer,
+    } = asking;
     let requests = batches.iter().map(|batch| {
         let mut req = generation.request(prompt(batch));
-        if let Some(k) = logprobs {
-            req = req.with_logprobs(k);
+        match answer {
+            AnswerMode::List => {
+                if let Some(k) = logprobs {
+                    req = req.with_logprobs(k);
+                }
+            }
+            AnswerMode::Logprob => {
+                req = req
+                    .with_max_tokens(1)
+                    .with_temperature(0.0)
+                    .with_logprobs(FIRST_TOKEN_TOP);
+            }
         }
         client.chat(req)
     });
@@ -355,7 +455,12 @@ pub(crate) async fn run_classifier<C: Client>(
         let result = match response {
             Ok(r) => {
                 add_usage(&mut usage, &r.usage);
-                batch.resolve(&r.text, r.logprobs.as_deref())
+                match answer {
+                    AnswerMode::List => batch.resolve(&r.text, r.logprobs.as_deref()),
+                    AnswerMode::Logprob => {
+                        batch.resolve_first_token(&r.text, r.logprobs.as_deref())
+                    }
+                }
             }
             Err(e) => batch.fail(Error::Client(e)),
         };

@@ -7,8 +7,10 @@ use autointerp_core::{Example, Explanation, LatentRecord, Message};
 use autointerp_explain::{escape_text, GenerationConfig};
 use rand::seq::SliceRandom;
 
-use crate::classifier::{into_batches, latent_rng, run_classifier};
-use crate::{Batch, ClassifierConfig, Error, ExampleOutcome, Result, Scorer, ScorerResult};
+use crate::classifier::{into_batches, latent_rng, run_classifier, Asking};
+use crate::{
+    AnswerMode, Batch, ClassifierConfig, Error, ExampleOutcome, Result, Scorer, ScorerResult,
+};
 
 /// Name of the detection scorer, as in delphi (`scores/detection/`).
 pub const DETECTION: &str = "detection";
@@ -31,7 +33,7 @@ pub(crate) fn pending(example: &Example, activating: bool, text: String) -> Exam
 /// The detection batches of `record`: its non-activating examples (answer 0) and its test
 /// examples (answer 1), shown as plain text without highlights, shuffled with the latent's
 /// seeded generator, in batches of [`ClassifierConfig::n_examples_shown`] (the last may be
-/// smaller).
+/// smaller; batches of one in [`AnswerMode::Logprob`]).
 pub fn detection_batches(record: &LatentRecord, cfg: &ClassifierConfig) -> Result<Vec<Batch>> {
     cfg.validate()?;
     if record.test.is_empty() {
@@ -52,7 +54,7 @@ pub fn detection_batches(record: &LatentRecord, cfg: &ClassifierConfig) -> Resul
         )
         .collect();
     items.shuffle(&mut latent_rng(cfg.seed, &record.id, "detection"));
-    Ok(into_batches(items, cfg.n_examples_shown))
+    Ok(into_batches(items, cfg.batch_size()))
 }
 
 const SYSTEM: &str = "You are a careful linguist checking a description of a language-model feature against text.
@@ -95,6 +97,67 @@ const SHOTS: [(&str, &[&str], &str); 3] = [
     ),
 ];
 
+const SYSTEM_ONE: &str =
+    "You are a careful linguist checking a description of a language-model feature against text.
+
+You will be given a description of what the feature responds to and one text excerpt. \
+Decide whether the feature would be active anywhere in the excerpt, judging only by the description.
+
+Answer 1 if it would be active, 0 if not: one digit and nothing else.";
+
+const SHOTS_ONE: [(&str, &str, &str); 4] = [
+    (
+        "Units of time right after a number, stating a duration.",
+        "Let the dough rest for ten minutes before rolling",
+        "1",
+    ),
+    (
+        "Names of programming languages.",
+        "The island is famous for its coffee and volcanic beaches",
+        "0",
+    ),
+    (
+        "Negation words (not, n't, never), especially before a positive word.",
+        "We will not forget this kindness",
+        "1",
+    ),
+    (
+        "Units of time right after a number, stating a duration.",
+        "She bought three apples and a pear",
+        "0",
+    ),
+];
+
+/// The user message of a one-excerpt classifier prompt.
+pub(crate) fn query_one(explanation: &str, excerpt: &str) -> String {
+    format!(
+        "Feature description: {}\n\nExcerpt: {excerpt}",
+        escape_text(explanation.trim())
+    )
+}
+
+/// Worked examples of a one-excerpt classifier prompt, as user/assistant turns.
+pub(crate) fn shots_one_messages(shots: &[(&str, &str, &str)]) -> Vec<Message> {
+    shots
+        .iter()
+        .flat_map(|(explanation, excerpt, answer)| {
+            [
+                Message::user(query_one(explanation, excerpt)),
+                Message::assistant(*answer),
+            ]
+        })
+        .collect()
+}
+
+/// The only excerpt of a one-excerpt batch, as shown.
+pub(crate) fn only_excerpt(batch: &Batch) -> &str {
+    batch
+        .items
+        .first()
+        .and_then(|o| o.text.as_deref())
+        .unwrap_or_default()
+}
+
 /// The user message of a classifier prompt.
 pub(crate) fn query(explanation: &str, excerpts: &str) -> String {
     format!(
@@ -124,6 +187,15 @@ pub fn detection_prompt(explanation: &str, batch: &Batch) -> Vec<Message> {
     let mut messages = vec![Message::system(SYSTEM)];
     messages.extend(shots_messages(&SHOTS));
     messages.push(Message::user(query(explanation, &batch.excerpts())));
+    messages
+}
+
+/// The detection prompt for one excerpt in [`AnswerMode::Logprob`]: instructions asking for a
+/// single digit (system), four worked examples, then the explanation and the excerpt (user).
+pub fn detection_prompt_one(explanation: &str, excerpt: &str) -> Vec<Message> {
+    let mut messages = vec![Message::system(SYSTEM_ONE)];
+    messages.extend(shots_one_messages(&SHOTS_ONE));
+    messages.push(Message::user(query_one(explanation, excerpt)));
     messages
 }
 
@@ -187,14 +259,21 @@ impl<C: Client> DetectionScorer<C> {
         explanation: &Explanation,
     ) -> Result<ScorerResult> {
         let batches = detection_batches(record, &self.config)?;
+        let answer = self.config.answer;
         run_classifier(
             &self.client,
             DETECTION,
             record,
             batches,
-            |batch| detection_prompt(&explanation.text, batch),
-            &self.generation,
-            self.logprobs,
+            |batch| match answer {
+                AnswerMode::List => detection_prompt(&explanation.text, batch),
+                AnswerMode::Logprob => detection_prompt_one(&explanation.text, only_excerpt(batch)),
+            },
+            Asking {
+                generation: &self.generation,
+                logprobs: self.logprobs,
+                answer,
+            },
         )
         .await
     }

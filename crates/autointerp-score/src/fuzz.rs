@@ -9,9 +9,13 @@ use rand::seq::{index, SliceRandom};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::{into_batches, latent_rng, run_classifier};
-use crate::detection::{pending, query, shots_messages, DEFAULT_LOGPROBS};
-use crate::{Batch, ClassifierConfig, Error, ExampleOutcome, Result, Scorer, ScorerResult};
+use crate::classifier::{into_batches, latent_rng, run_classifier, Asking};
+use crate::detection::{
+    only_excerpt, pending, query, query_one, shots_messages, shots_one_messages, DEFAULT_LOGPROBS,
+};
+use crate::{
+    AnswerMode, Batch, ClassifierConfig, Error, ExampleOutcome, Result, Scorer, ScorerResult,
+};
 
 /// Name of the fuzzing scorer, as in delphi (`scores/fuzz/`).
 pub const FUZZ: &str = "fuzz";
@@ -122,7 +126,7 @@ pub fn fuzz_batches(record: &LatentRecord, cfg: &FuzzConfig) -> Result<Vec<Batch
             .map(|e| pending(e, true, render_highlighted(&e.str_tokens, &correct(e)))),
     );
     items.shuffle(&mut rng);
-    Ok(into_batches(items, c.n_examples_shown))
+    Ok(into_batches(items, c.batch_size()))
 }
 
 const SYSTEM: &str = "You are a careful linguist checking a description of a language-model feature against text.
@@ -165,6 +169,47 @@ const SHOTS: [(&str, &[&str], &str); 3] = [
         "[1,1,0]",
     ),
 ];
+
+const SYSTEM_ONE: &str = "You are a careful linguist checking a description of a language-model feature against text.
+
+You will be given a description of what the feature responds to and one text excerpt in which some \
+tokens are marked between << and >>. The marking may be right or wrong.
+
+The marking is right only if every marked token is one the description says the feature responds \
+to. Answer 1 if the marking is right, 0 if any marked token does not fit: one digit and nothing else.";
+
+const SHOTS_ONE: [(&str, &str, &str); 4] = [
+    (
+        "Units of time right after a number, stating a duration.",
+        "Let the dough rest for ten<< minutes>> before rolling",
+        "1",
+    ),
+    (
+        "Names of programming languages.",
+        "The<< island>> is famous for its coffee",
+        "0",
+    ),
+    (
+        "Negation words (not, n't, never), especially before a positive word.",
+        "The results were<< never>> good enough",
+        "1",
+    ),
+    (
+        "Units of time right after a number, stating a duration.",
+        "She bought<< three>> apples and a<< pear>>",
+        "0",
+    ),
+];
+
+/// The fuzzing prompt for one excerpt in [`AnswerMode::Logprob`]: instructions asking for a
+/// single digit (system), four worked examples, then the explanation and the highlighted
+/// excerpt (user).
+pub fn fuzz_prompt_one(explanation: &str, excerpt: &str) -> Vec<Message> {
+    let mut messages = vec![Message::system(SYSTEM_ONE)];
+    messages.extend(shots_one_messages(&SHOTS_ONE));
+    messages.push(Message::user(query_one(explanation, excerpt)));
+    messages
+}
 
 /// The fuzzing prompt for one batch: instructions (system), three worked examples, then the
 /// explanation and the batch's highlighted excerpts (user). The answer is read with
@@ -229,14 +274,21 @@ impl<C: Client> FuzzingScorer<C> {
         explanation: &Explanation,
     ) -> Result<ScorerResult> {
         let batches = fuzz_batches(record, &self.config)?;
+        let answer = self.config.classifier.answer;
         run_classifier(
             &self.client,
             FUZZ,
             record,
             batches,
-            |batch| fuzz_prompt(&explanation.text, batch),
-            &self.generation,
-            self.logprobs,
+            |batch| match answer {
+                AnswerMode::List => fuzz_prompt(&explanation.text, batch),
+                AnswerMode::Logprob => fuzz_prompt_one(&explanation.text, only_excerpt(batch)),
+            },
+            Asking {
+                generation: &self.generation,
+                logprobs: self.logprobs,
+                answer,
+            },
         )
         .await
     }

@@ -339,6 +339,85 @@ fn fuzzing_in_both_modes() {
     check_classifier(&score_both(&active), &records, true);
 }
 
+/// A one-token answer whose first token puts 0.8 on the right label, as a small model in
+/// [`AnswerMode::Logprob`] would; for any other explanation, a word with neither label in its
+/// top logprobs.
+fn first_token_oracle(
+    label: fn(&str) -> bool,
+) -> impl Fn(&ChatRequest) -> autointerp_client::Result<ChatResponse> + Send + Sync {
+    move |req| {
+        let lp = |t: &str, p: f32| (t.to_string(), p.ln());
+        let excerpt = last(req)
+            .lines()
+            .find_map(|l| l.strip_prefix("Excerpt: "))
+            .expect("one excerpt per prompt");
+        let (token, top) = if !last(req).contains(GOOD) {
+            ("The", vec![lp("The", 0.7), lp("I", 0.3)])
+        } else if label(excerpt) {
+            // Leading space and a second `1` spelling: both count for the label.
+            (" 1", vec![lp(" 1", 0.6), lp("1", 0.2), lp("0", 0.2)])
+        } else {
+            ("0", vec![lp("0", 0.8), lp("1", 0.2)])
+        };
+        let mut response = text_response(token);
+        response.logprobs = Some(vec![autointerp_client::TokenLogprobs {
+            token: token.into(),
+            logprob: top[0].1,
+            top,
+        }]);
+        Ok(response)
+    }
+}
+
+#[test]
+fn detection_and_fuzzing_from_first_token_logprobs() {
+    let records = records();
+    let cfg = ClassifierConfig {
+        answer: AnswerMode::Logprob,
+        ..ClassifierConfig::default()
+    };
+    let client = Scripted::new(first_token_oracle(mentions_river));
+    let results = score_both(&DetectionScorer::new(&client, cfg.clone()));
+    check_classifier(&results, &records, true);
+    let ScoreDetails::Classifier { outcomes, .. } = &results[0].details else {
+        unreachable!()
+    };
+    for o in outcomes {
+        let want = if o.activating { 0.8 } else { 0.2 };
+        assert!((o.probability.unwrap() - want).abs() < 1e-5, "{o:?}");
+    }
+    // One request per example, one token each, with the top 20 logprobs.
+    assert_eq!(client.calls.load(Ordering::SeqCst), 24);
+    let requests = client.requests.lock().unwrap();
+    assert!(requests
+        .iter()
+        .all(|r| r.max_tokens == Some(1) && r.logprobs == Some(20) && r.temperature == Some(0.0)));
+    assert!(last(&requests[0]).contains("Excerpt: ") && !last(&requests[0]).contains("Excerpt 1:"));
+    drop(requests);
+
+    let client = Scripted::new(first_token_oracle(highlights_only_rivers));
+    let fuzz = FuzzingScorer::new(
+        &client,
+        FuzzConfig {
+            classifier: cfg.clone(),
+            ..FuzzConfig::default()
+        },
+    );
+    check_classifier(&score_both(&fuzz), &records, true);
+
+    // A backend without logprobs cannot answer in this mode: every example fails, and says why.
+    let bare = Scripted::new(|_req: &ChatRequest| Ok(text_response("1")));
+    let result =
+        block_on(DetectionScorer::new(&bare, cfg).score(&records[0], &explanations(&records)[0]))
+            .unwrap();
+    assert_eq!(result.n_failed(), 12);
+    assert!(
+        result.failures[0].contains("logprobs"),
+        "{:?}",
+        result.failures
+    );
+}
+
 #[test]
 fn intruder_finds_the_odd_excerpt_or_fails_cleanly() {
     let client = Scripted::new(|req| {

@@ -78,6 +78,31 @@ fn detection_prompt_snapshot() {
 }
 
 #[test]
+fn one_excerpt_prompt_snapshots() {
+    let cfg = ClassifierConfig {
+        answer: AnswerMode::Logprob,
+        ..ClassifierConfig::default()
+    };
+    let batches = detection_batches(&record(), &cfg).unwrap();
+    assert!(batches.iter().all(|b| b.len() == 1));
+    let excerpt = batches[0].items[0].text.clone().unwrap();
+    insta::assert_snapshot!(
+        "detection_one",
+        render(&detection_prompt_one(EXPLANATION, &excerpt))
+    );
+    let fuzz = fuzz_batches(
+        &record(),
+        &FuzzConfig {
+            classifier: cfg,
+            ..FuzzConfig::default()
+        },
+    )
+    .unwrap();
+    let excerpt = fuzz[0].items[0].text.clone().unwrap();
+    insta::assert_snapshot!("fuzz_one", render(&fuzz_prompt_one(EXPLANATION, &excerpt)));
+}
+
+#[test]
 fn fuzz_prompt_snapshots() {
     let default = fuzz_batches(&record(), &FuzzConfig::default()).unwrap();
     insta::assert_snapshot!(

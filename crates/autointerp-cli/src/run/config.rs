@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use autointerp_core::HookPoint;
 use autointerp_latents::{LatentsConfig, TrainType};
-use autointerp_score::SimulationMode;
+use autointerp_score::{AnswerMode, SimulationMode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -170,6 +170,11 @@ pub struct RunConfig {
     pub num_examples_per_scorer_prompt: usize,
     /// Ask detection and fuzzing for answer logprobs (for their AUC).
     pub log_probs: bool,
+    /// How detection and fuzzing ask for answers: `list` (several excerpts per prompt, a parsed
+    /// `[1,0,…]` answer, delphi's way) or `logprob` (one excerpt per prompt, the label read
+    /// from the first answer token's logprobs; for small local models, which cannot keep the
+    /// list format).
+    pub classifier_answer: AnswerMode,
     /// How the simulation scorer gets predictions: `prompt_logprobs` (vLLM) or `json`.
     pub simulation_mode: SimulationMode,
     /// Base URL of an OpenAI-compatible `/embeddings` server (api.openai.com without it).
@@ -238,6 +243,7 @@ impl Default for RunConfig {
             scorers: vec![ScorerKind::Fuzz, ScorerKind::Detection],
             num_examples_per_scorer_prompt: 5,
             log_probs: false,
+            classifier_answer: AnswerMode::List,
             simulation_mode: SimulationMode::default(),
             embedding_base_url: None,
             embedding_model: None,

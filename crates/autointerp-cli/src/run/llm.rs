@@ -176,6 +176,7 @@ impl AnyScorer {
         let classifier = ClassifierConfig {
             n_examples_shown: cfg.num_examples_per_scorer_prompt,
             seed: cfg.seed,
+            answer: cfg.classifier_answer,
             ..ClassifierConfig::default()
         };
         let logprobs = cfg.log_probs.then_some(5);

@@ -22,7 +22,7 @@ use autointerp_client::Usage;
 use autointerp_core::{HookPoint, LatentId};
 use autointerp_latents::{HookCache, LatentCache, LatentDataset, LatentsConfig, TrainType};
 use autointerp_model::Tokenizer;
-use autointerp_score::SimulationMode;
+use autointerp_score::{AnswerMode, SimulationMode};
 
 use self::config::serde_value;
 pub use self::config::{ExplainerKind, Overwrite, Provider, RunConfig, ScorerKind};
@@ -156,6 +156,11 @@ struct ScoreOpts {
     /// Ask detection and fuzzing for answer logprobs, for their AUC.
     #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
     log_probs: Option<bool>,
+    /// Detection and fuzzing answers: `list` (a parsed `[1,0,…]` per prompt of several
+    /// excerpts, delphi's way) or `logprob` (one excerpt per prompt, the label read from the
+    /// first token's logprobs: for small local scorers) [default: list].
+    #[arg(long, value_parser = serde_value::<AnswerMode>)]
+    classifier_answer: Option<AnswerMode>,
     /// Simulation: `prompt_logprobs` (vLLM, delphi's way) or `json` (any chat API)
     /// [default: prompt_logprobs].
     #[arg(long, value_parser = serde_value::<SimulationMode>)]
@@ -323,7 +328,7 @@ impl ExplainOpts {
 impl ScoreOpts {
     fn apply(&self, cfg: &mut RunConfig) {
         set_some!(cfg, self; embedding_base_url, embedding_model, embedding_api_key_env, surprisal_model);
-        set!(cfg, self; scorers, num_examples_per_scorer_prompt, log_probs, simulation_mode, random_control);
+        set!(cfg, self; scorers, num_examples_per_scorer_prompt, log_probs, classifier_answer, simulation_mode, random_control);
     }
 }
 
@@ -538,6 +543,8 @@ fn ensure_cache(cfg: &RunConfig, root: &Path) -> Result<Option<Tokenizer>> {
         sparse_model: cfg.sparse_model.clone(),
         hookpoints: names.join(","),
         dataset,
+        dataset_name: None,
+        dataset_split: None,
         dataset_column: cfg.dataset_column.clone(),
         n_tokens: cfg.n_tokens,
         ctx_len: cfg.ctx_len,
