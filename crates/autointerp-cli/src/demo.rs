@@ -97,6 +97,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             lr: None,
             // A different document order from the cached tokens'.
             seed: 1,
+            eval_tokens: 8_192,
             device: args.device.clone(),
             out: sae_root.clone(),
         };

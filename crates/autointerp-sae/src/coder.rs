@@ -165,7 +165,7 @@ impl SparseLatents {
 }
 
 /// Reconstruction and sparsity metrics of a coder on one batch.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Metrics {
     /// Fraction of variance unexplained: `Σ‖y − ŷ‖² / Σ‖y − mean(y)‖²`.
     pub fvu: f64,
