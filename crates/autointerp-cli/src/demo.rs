@@ -3,10 +3,10 @@
 //! score a few of them with the in-process engine (plus the random-explanation control), and
 //! write the report.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use autointerp_core::assets::cache_root;
 
 use crate::common::{load_model_with_tokenizer, DeviceArgs};
 use crate::run::{run_with_config, ExplainerKind, Provider, RunConfig, ScorerKind};
@@ -38,37 +38,20 @@ pub struct DemoArgs {
     device: DeviceArgs,
 }
 
-/// `$AUTOINTERP_CACHE`, else `$XDG_CACHE_HOME/autointerp`, else `~/.cache/autointerp`, as the
-/// project's scripts use.
-fn cache_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("AUTOINTERP_CACHE") {
-        return dir.into();
-    }
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .unwrap_or_else(|| PathBuf::from(".cache"));
-    base.join("autointerp")
-}
-
 /// The SmolLM2 GGUF file and the SOTU folder, fetched by `scripts/fetch-assets.sh` when missing.
 fn assets() -> Result<(PathBuf, PathBuf)> {
-    let root = cache_root().join("assets");
-    let gguf = root.join("smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let sotu = root.join("sotu");
-    if !(root.join("smollm2/.complete").exists() && sotu.join(".complete").exists()) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-assets.sh");
-        if !script.exists() {
-            bail!("assets missing under {}: run scripts/fetch-assets.sh from the autointerp repository", root.display());
-        }
+    use autointerp_core::assets::{fetch, Asset};
+    let missing = [Asset::Smollm2, Asset::Sotu].iter().any(|a| {
+        !cache_root()
+            .join("assets")
+            .join(a.name())
+            .join(".complete")
+            .exists()
+    });
+    if missing {
         eprintln!("fetching SmolLM2-135M-Instruct and the State of the Union corpus (once)...");
-        let status = Command::new("bash")
-            .arg(&script)
-            .args(["smollm2", "sotu"])
-            .status()?;
-        anyhow::ensure!(status.success(), "{} failed", script.display());
     }
-    Ok((gguf, sotu))
+    Ok((fetch(Asset::Smollm2)?, fetch(Asset::Sotu)?))
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {

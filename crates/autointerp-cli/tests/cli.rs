@@ -120,23 +120,8 @@ fn activations_match_the_fixture() {
 /// `autointerp chat --model local:...` answers with the in-process engine.
 #[test]
 fn chat_with_a_local_model() {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-assets.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("smollm2")
-        .output()
-        .expect("run fetch-assets.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let gguf = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SMOLLM2_GGUF="))
-        .expect("SMOLLM2_GGUF line");
+    let gguf = autointerp_core::assets::fetch(autointerp_core::assets::Asset::Smollm2).unwrap();
+    let gguf = gguf.to_str().unwrap();
     let out = autointerp(&[
         "chat",
         "--model",

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod assets;
 mod chat;
 mod error;
 mod hook;

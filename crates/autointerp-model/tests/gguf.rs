@@ -2,9 +2,7 @@
 //! corrupt ones, and random mutations under proptest), and the real SmolLM2-135M GGUF fetched
 //! by `scripts/fetch-assets.sh smollm2`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::PathBuf;
 
 use autointerp_model::gguf::{Array, GgmlType, GgufFile, Value};
 use autointerp_model::Error;
@@ -622,28 +620,8 @@ proptest! {
 
 /// Path of the SmolLM2 GGUF, fetched (once) by the project's script.
 fn smollm2_path() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-assets.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("smollm2")
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} smollm2 failed (it needs pip and access to PyPI):\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let path = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("SMOLLM2_GGUF="))
-            .unwrap_or_else(|| panic!("no SMOLLM2_GGUF= line in {stdout:?}"));
-        PathBuf::from(path.trim())
-    })
-    .clone()
+    autointerp_core::assets::fetch(autointerp_core::assets::Asset::Smollm2)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn smollm2() -> GgufFile {

@@ -1,9 +1,7 @@
 //! The real SmolLM2-135M-Instruct (Q4_1 GGUF, fetched by `scripts/fetch-assets.sh smollm2`):
 //! a complete model from one file, llama.cpp's q/k permutation undone.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::PathBuf;
 
 use autointerp_core::HookPoint;
 use autointerp_model::{DType, GenerateOptions, Hooks, Input, Logits, Model, Tokenizer};
@@ -11,28 +9,8 @@ use tch::{Device, Kind, Tensor};
 
 /// Path of the SmolLM2 GGUF, fetched (once) by the project's script.
 fn smollm2_path() -> PathBuf {
-    static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-assets.sh");
-        let out = Command::new("bash")
-            .arg(&script)
-            .arg("smollm2")
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            out.status.success(),
-            "{} smollm2 failed (it needs pip and access to PyPI):\n{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let path = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("SMOLLM2_GGUF="))
-            .unwrap_or_else(|| panic!("no SMOLLM2_GGUF= line in {stdout:?}"));
-        PathBuf::from(path.trim())
-    })
-    .clone()
+    autointerp_core::assets::fetch(autointerp_core::assets::Asset::Smollm2)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn prompt_ids(tok: &Tokenizer, text: &str) -> Tensor {
