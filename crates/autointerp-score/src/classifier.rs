@@ -347,6 +347,15 @@ fn token_label(token: &str) -> Option<bool> {
     }
 }
 
+/// `Yes` / `No` in any case, the one-token answers of [`AnswerMode::Logprob`] prompts.
+fn word_label(token: &str) -> Option<bool> {
+    match token.trim().to_ascii_lowercase().as_str() {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
+}
+
 /// The probability of a `1` at each of the `n` labels of `answer`, from the answer's token
 /// logprobs: `P(1) / (P(0) + P(1))`, summing over the sampled token and its top alternatives
 /// whose text (without list punctuation) is `1` or `0` — delphi's rule, made exact.
@@ -393,7 +402,7 @@ pub fn first_token_probability(t: &TokenLogprobs) -> Option<f32> {
     let sampled_listed = t.top.iter().any(|(tok, _)| *tok == t.token);
     let sampled = (!sampled_listed).then(|| (t.token.clone(), t.logprob));
     for (tok, lp) in t.top.iter().cloned().chain(sampled) {
-        match token_label(&tok) {
+        match token_label(&tok).or_else(|| word_label(&tok)) {
             Some(true) => p1 += f64::from(lp).exp(),
             Some(false) => p0 += f64::from(lp).exp(),
             None => {}
@@ -577,6 +586,24 @@ mod tests {
             top: vec![],
         };
         assert_eq!(label_probabilities("[1,0]", &dead, 2), None);
+    }
+
+    #[test]
+    fn first_token_probability_reads_digits_and_words() {
+        let ln = |p: f32| p.ln();
+        let t = tok(
+            " 1",
+            &[
+                (" 1", ln(0.5)),
+                ("1", ln(0.1)),
+                ("0", ln(0.2)),
+                ("The", ln(0.2)),
+            ],
+        );
+        assert!((first_token_probability(&t).unwrap() - 0.75).abs() < 1e-6);
+        let t = tok("Yes", &[("Yes", ln(0.3)), (" no", ln(0.6))]);
+        assert!((first_token_probability(&t).unwrap() - 1.0 / 3.0).abs() < 1e-6);
+        assert_eq!(first_token_probability(&tok("The", &[("The", 0.0)])), None);
     }
 
     #[test]
