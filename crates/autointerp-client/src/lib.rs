@@ -39,8 +39,9 @@
 //!
 //! `LocalEngine` runs a model of `autointerp-model` (an HF folder, a GGUF file or a Hub id) in
 //! this process, on the CPU or a GPU, with dynamic batching: the counterpart of delphi's vLLM
-//! `Offline` client. It is a [`Client`] and a [`TokenScorer`]. Without the feature this crate
-//! does not depend on libtorch.
+//! `Offline` client. It is a [`Client`] and a [`TokenScorer`]. `LocalEmbedder` runs a
+//! sentence-transformers model (all-MiniLM-L6-v2) in this process as an [`Embedder`]. Without
+//! the feature this crate does not depend on libtorch.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -56,6 +57,8 @@ mod types;
 mod wire;
 
 pub use client::Client;
+#[cfg(feature = "local")]
+pub use embed::LocalEmbedder;
 pub use embed::{Embedder, OpenAiEmbedder};
 pub use error::{Error, Result};
 #[cfg(feature = "local")]

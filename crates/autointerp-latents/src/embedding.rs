@@ -13,8 +13,8 @@ use crate::{Error, Result};
 
 /// Turns texts into vectors; similar texts should get vectors of high cosine similarity.
 ///
-/// The model crate's sentence embedder (MiniLM) implements this; anything deterministic will do
-/// in tests. Called from several threads at once, hence `Send + Sync`: a model that must stay on
+/// `LocalEmbedder` (feature `local`) implements this with the model crate's sentence embedder
+/// (all-MiniLM-L6-v2 and other BERT encoders); anything deterministic will do in tests. Called from several threads at once, hence `Send + Sync`: a model that must stay on
 /// one thread can sit behind a channel.
 pub trait Embedder: Send + Sync {
     /// One vector per text, all of the same length.

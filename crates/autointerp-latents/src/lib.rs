@@ -1,6 +1,7 @@
 //! Latent records from a latent cache: for each latent, the token windows where it fires, split
 //! into train examples (for the explainer) and test examples (for scorers), and windows where it
-//! does not fire. Pure Rust over the cache's split files (memory-mapped); no libtorch.
+//! does not fire. Pure Rust over the cache's split files (memory-mapped); no libtorch (unless
+//! the `local` feature is on).
 //!
 //! The entry point is [`LatentCache::open`] (our cache, delphi's, or a set of shards) and
 //! [`LatentDataset::builder`]; [`LatentDataset::records`] then yields one [`BuiltRecord`] per
@@ -49,7 +50,9 @@
 //!
 //! Non-activating examples come from random windows, from windows where the latent's
 //! [`NeighbourLists`] fire, or from the windows whose text an [`Embedder`] places nearest to
-//! the activating examples ([`NonActivatingSource`]).
+//! the activating examples ([`NonActivatingSource`]); with the feature `local`,
+//! `LocalEmbedder` is such an embedder: a sentence-transformers model (all-MiniLM-L6-v2) run in
+//! this process by autointerp-model (libtorch), which the default build does not link.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
 
@@ -59,6 +62,8 @@ mod constructor;
 mod dataset;
 mod embedding;
 mod error;
+#[cfg(feature = "local")]
+mod local;
 mod neighbours;
 mod non_activating;
 mod sampler;
@@ -68,5 +73,7 @@ pub use config::{ConstructorConfig, LatentsConfig, NonActivatingSource, SamplerC
 pub use dataset::{BuiltRecord, DatasetBuilder, Decode, LatentDataset, Records};
 pub use embedding::Embedder;
 pub use error::{Error, Result};
+#[cfg(feature = "local")]
+pub use local::LocalEmbedder;
 pub use neighbours::{LatentWeights, Neighbour, NeighbourLists};
 pub use sampler::{sample, Pick, Sample};

@@ -75,7 +75,7 @@ pub enum Activation {
 }
 
 impl Activation {
-    fn from_hf(name: &str) -> Option<Self> {
+    pub(crate) fn from_hf(name: &str) -> Option<Self> {
         Some(match name {
             "silu" | "swish" => Self::Silu,
             "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" | "gelu_python_tanh" => Self::GeluTanh,

@@ -35,6 +35,10 @@
 //! `layers.i.mlp.hidden` the input of its down projection. [`Hooks`] captures any of them and
 //! replaces any of them through a closure; [`KvCache`] and [`Model::forward_step`] decode
 //! incrementally, [`Model::generate`] decodes greedily.
+//!
+//! [`SentenceEmbedder`] runs a sentence-transformers model with a BERT encoder
+//! (all-MiniLM-L6-v2) in this process: texts in, unit vectors out, as
+//! `SentenceTransformer.encode` computes them.
 #![warn(missing_docs)]
 
 mod cache;
@@ -46,6 +50,7 @@ mod hooks;
 mod layers;
 mod load;
 mod model;
+mod sentence;
 mod tokenizer;
 mod weights;
 
@@ -55,4 +60,5 @@ pub use device::{init_cuda, parse_device, DType};
 pub use error::{Error, Result};
 pub use hooks::{Hooks, Intervention, Logits};
 pub use model::{GenerateOptions, Input, Model, Output};
+pub use sentence::{Pooling, SentenceEmbedder};
 pub use tokenizer::{pad_batch, PaddingSide, Tokenizer};

@@ -867,7 +867,7 @@ fn place(t: Tensor, w: &Weights) -> Result<Tensor> {
     Ok(t.f_to_device(w.device)?.f_to_kind(w.kind)?.f_contiguous()?)
 }
 
-fn layer_norm(w: &mut Weights, prefix: &str, dim: i64, eps: f64) -> Result<Norm> {
+pub(crate) fn layer_norm(w: &mut Weights, prefix: &str, dim: i64, eps: f64) -> Result<Norm> {
     Ok(Norm::Layer {
         weight: w.get(&format!("{prefix}.weight"), &[dim])?,
         bias: w.get(&format!("{prefix}.bias"), &[dim])?,
@@ -895,7 +895,13 @@ fn rms_norm(w: &mut Weights, name: &str, dim: i64, eps: f64, gemma: bool) -> Res
     })
 }
 
-fn linear(w: &mut Weights, prefix: &str, out: i64, inp: i64, bias: bool) -> Result<Linear> {
+pub(crate) fn linear(
+    w: &mut Weights,
+    prefix: &str,
+    out: i64,
+    inp: i64,
+    bias: bool,
+) -> Result<Linear> {
     Ok(Linear {
         weight: w.get(&format!("{prefix}.weight"), &[out, inp])?,
         bias: if bias {
