@@ -87,3 +87,67 @@ fn the_surprisal_scorer_runs_on_a_local_base_model() {
         .join(format!("{}.txt", latent(2)))
         .exists());
 }
+
+#[test]
+fn the_embedding_scorer_runs_a_local_sentence_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let cache = dir.path().join("cache");
+    write_cache(&cache, 4, &model);
+    std::fs::create_dir_all(cache.join("explanations")).unwrap();
+    for (i, word) in WORDS.iter().enumerate().take(2) {
+        std::fs::write(
+            cache
+                .join("explanations")
+                .join(format!("{}.txt", latent(i))),
+            format!("\"the word {word}\""),
+        )
+        .unwrap();
+    }
+    // The tiny random BERT of autointerp-model's fixtures, in sentence-transformers' layout.
+    let bert = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../autointerp-model/tests/fixtures/bert");
+    let embedding_model = format!("local:{}", bert.display());
+    let mut args = vec![
+        "score",
+        cache.to_str().unwrap(),
+        "--scorers",
+        "embedding",
+        "--embedding-model",
+        &embedding_model,
+    ];
+    args.extend(RECORD_FLAGS);
+    assert_success(&autointerp(&args));
+    for i in 0..2 {
+        let path = cache
+            .join("scores/embedding")
+            .join(format!("{}.txt", latent(i)));
+        let outcomes: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let outcomes = outcomes.as_array().unwrap();
+        assert_eq!(outcomes.len(), 8, "test and non-activating examples");
+        assert!(
+            outcomes.iter().all(|o| o["similarity"].is_number()),
+            "{outcomes:?}"
+        );
+    }
+
+    // A folder that is not a sentence model: the error names it.
+    let bad = dir.path().join("not-a-model");
+    std::fs::create_dir_all(&bad).unwrap();
+    let bad_model = format!("local:{}", bad.display());
+    let mut args = vec![
+        "score",
+        cache.to_str().unwrap(),
+        "--scorers",
+        "embedding",
+        "--embedding-model",
+        &bad_model,
+        "--overwrite",
+        "scores",
+    ];
+    args.extend(RECORD_FLAGS);
+    let out = autointerp(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not-a-model"), "{err}");
+}

@@ -179,7 +179,8 @@ pub struct RunConfig {
     pub simulation_mode: SimulationMode,
     /// Base URL of an OpenAI-compatible `/embeddings` server (api.openai.com without it).
     pub embedding_base_url: Option<String>,
-    /// The embedding model of the embedding scorer.
+    /// The embedding model of the embedding scorer: `local:PATH` (or an existing folder) runs a
+    /// sentence-transformers folder in this process; otherwise the name sent to the server.
     pub embedding_model: Option<String>,
     /// Environment variable holding the embedding server's API key.
     pub embedding_api_key_env: Option<String>,

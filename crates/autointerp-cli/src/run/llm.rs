@@ -1,7 +1,9 @@
 //! The explainer and the scorers a run asks, built from its settings.
 
 use anyhow::{bail, ensure, Context, Result};
-use autointerp_client::{ChatRequest, ChatResponse, Client, OpenAiClient, OpenAiEmbedder};
+use autointerp_client::{
+    ChatRequest, ChatResponse, Client, Embedder, OpenAiClient, OpenAiEmbedder,
+};
 use autointerp_core::{Explanation, LatentRecord};
 use autointerp_explain::GenerationConfig;
 use autointerp_explain::{
@@ -164,7 +166,7 @@ pub enum AnyScorer {
     /// `simulation`.
     Simulation(SimulationScorer<LlmClient>),
     /// `embedding`.
-    Embedding(EmbeddingScorer<OpenAiEmbedder>),
+    Embedding(EmbeddingScorer<AnyEmbedder>),
     /// `surprisal`.
     #[cfg(feature = "local")]
     Surprisal(autointerp_score::SurprisalScorer<autointerp_client::LocalEngine>),
@@ -262,13 +264,53 @@ impl AnyScorer {
 }
 
 /// The embedder of the embedding scorer.
-fn embedder(cfg: &RunConfig) -> Result<OpenAiEmbedder> {
+/// The embedding scorer's sentence embedder: a server's `/embeddings` endpoint, or a model run
+/// in this process.
+#[derive(Debug)]
+pub enum AnyEmbedder {
+    /// An OpenAI-compatible `/embeddings` endpoint.
+    OpenAi(Box<OpenAiEmbedder>),
+    /// A sentence-transformers folder (e.g. all-MiniLM-L6-v2) run in this process.
+    #[cfg(feature = "local")]
+    Local(autointerp_client::LocalEmbedder),
+}
+
+impl Embedder for AnyEmbedder {
+    async fn embed(&self, texts: &[String]) -> autointerp_client::Result<Vec<Vec<f32>>> {
+        match self {
+            Self::OpenAi(e) => e.embed(texts).await,
+            #[cfg(feature = "local")]
+            Self::Local(e) => e.embed(texts).await,
+        }
+    }
+}
+
+/// `local:PATH`, or a folder that exists with no server URL given: the model runs here.
+fn local_embedding_model<'a>(cfg: &RunConfig, model: &'a str) -> Option<&'a str> {
+    model.strip_prefix("local:").or_else(|| {
+        (cfg.embedding_base_url.is_none() && std::path::Path::new(model).is_dir()).then_some(model)
+    })
+}
+
+fn embedder(cfg: &RunConfig) -> Result<AnyEmbedder> {
     let Some(model) = &cfg.embedding_model else {
         bail!(
-            "the embedding scorer needs --embedding-model (a sentence-embedding model served by an \
-             OpenAI-compatible /embeddings endpoint; its URL in --embedding-base-url, api.openai.com without it)"
+            "the embedding scorer needs --embedding-model: `local:PATH` for a sentence-transformers \
+             folder run in this process (e.g. all-MiniLM-L6-v2), or a model served by an \
+             OpenAI-compatible /embeddings endpoint (its URL in --embedding-base-url, api.openai.com without it)"
         );
     };
+    if let Some(path) = local_embedding_model(cfg, model) {
+        #[cfg(feature = "local")]
+        {
+            let device = autointerp_model::parse_device(&cfg.device)?;
+            let local = autointerp_client::LocalEmbedder::load(path, device)
+                .with_context(|| format!("loading the embedding model {path}"))?;
+            return Ok(AnyEmbedder::Local(local));
+        }
+        #[cfg(not(feature = "local"))]
+        bail!("--embedding-model {path} runs in this process: {LOCAL_NOT_BUILT}");
+    }
     let base = cfg.embedding_base_url.as_deref();
     let key = cfg.embedding_api_key_env.as_deref().or(if base.is_some() {
         None
@@ -280,7 +322,7 @@ fn embedder(cfg: &RunConfig) -> Result<OpenAiEmbedder> {
     if let Some(var) = key {
         embedder = embedder.with_api_key_env(var)?;
     }
-    Ok(embedder)
+    Ok(AnyEmbedder::OpenAi(Box::new(embedder)))
 }
 
 #[cfg(test)]

@@ -169,7 +169,9 @@ struct ScoreOpts {
     /// [default: `https://api.openai.com/v1`].
     #[arg(long)]
     embedding_base_url: Option<String>,
-    /// Embedding model of the embedding scorer [required by it].
+    /// Embedding model of the embedding scorer [required by it]: `local:PATH` (or an existing
+    /// folder) for a sentence-transformers folder run in this process, such as
+    /// all-MiniLM-L6-v2; otherwise the model name sent to the `/embeddings` server.
     #[arg(long)]
     embedding_model: Option<String>,
     /// Environment variable holding the embedding server's API key.
