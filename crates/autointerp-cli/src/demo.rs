@@ -38,10 +38,20 @@ pub struct DemoArgs {
     device: DeviceArgs,
 }
 
-/// The SmolLM2 GGUF file and the SOTU folder, fetched by `scripts/fetch-assets.sh` when missing.
-fn assets() -> Result<(PathBuf, PathBuf)> {
+/// What the demo runs on, fetched by `scripts/fetch-assets.sh` when missing.
+struct Assets {
+    /// SmolLM2-135M-Instruct: the model, the explainer and the classifier scorers.
+    gguf: PathBuf,
+    /// all-MiniLM-L6-v2: the embedding scorer.
+    minilm: PathBuf,
+    /// The State of the Union corpus.
+    sotu: PathBuf,
+}
+
+fn assets() -> Result<Assets> {
     use autointerp_core::assets::{fetch, Asset};
-    let missing = [Asset::Smollm2, Asset::Sotu].iter().any(|a| {
+    let all = [Asset::Smollm2, Asset::Minilm, Asset::Sotu];
+    let missing = all.iter().any(|a| {
         !cache_root()
             .join("assets")
             .join(a.name())
@@ -49,13 +59,19 @@ fn assets() -> Result<(PathBuf, PathBuf)> {
             .exists()
     });
     if missing {
-        eprintln!("fetching SmolLM2-135M-Instruct and the State of the Union corpus (once)...");
+        eprintln!(
+            "fetching SmolLM2-135M-Instruct, all-MiniLM-L6-v2 and the State of the Union corpus (once)..."
+        );
     }
-    Ok((fetch(Asset::Smollm2)?, fetch(Asset::Sotu)?))
+    Ok(Assets {
+        gguf: fetch(Asset::Smollm2)?,
+        minilm: fetch(Asset::Minilm)?,
+        sotu: fetch(Asset::Sotu)?,
+    })
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    let (gguf, sotu) = assets()?;
+    let Assets { gguf, minilm, sotu } = assets()?;
     let model_spec = gguf.to_string_lossy().into_owned();
     let sae_root = cache_root()
         .join("demo-sae")
@@ -112,7 +128,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
         explainer: ExplainerKind::Default,
         explainer_provider: Provider::Local,
         explainer_model: model_spec,
-        scorers: vec![ScorerKind::Detection, ScorerKind::Fuzz],
+        // A 135M judge is close to chance on detection and fuzzing (every answer is read, see
+        // `--classifier-answer`); the sentence-embedding scorer gives the demo a score that
+        // does not depend on the judge's size.
+        scorers: vec![
+            ScorerKind::Detection,
+            ScorerKind::Fuzz,
+            ScorerKind::Embedding,
+        ],
+        embedding_model: Some(format!("local:{}", minilm.display())),
         // A 135M scorer cannot keep a `[1,0,…]` list format; one digit read from logprobs it can.
         classifier_answer: autointerp_score::AnswerMode::Logprob,
         random_control: true,

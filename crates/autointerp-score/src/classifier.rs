@@ -4,7 +4,9 @@
 use std::ops::Range;
 
 use autointerp_client::{Client, TokenLogprobs, Usage};
-use autointerp_core::{LatentId, LatentRecord, Message};
+use std::future::Future;
+
+use autointerp_core::{Explanation, LatentId, LatentRecord, Message};
 use autointerp_explain::GenerationConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -12,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::parse_failure;
 use crate::scorer::{add_usage, unless_all_failed};
-use crate::{ClassifierSummary, Error, ExampleOutcome, Result, ScoreDetails, ScorerResult};
+use crate::{ClassifierSummary, Error, ExampleOutcome, Result, ScoreDetails, Scorer, ScorerResult};
 
 /// Options shared by the classifier scorers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -411,82 +413,149 @@ pub fn first_token_probability(t: &TokenLogprobs) -> Option<f32> {
     (p0 + p1 > 0.0).then(|| (p1 / (p0 + p1)) as f32)
 }
 
-/// How a classifier scorer's requests are made.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Asking<'a> {
-    pub generation: &'a GenerationConfig,
-    /// Top logprobs per answer token in [`AnswerMode::List`].
-    pub logprobs: Option<u8>,
-    pub answer: AnswerMode,
+/// What makes a classifier scorer detection or fuzzing: its options, its batches and its
+/// prompts. The requests, the answer reading and the metrics are [`ClassifierScorer`]'s.
+pub trait ClassifierTask: Send + Sync + 'static {
+    /// The task's options.
+    type Config: Clone + std::fmt::Debug + Send + Sync;
+    /// The scorer's name: its `scores/<name>/` folder.
+    const NAME: &'static str;
+    /// The batching, threshold, seed and answer mode inside the options.
+    fn classifier(config: &Self::Config) -> &ClassifierConfig;
+    /// The record's shuffled batches, each item with its right answer.
+    fn batches(record: &LatentRecord, config: &Self::Config) -> Result<Vec<Batch>>;
+    /// The prompt of one batch in [`AnswerMode::List`].
+    fn prompt(explanation: &str, batch: &Batch) -> Vec<Message>;
+    /// The prompt of one excerpt in [`AnswerMode::Logprob`].
+    fn prompt_one(explanation: &str, excerpt: &str) -> Vec<Message>;
 }
 
-/// Sends one prompt per batch (all at once; the client limits concurrency), reads each answer
-/// into its batch's outcomes, and summarises them: the score is the balanced accuracy, with the
-/// AUC in the details when answers came with logprobs.
-///
-/// In [`AnswerMode::Logprob`] each request asks for one token with its top 20 logprobs, whatever
-/// `generation` and `logprobs` say, and is read with [`Batch::resolve_first_token`].
-pub(crate) async fn run_classifier<C: Client>(
-    client: &C,
-    scorer: &'static str,
-    record: &LatentRecord,
-    batches: Vec<Batch>,
-    prompt: impl Fn(&Batch) -> Vec<Message>,
-    asking: Asking<'_>,
-) -> Result<ScorerResult> {
-    let Asking {
-        generation,
-        logprobs,
-        answer,
-    } = asking;
-    let requests = batches.iter().map(|batch| {
-        let mut req = generation.request(prompt(batch));
-        match answer {
-            AnswerMode::List => {
-                if let Some(k) = logprobs {
-                    req = req.with_logprobs(k);
-                }
-            }
-            AnswerMode::Logprob => {
-                req = req
-                    .with_max_tokens(1)
-                    .with_temperature(0.0)
-                    .with_logprobs(FIRST_TOKEN_TOP);
-            }
+/// A scorer that shows an LLM excerpts and asks a yes/no question about each
+/// ([`DetectionScorer`](crate::DetectionScorer), [`FuzzingScorer`](crate::FuzzingScorer)).
+#[derive(Debug, Clone)]
+pub struct ClassifierScorer<C, T: ClassifierTask> {
+    client: C,
+    config: T::Config,
+    generation: GenerationConfig,
+    logprobs: Option<u8>,
+}
+
+/// Top alternatives asked for per answer token by the classifier scorers, by default.
+const DEFAULT_LOGPROBS: u8 = 5;
+
+impl<C, T: ClassifierTask> ClassifierScorer<C, T> {
+    /// A scorer asking `client`, with options `config`; greedy requests of up to 200 tokens with
+    /// the top 5 logprobs of each answer token.
+    pub fn new(client: C, config: T::Config) -> Self {
+        Self {
+            client,
+            config,
+            generation: GenerationConfig::default().with_max_tokens(200),
+            logprobs: Some(DEFAULT_LOGPROBS),
         }
-        client.chat(req)
-    });
-    let responses = unless_all_failed(futures::future::join_all(requests).await)?;
-    let mut outcomes = Vec::new();
-    let mut failures = Vec::new();
-    let mut usage = Usage::default();
-    for (batch, response) in batches.into_iter().zip(responses) {
-        let result = match response {
-            Ok(r) => {
-                add_usage(&mut usage, &r.usage);
-                match answer {
-                    AnswerMode::List => batch.resolve(&r.text, r.logprobs.as_deref()),
-                    AnswerMode::Logprob => {
-                        batch.resolve_first_token(&r.text, r.logprobs.as_deref())
+    }
+
+    /// Sets the sampling options of its requests.
+    #[must_use]
+    pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
+        self.generation = generation;
+        self
+    }
+
+    /// Asks for the top `k` logprobs of each answer token (`Some(k)`, for the AUC), or for none.
+    /// [`AnswerMode::Logprob`] always asks for 20 on its one answer token.
+    #[must_use]
+    pub fn with_logprobs(mut self, k: Option<u8>) -> Self {
+        self.logprobs = k;
+        self
+    }
+
+    /// The options.
+    pub fn config(&self) -> &T::Config {
+        &self.config
+    }
+}
+
+impl<C: Client, T: ClassifierTask> ClassifierScorer<C, T> {
+    /// Scores `explanation` on `record`'s test and non-activating examples; see [`Scorer::score`].
+    #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = T::NAME))]
+    pub async fn score(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+    ) -> Result<ScorerResult> {
+        let batches = T::batches(record, &self.config)?;
+        let answer = T::classifier(&self.config).answer;
+        let prompt = |batch: &Batch| match answer {
+            AnswerMode::List => T::prompt(&explanation.text, batch),
+            AnswerMode::Logprob => {
+                let excerpt = batch.items.first().and_then(|o| o.text.as_deref());
+                T::prompt_one(&explanation.text, excerpt.unwrap_or_default())
+            }
+        };
+        let requests = batches.iter().map(|batch| {
+            let mut req = self.generation.request(prompt(batch));
+            match answer {
+                AnswerMode::List => {
+                    if let Some(k) = self.logprobs {
+                        req = req.with_logprobs(k);
                     }
                 }
+                AnswerMode::Logprob => {
+                    req = req
+                        .with_max_tokens(1)
+                        .with_temperature(0.0)
+                        .with_logprobs(FIRST_TOKEN_TOP);
+                }
             }
-            Err(e) => batch.fail(Error::Client(e)),
-        };
-        if let Some(why) = result.failure {
-            // Recorded in the score file and its failed count; a log line per batch would flood the terminal.
-            tracing::debug!(error = %why, "classifier batch failed");
-            failures.push(why.to_string());
+            self.client.chat(req)
+        });
+        let responses = unless_all_failed(futures::future::join_all(requests).await)?;
+        let mut outcomes = Vec::new();
+        let mut failures = Vec::new();
+        let mut usage = Usage::default();
+        for (batch, response) in batches.into_iter().zip(responses) {
+            let result = match response {
+                Ok(r) => {
+                    add_usage(&mut usage, &r.usage);
+                    match answer {
+                        AnswerMode::List => batch.resolve(&r.text, r.logprobs.as_deref()),
+                        AnswerMode::Logprob => {
+                            batch.resolve_first_token(&r.text, r.logprobs.as_deref())
+                        }
+                    }
+                }
+                Err(e) => batch.fail(Error::Client(e)),
+            };
+            if let Some(why) = result.failure {
+                // Recorded in the score file and its failed count; a log line per batch would
+                // flood the terminal.
+                tracing::debug!(error = %why, "classifier batch failed");
+                failures.push(why.to_string());
+            }
+            outcomes.extend(result.outcomes);
         }
-        outcomes.extend(result.outcomes);
+        let summary = ClassifierSummary::from_outcomes(&outcomes);
+        Ok(ScorerResult {
+            score: summary.score(record.id, T::NAME),
+            details: ScoreDetails::Classifier { outcomes, summary },
+            failures,
+            usage,
+        })
     }
-    let summary = ClassifierSummary::from_outcomes(&outcomes);
-    Ok(ScorerResult {
-        score: summary.score(record.id, scorer),
-        details: ScoreDetails::Classifier { outcomes, summary },
-        failures,
-        usage,
-    })
+}
+
+impl<C: Client, T: ClassifierTask> Scorer for ClassifierScorer<C, T> {
+    fn name(&self) -> &'static str {
+        T::NAME
+    }
+    fn score(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        ClassifierScorer::score(self, record, explanation)
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,11 @@
 //! Detection: can the scorer tell, from the explanation alone, which excerpts activate the latent?
 
-use std::future::Future;
-
-use autointerp_client::Client;
-use autointerp_core::{Example, Explanation, LatentRecord, Message};
-use autointerp_explain::{escape_text, GenerationConfig};
+use autointerp_core::{Example, LatentRecord, Message};
+use autointerp_explain::escape_text;
 use rand::seq::SliceRandom;
 
-use crate::classifier::{into_batches, latent_rng, run_classifier, Asking};
-use crate::{
-    AnswerMode, Batch, ClassifierConfig, Error, ExampleOutcome, Result, Scorer, ScorerResult,
-};
+use crate::classifier::{into_batches, latent_rng, ClassifierScorer, ClassifierTask};
+use crate::{Batch, ClassifierConfig, Error, ExampleOutcome, Result};
 
 /// Name of the detection scorer, as in delphi (`scores/detection/`).
 pub const DETECTION: &str = "detection";
@@ -149,15 +144,6 @@ pub(crate) fn shots_one_messages(shots: &[(&str, &str, &str)]) -> Vec<Message> {
         .collect()
 }
 
-/// The only excerpt of a one-excerpt batch, as shown.
-pub(crate) fn only_excerpt(batch: &Batch) -> &str {
-    batch
-        .items
-        .first()
-        .and_then(|o| o.text.as_deref())
-        .unwrap_or_default()
-}
-
 /// The user message of a classifier prompt.
 pub(crate) fn query(explanation: &str, excerpts: &str) -> String {
     format!(
@@ -199,95 +185,36 @@ pub fn detection_prompt_one(explanation: &str, excerpt: &str) -> Vec<Message> {
     messages
 }
 
-/// Top alternatives asked for per answer token by the classifier scorers, by default.
-pub(crate) const DEFAULT_LOGPROBS: u8 = 5;
+/// The detection task of a [`ClassifierScorer`]: plain excerpts, "which activate the latent?".
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Detection;
 
-/// The detection scorer: [`detection_batches`] shown with [`detection_prompt`], one request per
-/// batch.
+impl ClassifierTask for Detection {
+    type Config = ClassifierConfig;
+    const NAME: &'static str = DETECTION;
+
+    fn classifier(config: &ClassifierConfig) -> &ClassifierConfig {
+        config
+    }
+    fn batches(record: &LatentRecord, config: &ClassifierConfig) -> Result<Vec<Batch>> {
+        detection_batches(record, config)
+    }
+    fn prompt(explanation: &str, batch: &Batch) -> Vec<Message> {
+        detection_prompt(explanation, batch)
+    }
+    fn prompt_one(explanation: &str, excerpt: &str) -> Vec<Message> {
+        detection_prompt_one(explanation, excerpt)
+    }
+}
+
+/// The detection scorer: [`detection_batches`] shown with [`detection_prompt`] (or
+/// [`detection_prompt_one`] in [`AnswerMode::Logprob`](crate::AnswerMode::Logprob)), one request
+/// per batch.
 ///
 /// The score is the balanced accuracy over the examples whose answer could be read
 /// ([`ClassifierSummary::score`](crate::ClassifierSummary::score)); the details hold the
 /// outcomes, the metrics, and the ROC AUC of the probability of `1` when the answers came with
-/// logprobs. Requests are greedy, up to 200 tokens, and ask for the top
-/// 5 logprobs of each answer token: turn that off with [`DetectionScorer::with_logprobs`] for
-/// servers that reject `logprobs`.
-#[derive(Debug, Clone)]
-pub struct DetectionScorer<C> {
-    client: C,
-    config: ClassifierConfig,
-    generation: GenerationConfig,
-    logprobs: Option<u8>,
-}
-
-impl<C> DetectionScorer<C> {
-    /// A detection scorer asking `client`, with batching options `config`.
-    pub fn new(client: C, config: ClassifierConfig) -> Self {
-        Self {
-            client,
-            config,
-            generation: GenerationConfig::default().with_max_tokens(200),
-            logprobs: Some(DEFAULT_LOGPROBS),
-        }
-    }
-
-    /// Sets the sampling options of its requests.
-    #[must_use]
-    pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
-        self.generation = generation;
-        self
-    }
-
-    /// Asks for the top `k` logprobs of each answer token (`Some(k)`, for the AUC), or for none.
-    #[must_use]
-    pub fn with_logprobs(mut self, k: Option<u8>) -> Self {
-        self.logprobs = k;
-        self
-    }
-
-    /// The batching options.
-    pub fn config(&self) -> &ClassifierConfig {
-        &self.config
-    }
-}
-
-impl<C: Client> DetectionScorer<C> {
-    /// Scores `explanation` on `record`'s test and non-activating examples; see [`Scorer::score`].
-    #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = DETECTION))]
-    pub async fn score(
-        &self,
-        record: &LatentRecord,
-        explanation: &Explanation,
-    ) -> Result<ScorerResult> {
-        let batches = detection_batches(record, &self.config)?;
-        let answer = self.config.answer;
-        run_classifier(
-            &self.client,
-            DETECTION,
-            record,
-            batches,
-            |batch| match answer {
-                AnswerMode::List => detection_prompt(&explanation.text, batch),
-                AnswerMode::Logprob => detection_prompt_one(&explanation.text, only_excerpt(batch)),
-            },
-            Asking {
-                generation: &self.generation,
-                logprobs: self.logprobs,
-                answer,
-            },
-        )
-        .await
-    }
-}
-
-impl<C: Client> Scorer for DetectionScorer<C> {
-    fn name(&self) -> &'static str {
-        DETECTION
-    }
-    fn score(
-        &self,
-        record: &LatentRecord,
-        explanation: &Explanation,
-    ) -> impl Future<Output = Result<ScorerResult>> + Send {
-        DetectionScorer::score(self, record, explanation)
-    }
-}
+/// logprobs. Requests are greedy, up to 200 tokens, and ask for the top 5 logprobs of each
+/// answer token: turn that off with [`ClassifierScorer::with_logprobs`] for servers that reject
+/// `logprobs`.
+pub type DetectionScorer<C> = ClassifierScorer<C, Detection>;

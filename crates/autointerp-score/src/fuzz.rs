@@ -1,21 +1,14 @@
 //! Fuzzing: can the scorer tell correctly highlighted excerpts from wrongly highlighted ones?
 
-use std::future::Future;
-
-use autointerp_client::Client;
-use autointerp_core::{Example, Explanation, LatentRecord, Message};
-use autointerp_explain::{above_threshold, render_highlighted, GenerationConfig};
+use autointerp_core::{Example, LatentRecord, Message};
+use autointerp_explain::{above_threshold, render_highlighted};
 use rand::seq::{index, SliceRandom};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::classifier::{into_batches, latent_rng, run_classifier, Asking};
-use crate::detection::{
-    only_excerpt, pending, query, query_one, shots_messages, shots_one_messages, DEFAULT_LOGPROBS,
-};
-use crate::{
-    AnswerMode, Batch, ClassifierConfig, Error, ExampleOutcome, Result, Scorer, ScorerResult,
-};
+use crate::classifier::{into_batches, latent_rng, ClassifierScorer, ClassifierTask};
+use crate::detection::{pending, query, query_one, shots_messages, shots_one_messages};
+use crate::{Batch, ClassifierConfig, Error, ExampleOutcome, Result};
 
 /// Name of the fuzzing scorer, as in delphi (`scores/fuzz/`).
 pub const FUZZ: &str = "fuzz";
@@ -221,88 +214,33 @@ pub fn fuzz_prompt(explanation: &str, batch: &Batch) -> Vec<Message> {
     messages
 }
 
-/// The fuzzing scorer: [`fuzz_batches`] shown with [`fuzz_prompt`], one request per batch.
+/// The fuzzing task of a [`ClassifierScorer`]: highlighted excerpts, "is the highlighting
+/// right?".
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fuzzing;
+
+impl ClassifierTask for Fuzzing {
+    type Config = FuzzConfig;
+    const NAME: &'static str = FUZZ;
+
+    fn classifier(config: &FuzzConfig) -> &ClassifierConfig {
+        &config.classifier
+    }
+    fn batches(record: &LatentRecord, config: &FuzzConfig) -> Result<Vec<Batch>> {
+        fuzz_batches(record, config)
+    }
+    fn prompt(explanation: &str, batch: &Batch) -> Vec<Message> {
+        fuzz_prompt(explanation, batch)
+    }
+    fn prompt_one(explanation: &str, excerpt: &str) -> Vec<Message> {
+        fuzz_prompt_one(explanation, excerpt)
+    }
+}
+
+/// The fuzzing scorer: [`fuzz_batches`] shown with [`fuzz_prompt`] (or [`fuzz_prompt_one`] in
+/// [`AnswerMode::Logprob`](crate::AnswerMode::Logprob)), one request per batch.
 ///
 /// Scored as [`DetectionScorer`](crate::DetectionScorer) is: balanced accuracy, with the ROC AUC
 /// of the probability of `1` in the details when the answers came with logprobs. Requests are
 /// greedy, up to 200 tokens, with the top 5 logprobs of each answer token.
-#[derive(Debug, Clone)]
-pub struct FuzzingScorer<C> {
-    client: C,
-    config: FuzzConfig,
-    generation: GenerationConfig,
-    logprobs: Option<u8>,
-}
-
-impl<C> FuzzingScorer<C> {
-    /// A fuzzing scorer asking `client`, with options `config`.
-    pub fn new(client: C, config: FuzzConfig) -> Self {
-        Self {
-            client,
-            config,
-            generation: GenerationConfig::default().with_max_tokens(200),
-            logprobs: Some(DEFAULT_LOGPROBS),
-        }
-    }
-
-    /// Sets the sampling options of its requests.
-    #[must_use]
-    pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
-        self.generation = generation;
-        self
-    }
-
-    /// Asks for the top `k` logprobs of each answer token (`Some(k)`, for the AUC), or for none.
-    #[must_use]
-    pub fn with_logprobs(mut self, k: Option<u8>) -> Self {
-        self.logprobs = k;
-        self
-    }
-
-    /// The options.
-    pub fn config(&self) -> &FuzzConfig {
-        &self.config
-    }
-}
-
-impl<C: Client> FuzzingScorer<C> {
-    /// Scores `explanation` on `record`'s test and non-activating examples; see [`Scorer::score`].
-    #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = FUZZ))]
-    pub async fn score(
-        &self,
-        record: &LatentRecord,
-        explanation: &Explanation,
-    ) -> Result<ScorerResult> {
-        let batches = fuzz_batches(record, &self.config)?;
-        let answer = self.config.classifier.answer;
-        run_classifier(
-            &self.client,
-            FUZZ,
-            record,
-            batches,
-            |batch| match answer {
-                AnswerMode::List => fuzz_prompt(&explanation.text, batch),
-                AnswerMode::Logprob => fuzz_prompt_one(&explanation.text, only_excerpt(batch)),
-            },
-            Asking {
-                generation: &self.generation,
-                logprobs: self.logprobs,
-                answer,
-            },
-        )
-        .await
-    }
-}
-
-impl<C: Client> Scorer for FuzzingScorer<C> {
-    fn name(&self) -> &'static str {
-        FUZZ
-    }
-    fn score(
-        &self,
-        record: &LatentRecord,
-        explanation: &Explanation,
-    ) -> impl Future<Output = Result<ScorerResult>> + Send {
-        FuzzingScorer::score(self, record, explanation)
-    }
-}
+pub type FuzzingScorer<C> = ClassifierScorer<C, Fuzzing>;

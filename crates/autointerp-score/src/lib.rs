@@ -135,10 +135,11 @@ pub use autointerp_client::{Embedder, TokenLogprobs, TokenScorer, Usage};
 pub use autointerp_explain::GenerationConfig;
 pub use classifier::{
     first_token_probability, label_probabilities, parse_labels, AnswerMode, Batch, BatchResult,
-    ClassifierConfig,
+    ClassifierConfig, ClassifierScorer, ClassifierTask,
 };
 pub use detection::{
-    detection_batches, detection_prompt, detection_prompt_one, DetectionScorer, DETECTION,
+    detection_batches, detection_prompt, detection_prompt_one, Detection, DetectionScorer,
+    DETECTION,
 };
 pub use embedding::{
     cosine_similarity, EmbeddingConfig, EmbeddingOutcome, EmbeddingScorer, DELPHI_QUERY_PREFIX,
@@ -147,7 +148,7 @@ pub use embedding::{
 pub use error::{Error, Result};
 pub use files::{read_classifier_file, score_file_path, write_score_file};
 pub use fuzz::{
-    fuzz_batches, fuzz_prompt, fuzz_prompt_one, FuzzConfig, FuzzMode, FuzzingScorer, FUZZ,
+    fuzz_batches, fuzz_prompt, fuzz_prompt_one, FuzzConfig, FuzzMode, Fuzzing, FuzzingScorer, FUZZ,
 };
 pub use intruder::{
     intruder_prompt, intruder_trials, parse_intruder, IntruderConfig, IntruderOutcome,
