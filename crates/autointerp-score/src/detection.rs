@@ -28,7 +28,7 @@ pub(crate) fn pending(example: &Example, activating: bool, text: String) -> Exam
 /// The detection batches of `record`: its non-activating examples (answer 0) and its test
 /// examples (answer 1), shown as plain text without highlights, shuffled with the latent's
 /// seeded generator, in batches of [`ClassifierConfig::n_examples_shown`] (the last may be
-/// smaller; batches of one in [`AnswerMode::Logprob`]).
+/// smaller; batches of one in [`AnswerMode::Logprob`](crate::AnswerMode::Logprob)).
 pub fn detection_batches(record: &LatentRecord, cfg: &ClassifierConfig) -> Result<Vec<Batch>> {
     cfg.validate()?;
     if record.test.is_empty() {
@@ -176,7 +176,7 @@ pub fn detection_prompt(explanation: &str, batch: &Batch) -> Vec<Message> {
     messages
 }
 
-/// The detection prompt for one excerpt in [`AnswerMode::Logprob`]: instructions asking for a
+/// The detection prompt for one excerpt in [`AnswerMode::Logprob`](crate::AnswerMode::Logprob): instructions asking for a
 /// single digit (system), four worked examples, then the explanation and the excerpt (user).
 pub fn detection_prompt_one(explanation: &str, excerpt: &str) -> Vec<Message> {
     let mut messages = vec![Message::system(SYSTEM_ONE)];
@@ -208,7 +208,7 @@ impl ClassifierTask for Detection {
 }
 
 /// The detection scorer: [`detection_batches`] shown with [`detection_prompt`] (or
-/// [`detection_prompt_one`] in [`AnswerMode::Logprob`](crate::AnswerMode::Logprob)), one request
+/// [`detection_prompt_one`] in [`AnswerMode::Logprob`](crate::AnswerMode::Logprob)(crate::AnswerMode::Logprob)), one request
 /// per batch.
 ///
 /// The score is the balanced accuracy over the examples whose answer could be read

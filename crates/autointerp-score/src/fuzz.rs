@@ -194,7 +194,7 @@ const SHOTS_ONE: [(&str, &str, &str); 4] = [
     ),
 ];
 
-/// The fuzzing prompt for one excerpt in [`AnswerMode::Logprob`]: instructions asking for a
+/// The fuzzing prompt for one excerpt in [`AnswerMode::Logprob`](crate::AnswerMode::Logprob): instructions asking for a
 /// single digit (system), four worked examples, then the explanation and the highlighted
 /// excerpt (user).
 pub fn fuzz_prompt_one(explanation: &str, excerpt: &str) -> Vec<Message> {
@@ -238,7 +238,7 @@ impl ClassifierTask for Fuzzing {
 }
 
 /// The fuzzing scorer: [`fuzz_batches`] shown with [`fuzz_prompt`] (or [`fuzz_prompt_one`] in
-/// [`AnswerMode::Logprob`](crate::AnswerMode::Logprob)), one request per batch.
+/// [`AnswerMode::Logprob`](crate::AnswerMode::Logprob)(crate::AnswerMode::Logprob)), one request per batch.
 ///
 /// Scored as [`DetectionScorer`](crate::DetectionScorer) is: balanced accuracy, with the ROC AUC
 /// of the probability of `1` in the details when the answers came with logprobs. Requests are
