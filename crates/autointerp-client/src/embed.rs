@@ -13,6 +13,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+use crate::http::{http_client, retry_after, RetryPolicy};
 use crate::{Error, Result};
 
 /// Something that turns texts into vectors: a sentence-embedding model in this process
@@ -63,9 +64,7 @@ pub struct OpenAiEmbedder {
     key: Option<(String, HeaderValue)>,
     dimensions: Option<u32>,
     batch_size: usize,
-    max_attempts: u32,
-    base_delay: Duration,
-    max_delay: Duration,
+    retry: RetryPolicy,
     timeout: Duration,
     in_flight: Arc<Semaphore>,
 }
@@ -80,18 +79,7 @@ impl OpenAiEmbedder {
     /// # Errors
     /// [`Error::Config`] when `base_url` is not an http(s) URL or the HTTP client cannot be built.
     pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Result<Self> {
-        let base_url = base_url.into().trim_end_matches('/').to_owned();
-        match reqwest::Url::parse(&base_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(Error::Config(format!(
-                    "base URL `{base_url}` is not an http(s) URL"
-                )))
-            }
-        }
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let (base_url, http) = http_client(base_url.into())?;
         Ok(Self {
             http,
             endpoint: format!("{base_url}/embeddings"),
@@ -99,9 +87,7 @@ impl OpenAiEmbedder {
             key: None,
             dimensions: None,
             batch_size: 256,
-            max_attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
             timeout: Duration::from_secs(120),
             in_flight: Arc::new(Semaphore::new(8)),
         })
@@ -172,15 +158,15 @@ impl OpenAiEmbedder {
     /// Sets how many requests one batch may send in all (at least 1).
     #[must_use]
     pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
-        self.max_attempts = max_attempts.max(1);
+        self.retry.max_attempts = max_attempts.max(1);
         self
     }
 
     /// Sets the backoff between attempts: a random wait in `[0, min(max, base · 2^(attempt-1))]`.
     #[must_use]
     pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.base_delay = base;
-        self.max_delay = max.max(base);
+        self.retry.base_delay = base;
+        self.retry.max_delay = max.max(base);
         self
     }
 
@@ -215,39 +201,11 @@ impl OpenAiEmbedder {
         }
         let body = serde_json::to_vec(&body)
             .map_err(|e| Error::Config(format!("cannot serialise the request: {e}")))?;
-        let mut attempt = 1;
-        loop {
-            match self.attempt(&body, texts.len()).await {
-                Ok(v) => return Ok(v),
-                Err(e) if !e.is_retryable() => return Err(e),
-                Err(e) if attempt >= self.max_attempts => {
-                    return Err(if attempt == 1 {
-                        e
-                    } else {
-                        Error::RetriesExhausted {
-                            attempts: attempt,
-                            last: Box::new(e),
-                        }
-                    })
-                }
-                Err(e) => {
-                    let delay = match &e {
-                        Error::RateLimited {
-                            retry_after: Some(wait),
-                            ..
-                        } => (*wait).min(Duration::from_secs(60)),
-                        _ => self
-                            .base_delay
-                            .saturating_mul(2u32.saturating_pow(attempt - 1))
-                            .min(self.max_delay)
-                            .mul_f64(rand::random::<f64>()),
-                    };
-                    tracing::warn!(model = %self.model, attempt, error = %e, "embedding request failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-            }
-        }
+        self.retry
+            .run("embedding", &self.model, || {
+                self.attempt(&body, texts.len())
+            })
+            .await
     }
 
     async fn attempt(&self, body: &[u8], n: usize) -> Result<Vec<Vec<f32>>> {
@@ -267,12 +225,7 @@ impl OpenAiEmbedder {
             }
             let response = request.send().await.map_err(|e| self.transport_error(&e))?;
             let status = response.status();
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok()?.trim().parse::<f64>().ok())
-                .filter(|s| s.is_finite() && *s >= 0.0)
-                .map(Duration::from_secs_f64);
+            let retry_after = retry_after(response.headers());
             let bytes = response
                 .bytes()
                 .await
@@ -370,7 +323,7 @@ impl fmt::Debug for OpenAiEmbedder {
             .field("api_key", &self.key.as_ref().map(|_| "[redacted]"))
             .field("dimensions", &self.dimensions)
             .field("batch_size", &self.batch_size)
-            .field("max_attempts", &self.max_attempts)
+            .field("retry", &self.retry)
             .field("timeout", &self.timeout)
             .finish()
     }

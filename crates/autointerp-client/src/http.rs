@@ -1,6 +1,7 @@
 //! Error shaping shared by the HTTP clients (chat and embeddings): both must report transport
 //! failures the same way and never let the API key reach a message.
 
+use std::future::Future;
 use std::time::Duration;
 
 use crate::Error;
@@ -47,4 +48,113 @@ pub(crate) fn redact(text: String, secret: Option<&str>) -> String {
         }
         _ => text,
     }
+}
+
+/// How a failed request is retried, the same for chat and embeddings: up to `max_attempts`
+/// attempts on retryable errors (429, 5xx, timeouts, dropped connections), waiting a random time
+/// in `[0, min(max_delay, base_delay · 2^(attempt-1))]` between them (full jitter), or as long as
+/// the server's `Retry-After` asks, up to `max_retry_after`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before the attempt after `attempt` (1-based) failed with `error`.
+    pub fn delay(&self, attempt: u32, error: &Error) -> Duration {
+        if let Error::RateLimited {
+            retry_after: Some(wait),
+            ..
+        } = error
+        {
+            return (*wait).min(self.max_retry_after);
+        }
+        let exp = self
+            .base_delay
+            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
+        exp.min(self.max_delay).mul_f64(rand::random::<f64>())
+    }
+
+    /// Runs `attempt` until it succeeds, fails with an error that is not worth retrying, or the
+    /// attempts run out ([`Error::RetriesExhausted`] with the last error, after more than one).
+    /// `what` and `model` name the request in the log line of each retry.
+    pub async fn run<T, F, Fut>(&self, what: &str, model: &str, mut attempt: F) -> Result<T, Error>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let mut n = 1;
+        loop {
+            match attempt().await {
+                Ok(v) => return Ok(v),
+                Err(e) if !e.is_retryable() => return Err(e),
+                Err(e) if n >= self.max_attempts => {
+                    return Err(if n == 1 {
+                        e
+                    } else {
+                        Error::RetriesExhausted {
+                            attempts: n,
+                            last: Box::new(e),
+                        }
+                    });
+                }
+                Err(e) => {
+                    let delay = self.delay(n, &e);
+                    tracing::warn!(
+                        model,
+                        attempt = n,
+                        max_attempts = self.max_attempts,
+                        delay_ms = delay.as_millis() as u64,
+                        error = %e,
+                        "{what} request failed; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    n += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The wait a response asks for: `retry-after-ms` (OpenAI) or `Retry-After` in seconds. HTTP
+/// dates are not read.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let number = |name: &str| -> Option<f64> {
+        let x: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
+        (x.is_finite() && x >= 0.0).then_some(x)
+    };
+    number("retry-after-ms")
+        .map(|ms| Duration::from_secs_f64(ms / 1e3))
+        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+}
+
+/// `base_url` without its trailing slash, checked to be an http(s) URL, and an HTTP client.
+pub(crate) fn http_client(base_url: String) -> Result<(String, reqwest::Client), Error> {
+    let base_url = base_url.trim_end_matches('/').to_owned();
+    match reqwest::Url::parse(&base_url) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+        _ => {
+            return Err(Error::Config(format!(
+                "base URL `{base_url}` is not an http(s) URL"
+            )))
+        }
+    }
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+    Ok((base_url, http))
 }

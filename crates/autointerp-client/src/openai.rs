@@ -7,6 +7,7 @@ use reqwest::StatusCode;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
+use crate::http::{http_client, retry_after, RetryPolicy};
 use crate::wire::{self, ParseError};
 use crate::{ChatRequest, ChatResponse, Client, Error, Result};
 
@@ -34,10 +35,7 @@ pub struct OpenAiClient {
     model: String,
     api_key: Option<ApiKey>,
     headers: HeaderMap,
-    max_attempts: u32,
-    base_delay: Duration,
-    max_delay: Duration,
-    max_retry_after: Duration,
+    retry: RetryPolicy,
     timeout: Duration,
     max_concurrency: usize,
     in_flight: Arc<Semaphore>,
@@ -72,18 +70,7 @@ impl OpenAiClient {
     /// # Errors
     /// [`Error::Config`] when `base_url` is not an http(s) URL or the HTTP client cannot be built.
     pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Result<Self> {
-        let base_url = base_url.into().trim_end_matches('/').to_owned();
-        match reqwest::Url::parse(&base_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(Error::Config(format!(
-                    "base URL `{base_url}` is not an http(s) URL"
-                )))
-            }
-        }
-        let http = reqwest::Client::builder()
-            .build()
-            .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
+        let (base_url, http) = http_client(base_url.into())?;
         let max_concurrency = 32;
         Ok(Self {
             http,
@@ -92,10 +79,7 @@ impl OpenAiClient {
             model: model.into(),
             api_key: None,
             headers: HeaderMap::new(),
-            max_attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(60),
+            retry: RetryPolicy::default(),
             timeout: Duration::from_secs(120),
             max_concurrency,
             in_flight: Arc::new(Semaphore::new(max_concurrency)),
@@ -195,22 +179,22 @@ impl OpenAiClient {
     /// Sets how many requests one [`Client::chat`] call may send in all (at least 1).
     #[must_use]
     pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
-        self.max_attempts = max_attempts.max(1);
+        self.retry.max_attempts = max_attempts.max(1);
         self
     }
 
     /// Sets the backoff between attempts: a random wait in `[0, min(max, base · 2^(attempt-1))]`.
     #[must_use]
     pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.base_delay = base;
-        self.max_delay = max.max(base);
+        self.retry.base_delay = base;
+        self.retry.max_delay = max.max(base);
         self
     }
 
     /// Sets the longest wait a server's `Retry-After` header may impose.
     #[must_use]
     pub fn with_max_retry_after(mut self, max: Duration) -> Self {
-        self.max_retry_after = max;
+        self.retry.max_retry_after = max;
         self
     }
 
@@ -268,51 +252,11 @@ impl OpenAiClient {
     async fn chat_with_retries(&self, req: ChatRequest) -> Result<ChatResponse> {
         let body = serde_json::to_vec(&wire::request_body(&self.model, &req))
             .map_err(|e| Error::Config(format!("cannot serialise the request: {e}")))?;
-        let mut attempt = 1;
-        loop {
-            match self.attempt(&body, req.prompt_logprobs).await {
-                Ok(response) => return Ok(response),
-                Err(e) if !e.is_retryable() => return Err(e),
-                Err(e) if attempt >= self.max_attempts => {
-                    return Err(if attempt == 1 {
-                        e
-                    } else {
-                        Error::RetriesExhausted {
-                            attempts: attempt,
-                            last: Box::new(e),
-                        }
-                    });
-                }
-                Err(e) => {
-                    let delay = self.delay(attempt, &e);
-                    tracing::warn!(
-                        model = %self.model,
-                        attempt,
-                        max_attempts = self.max_attempts,
-                        delay_ms = delay.as_millis() as u64,
-                        error = %e,
-                        "chat request failed; retrying"
-                    );
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-            }
-        }
-    }
-
-    /// The wait before the attempt after `attempt` (1-based) failed with `error`.
-    fn delay(&self, attempt: u32, error: &Error) -> Duration {
-        if let Error::RateLimited {
-            retry_after: Some(wait),
-            ..
-        } = error
-        {
-            return (*wait).min(self.max_retry_after);
-        }
-        let exp = self
-            .base_delay
-            .saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1)));
-        exp.min(self.max_delay).mul_f64(rand::random::<f64>())
+        self.retry
+            .run("chat", &self.model, || {
+                self.attempt(&body, req.prompt_logprobs)
+            })
+            .await
     }
 
     /// One request: wait for the limits, send, read the whole answer, parse it.
@@ -419,10 +363,7 @@ impl fmt::Debug for OpenAiClient {
             .field("model", &self.model)
             .field("api_key", &self.api_key)
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("max_attempts", &self.max_attempts)
-            .field("base_delay", &self.base_delay)
-            .field("max_delay", &self.max_delay)
-            .field("max_retry_after", &self.max_retry_after)
+            .field("retry", &self.retry)
             .field("timeout", &self.timeout)
             .field("max_concurrency", &self.max_concurrency)
             .field(
@@ -441,18 +382,6 @@ impl fmt::Debug for ApiKey {
             None => f.write_str("[redacted]"),
         }
     }
-}
-
-/// The wait a response asks for: `retry-after-ms` (OpenAI) or `Retry-After` in seconds. HTTP
-/// dates are not read.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let number = |name: &str| -> Option<f64> {
-        let x: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
-        (x.is_finite() && x >= 0.0).then_some(x)
-    };
-    number("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1e3))
-        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
 }
 
 /// Starts requests at most once per `interval`, in the order they ask.
@@ -512,16 +441,16 @@ mod tests {
             after: Duration::ZERO,
         };
         for attempt in 1..40 {
-            let d = c.delay(attempt, &e);
+            let d = c.retry.delay(attempt, &e);
             assert!(d <= Duration::from_millis(250), "{d:?}");
         }
-        assert!(c.delay(1, &e) <= Duration::from_millis(100));
+        assert!(c.retry.delay(1, &e) <= Duration::from_millis(100));
         let limited = |s| Error::RateLimited {
             retry_after: Some(Duration::from_secs(s)),
             body: String::new(),
         };
-        assert_eq!(c.delay(1, &limited(1)), Duration::from_secs(1));
-        assert_eq!(c.delay(1, &limited(100)), Duration::from_secs(2));
+        assert_eq!(c.retry.delay(1, &limited(1)), Duration::from_secs(1));
+        assert_eq!(c.retry.delay(1, &limited(100)), Duration::from_secs(2));
     }
 
     #[test]
