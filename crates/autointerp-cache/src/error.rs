@@ -28,6 +28,16 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A Hub dataset that cannot be listed, downloaded or used.
+    #[error("Hub dataset {repo} ({url}): {problem}")]
+    Hub {
+        /// The dataset id (`owner/name`).
+        repo: String,
+        /// The URL that failed or was examined.
+        url: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// The forward pass or an encoder failed, or returned tensors of the wrong shape.
     #[error("forward pass: {0}")]
     Forward(String),

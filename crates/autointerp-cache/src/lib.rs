@@ -2,7 +2,8 @@
 //!
 //! Nonzeros are spilled to one append-only file per split as batches arrive, then each split is
 //! written out by streaming its spill file, so peak memory does not grow with the number of
-//! tokens (delphi keeps every nonzero in RAM until the end).
+//! tokens (delphi keeps every nonzero in RAM until the end). Documents come from local files
+//! ([`tokens`]) or the parquet files of a Hugging Face dataset ([`hub`]).
 //!
 //! ```
 //! use autointerp_cache::SplitSpiller;
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod hub;
 mod run;
 mod spill;
 pub mod tokens;

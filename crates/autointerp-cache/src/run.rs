@@ -272,7 +272,7 @@ pub fn run(
             mean_l0: done.counts.iter().sum::<u64>() as f64 / n_tokens.max(1) as f64,
             seconds: started.elapsed().as_secs_f64(),
         };
-        write_counts(&dir, &done.counts)?;
+        write_counts(&dir, n_tokens, &done.counts)?;
         write_atomic(
             &dir.join("stats.json"),
             &serde_json::to_vec_pretty(&stats).unwrap_or_default(),
@@ -300,23 +300,12 @@ pub fn run(
     Ok(all_stats)
 }
 
-/// Per-latent firing counts as `firing_counts.safetensors` (`counts`, int64 `[width]`).
-fn write_counts(dir: &Path, counts: &[u64]) -> Result<()> {
-    let bytes: Vec<u8> = counts
-        .iter()
-        .flat_map(|&c| (c as i64).to_le_bytes())
-        .collect();
-    let path = dir.join("firing_counts.safetensors");
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::I64, vec![counts.len()], &bytes)
-            .map_err(|e| Error::Io {
-            path: path.clone(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-    let data = safetensors::serialize([("counts", view)], None).map_err(|e| Error::Io {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    write_atomic(&path, &data)?;
+/// Per-latent firing counts as `firing_counts.json` (`{"n_tokens": N, "counts": [...]}`).
+///
+/// Not a `.safetensors` file: delphi's `LatentDataset` takes every `*.safetensors` in a hook
+/// folder for a split named `<start>_<end>` and fails on any other name.
+fn write_counts(dir: &Path, n_tokens: u64, counts: &[u64]) -> Result<()> {
+    let body = serde_json::json!({ "n_tokens": n_tokens, "counts": counts });
+    write_atomic(&dir.join("firing_counts.json"), body.to_string().as_bytes())?;
     Ok(())
 }

@@ -99,7 +99,14 @@ fn caches_every_nonzero_with_statistics() {
     let dir = hook_dir(out.path(), hook);
     assert!(dir.ends_with("latents/layers.3"));
     let mut n = 0;
+    let mut fired = vec![0u64; 40];
     for (name, _) in files(&dir) {
+        // delphi's LatentDataset reads every `*.safetensors` of a hook folder as a split.
+        assert!(
+            !name.ends_with(".safetensors")
+                || autointerp_core::split::parse_file_name(&name).is_some(),
+            "{name} would break delphi's reader"
+        );
         if let Some((start, end)) = autointerp_core::split::parse_file_name(&name) {
             let split = Split::read(&dir.join(&name)).unwrap();
             assert_eq!(split.tokens.as_ref(), Some(&tokens));
@@ -116,11 +123,16 @@ fn caches_every_nonzero_with_statistics() {
                     .position(|&l| l == loc.latent as i64)
                     .expect("latent in top k");
                 assert!((vals[j] - act).abs() <= 1e-3 * vals[j].abs().max(1.0));
+                fired[loc.latent as usize] += 1;
                 n += 1;
             }
         }
     }
     assert_eq!(n as f64, stats[0].mean_l0 * 60.0);
+    let counts: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("firing_counts.json")).unwrap()).unwrap();
+    assert_eq!(counts["n_tokens"], 60);
+    assert_eq!(counts["counts"], serde_json::json!(fired));
     let config: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model_name"], "synthetic");

@@ -14,7 +14,9 @@ use autointerp_model::{Hooks, Input, Logits, Model, Tokenizer};
 use autointerp_sae::SparseCoder;
 use tch::Tensor;
 
-use crate::common::{bar, load_model_with_tokenizer, parse_hookpoints, read_dataset, DeviceArgs};
+use crate::common::{
+    bar, load_model_with_tokenizer, parse_hookpoints, read_dataset_split, DeviceArgs,
+};
 use crate::train::row_tokens;
 
 /// `autointerp cache`.
@@ -30,10 +32,19 @@ pub struct CacheArgs {
     /// Comma-separated hook points to cache.
     #[arg(long)]
     pub hookpoints: String,
-    /// A .txt/.jsonl/.parquet file or a folder of them, or a `.safetensors` of pre-tokenized
-    /// `tokens` [rows, ctx_len].
-    #[arg(long)]
+    /// A .txt/.jsonl/.parquet file or a folder of them, a `.safetensors` of pre-tokenized
+    /// `tokens` [rows, ctx_len], or a Hugging Face dataset id (`owner/name`, its parquet files;
+    /// honours HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_OFFLINE).
+    #[arg(long, visible_alias = "dataset-repo")]
     pub dataset: String,
+    /// Config (subset) of a Hub dataset, as delphi's `dataset_name`; default: `default`, or the
+    /// only one.
+    #[arg(long)]
+    pub dataset_name: Option<String>,
+    /// Split of a Hub dataset, optionally sliced as in `datasets` (`train[:1%]`,
+    /// `train[1000:5000]`), as delphi's `dataset_split`; default `train`.
+    #[arg(long)]
+    pub dataset_split: Option<String>,
     /// Column or key holding the text.
     #[arg(long, default_value = "text")]
     pub dataset_column: String,
@@ -86,7 +97,12 @@ pub fn token_rows(args: &CacheArgs, tok: &Tokenizer) -> Result<Tokens> {
         t.ids.truncate(t.rows * t.ctx_len);
         return Ok(t);
     }
-    let docs = read_dataset(&args.dataset, &args.dataset_column)?;
+    let docs = read_dataset_split(
+        &args.dataset,
+        &args.dataset_column,
+        args.dataset_name.as_deref(),
+        args.dataset_split.as_deref(),
+    )?;
     let cfg = DatasetConfig {
         column: args.dataset_column.clone(),
         ctx_len: args.ctx_len,
@@ -146,7 +162,14 @@ fn load_coders(args: &CacheArgs, model: &Model, hooks: &[HookPoint]) -> Result<V
         let (_, coder) = found.remove(0);
         // A transcoder reads the MLP input of the layer it was named after.
         let read_at = coder.hook().unwrap_or(hook);
-        coder.check_input(Some(read_at), model.hook_dim(read_at)?)?;
+        coder
+            .check_input(Some(read_at), model.hook_dim(read_at)?)
+            .with_context(|| {
+                format!(
+                    "the sparse coder from {:?} does not fit model {:?}",
+                    args.sparse_model, args.model
+                )
+            })?;
         coders.push(coder.with_hook(read_at));
     }
     Ok(coders)
@@ -216,6 +239,14 @@ pub fn run_cache(args: &CacheArgs, model: &Model, tok: &Tokenizer) -> Result<Vec
         "dataset_column".to_string(),
         serde_json::Value::from(args.dataset_column.clone()),
     );
+    for (key, value) in [
+        ("dataset_name", &args.dataset_name),
+        ("dataset_split", &args.dataset_split),
+    ] {
+        if let Some(v) = value {
+            extra.insert(key.to_string(), serde_json::Value::from(v.clone()));
+        }
+    }
     extra.insert(
         "sparse_model".to_string(),
         serde_json::Value::from(args.sparse_model.clone()),

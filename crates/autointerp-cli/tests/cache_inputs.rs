@@ -1,0 +1,170 @@
+//! `autointerp cache` datasets as users pass them (a local file, a Hub id served by a fake Hub)
+//! and the bad inputs of the cache issue: each a clear error naming what is wrong.
+
+mod cache_support;
+mod run_support;
+
+#[path = "../../autointerp-cache/tests/support/fake_hub.rs"]
+mod fake_hub;
+
+use std::path::Path;
+use std::process::Output;
+
+use cache_support::{cache_args, cache_files, write_sae, D_MODEL};
+use fake_hub::FakeHub;
+use run_support::{assert_success, command, tiny_model};
+
+fn cache_fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../autointerp-cache/tests/fixtures")
+        .join(name)
+}
+
+/// Runs `autointerp cache` with the Hub settings pointed at `endpoint` and a private cache.
+fn cache(args: &[String], endpoint: &str, hf_home: &Path) -> Output {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    command(&args)
+        .env("HF_ENDPOINT", endpoint)
+        .env("HF_HOME", hf_home)
+        .env_remove("HF_TOKEN")
+        .env_remove("HF_HUB_OFFLINE")
+        .output()
+        .unwrap()
+}
+
+fn stderr(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+const FLAGS: [&str; 6] = ["--n-tokens", "64", "--ctx-len", "8", "--n-splits", "2"];
+
+#[test]
+fn a_hub_dataset_caches_like_its_local_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let sae = write_sae(&dir.path().join("sae"), "layers.0", D_MODEL, 64, 4);
+    let hub = FakeHub::start();
+    let local = cache_fixture("docs.snappy.parquet");
+    hub.add(
+        "acme/speeches",
+        "refs/convert/parquet",
+        &[
+            ("default/train/0000.parquet", std::fs::read(&local).unwrap()),
+            ("default/test/0000.parquet", vec![]),
+        ],
+    );
+    let hf_home = dir.path().join("hf");
+
+    let from_file = dir.path().join("from-file");
+    let args = cache_args(&model, &sae, local.to_str().unwrap(), &from_file, &FLAGS);
+    assert_success(&cache(&args, &hub.url, &hf_home));
+    let from_hub = dir.path().join("from-hub");
+    let mut args = cache_args(&model, &sae, "acme/speeches", &from_hub, &FLAGS);
+    args.extend(["--dataset-split".into(), "train".into()]);
+    assert_success(&cache(&args, &hub.url, &hf_home));
+    assert!(hf_home.join("hub/datasets--acme--speeches").is_dir());
+
+    let (file_files, hub_files) = (cache_files(&from_file), cache_files(&from_hub));
+    for ((name, a), (_, b)) in file_files.iter().zip(&hub_files) {
+        if name == "config.json" {
+            let cfg: serde_json::Value = serde_json::from_slice(b).unwrap();
+            assert_eq!(cfg["dataset_repo"], "acme/speeches");
+            assert_eq!(cfg["dataset_split"], "train");
+        } else {
+            assert!(
+                a == b,
+                "{name}: the Hub copy cached other tokens or latents"
+            );
+        }
+    }
+
+    let args = cache_args(&model, &sae, "acme/nope", &dir.path().join("x"), &FLAGS);
+    let err = stderr(&cache(&args, &hub.url, &hf_home));
+    assert!(
+        err.contains("acme/nope")
+            && err.contains(&format!("{}/api/datasets/acme/nope/revision/main", hub.url))
+            && err.contains("HTTP 404"),
+        "{err}"
+    );
+    let mut args = cache_args(&model, &sae, "acme/speeches", &dir.path().join("y"), &FLAGS);
+    args.extend(["--dataset-split".into(), "validation".into()]);
+    let err = stderr(&cache(&args, &hub.url, &hf_home));
+    assert!(
+        err.contains("no split `validation` (splits: test, train)"),
+        "{err}"
+    );
+    // A slice as delphi's `dataset_split` writes it: here an empty one.
+    let mut args = cache_args(&model, &sae, "acme/speeches", &dir.path().join("z"), &FLAGS);
+    args.extend(["--dataset-split".into(), "train[2:2]".into()]);
+    let err = stderr(&cache(&args, &hub.url, &hf_home));
+    assert!(
+        err.contains("acme/speeches") && err.contains("fewer than 8 tokens"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_inputs_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let sae = write_sae(&dir.path().join("sae"), "layers.0", D_MODEL, 64, 4);
+    let out = dir.path().join("out");
+    // Nothing listens on port 9: a test that reached for the Hub would fail at once.
+    let run = |dataset: &str, sae: &Path| {
+        cache(
+            &cache_args(&model, sae, dataset, &out, &FLAGS),
+            "http://127.0.0.1:9",
+            &dir.path().join("hf"),
+        )
+    };
+
+    let missing = dir.path().join("missing.jsonl");
+    let err = stderr(&run(missing.to_str().unwrap(), &sae));
+    assert!(
+        err.contains("missing.jsonl") && err.contains("not found"),
+        "{err}"
+    );
+
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let err = stderr(&run(empty.to_str().unwrap(), &sae));
+    assert!(
+        err.contains("empty.txt") && err.contains("fewer than 8 tokens"),
+        "{err}"
+    );
+
+    // The committed sparsify fixture reads 16-wide activations; the tiny llama's are 32 wide.
+    let narrow =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../autointerp-sae/tests/fixtures/sparsify");
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, run_support::text(400)).unwrap();
+    let err = stderr(&run(text.to_str().unwrap(), &narrow));
+    assert!(
+        err.contains("layers.0") && err.contains("16") && err.contains("32"),
+        "{err}"
+    );
+    assert!(!out.join("latents/layers.0/config.json").exists());
+
+    // A finished cache whose first split file is cut short: reading it names the file.
+    assert_success(&run(text.to_str().unwrap(), &sae));
+    let split = out.join("latents/layers.0/0_31.safetensors");
+    let bytes = std::fs::read(&split).unwrap();
+    std::fs::write(&split, &bytes[..bytes.len() / 2]).unwrap();
+    let shown = command(&[
+        "latents",
+        "show",
+        "--cache",
+        out.to_str().unwrap(),
+        "--hookpoint",
+        "layers.0",
+        "--latent",
+        "3",
+        "--model",
+        model.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let err = stderr(&shown);
+    assert!(err.contains("0_31.safetensors"), "{err}");
+}
