@@ -35,12 +35,12 @@ enum Command {
     /// Inspect latents in a cache.
     Latents(latents::LatentsArgs),
     /// The whole pipeline offline on SmolLM2-135M and the State of the Union corpus: trains a
-    /// small SAE, caches, explains and scores 10 latents with the in-process engine, reports.
+    /// small SAE, caches, explains and scores latents with the in-process engine, reports.
     Demo(demo::DemoArgs),
     /// Summarise a results folder: tables, plots and an HTML page to browse latents.
     Report(report::ReportArgs),
     /// Cache, explain and score latents end to end (delphi's `python -m delphi`); resumable.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Explain the latents of an existing cache or results folder.
     Explain(run::ExplainArgs),
     /// Score the explanations of an existing results folder.
@@ -65,7 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Latents(args) => latents::run(args),
         Command::Report(args) => report::run(args),
         Command::Demo(args) => demo::run(args),
-        Command::Run(args) => run::run_command(args),
+        Command::Run(args) => run::run_command(*args),
         Command::Explain(args) => run::explain_command(args),
         Command::Score(args) => run::score_command(args),
     };

@@ -99,6 +99,10 @@ pub struct RunConfig {
     /// Text dataset to cache: .txt/.jsonl/.parquet file or folder, or pre-tokenized .safetensors.
     #[serde(alias = "dataset_repo")]
     pub dataset: Option<String>,
+    /// Config (subset) of a Hub dataset (delphi's `dataset_name`).
+    pub dataset_name: Option<String>,
+    /// Split of a Hub dataset, optionally sliced (`train[:10%]`; delphi's `dataset_split`).
+    pub dataset_split: Option<String>,
     /// Column or key holding the text.
     pub dataset_column: String,
     /// Tokens to cache.
@@ -211,6 +215,8 @@ impl Default for RunConfig {
             sparse_model: String::new(),
             hookpoints: Vec::new(),
             dataset: None,
+            dataset_name: None,
+            dataset_split: None,
             dataset_column: "text".into(),
             n_tokens: 10_000_000,
             ctx_len: 256,
@@ -381,7 +387,10 @@ mod tests {
             model = "m"
             hookpoints = ["layers.3", "model.layers.3"]
             dataset_repo = "data.jsonl"
+            dataset_name = "en"
+            dataset_split = "train[:1%]"
             cache_ctx_len = 64
+            classifier_answer = "logprob"
             train_type = "top"
             scorers = ["detection", "simulation"]
             simulation_mode = "json"
@@ -391,6 +400,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.dataset.as_deref(), Some("data.jsonl"));
+        assert_eq!(cfg.dataset_name.as_deref(), Some("en"));
+        assert_eq!(cfg.dataset_split.as_deref(), Some("train[:1%]"));
+        assert_eq!(cfg.classifier_answer, AnswerMode::Logprob);
         assert_eq!(cfg.ctx_len, 64);
         assert_eq!(cfg.train_type, TrainType::Top);
         assert_eq!(cfg.explainer_provider, Provider::Local);

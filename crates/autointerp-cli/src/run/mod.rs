@@ -55,6 +55,14 @@ struct CacheOpts {
     /// pre-tokenized `tokens` [required to build the cache].
     #[arg(long, visible_alias = "dataset-repo")]
     dataset: Option<String>,
+    /// Config (subset) of a Hub dataset, as delphi's `dataset_name` [default: `default`, or the
+    /// only one].
+    #[arg(long)]
+    dataset_name: Option<String>,
+    /// Split of a Hub dataset, optionally sliced (`train[:10%]`), as delphi's `dataset_split`
+    /// [default: train].
+    #[arg(long)]
+    dataset_split: Option<String>,
     /// Column or key holding the text [default: text].
     #[arg(long)]
     dataset_column: Option<String>,
@@ -308,7 +316,7 @@ pub struct ScoreArgs {
 
 impl CacheOpts {
     fn apply(&self, cfg: &mut RunConfig) {
-        set_some!(cfg, self; dataset);
+        set_some!(cfg, self; dataset, dataset_name, dataset_split);
         set!(cfg, self; dataset_column, n_tokens, ctx_len, batch_size, n_splits, filter_bos, skip_first_token, device, dtype);
     }
 }
@@ -545,8 +553,8 @@ fn ensure_cache(cfg: &RunConfig, root: &Path) -> Result<Option<Tokenizer>> {
         sparse_model: cfg.sparse_model.clone(),
         hookpoints: names.join(","),
         dataset,
-        dataset_name: None,
-        dataset_split: None,
+        dataset_name: cfg.dataset_name.clone(),
+        dataset_split: cfg.dataset_split.clone(),
         dataset_column: cfg.dataset_column.clone(),
         n_tokens: cfg.n_tokens,
         ctx_len: cfg.ctx_len,
