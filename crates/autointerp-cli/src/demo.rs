@@ -22,11 +22,11 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 100_000)]
     train_tokens: usize,
     /// Tokens to cache.
-    #[arg(long, default_value_t = 300_000)]
+    #[arg(long, default_value_t = 500_000)]
     n_tokens: usize,
     /// Latents to explain and score (among the first ones, those with enough examples). With
-    /// the 135M in-process explainer on two CPU cores each takes about 40 s.
-    #[arg(long, default_value_t = 10)]
+    /// the 135M in-process explainer on two CPU cores each takes about 15 s.
+    #[arg(long, default_value_t = 20)]
     n_latents: u32,
     /// Where runs are written (the demo's is `<results-dir>/demo`).
     #[arg(long, default_value = "results")]
@@ -121,10 +121,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         max_latents: Some(args.n_latents),
         min_examples: 20,
         // A 135M explainer on two CPU cores: small prompts, short answers.
-        n_examples_train: 20,
-        n_examples_test: 10,
-        n_non_activating: 10,
-        explainer_max_tokens: 96,
+        n_examples_train: 12,
+        n_examples_test: 6,
+        n_non_activating: 6,
+        explainer_max_tokens: 64,
+        // Asked plainly, the 135M explainer often goes on listing excerpts instead of answering.
+        explainer_prefill: true,
         explainer: ExplainerKind::Default,
         explainer_provider: Provider::Local,
         explainer_model: model_spec,

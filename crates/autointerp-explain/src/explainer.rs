@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     contrastive_prompt, default_prompt, parse_explanation, ContrastiveConfig, Error,
-    ExplainerConfig, GenerationConfig, Result,
+    ExplainerConfig, GenerationConfig, Result, EXPLANATION_MARKER,
 };
 
 /// Something that explains latents: [`DefaultExplainer`], [`ContrastiveExplainer`], or any
@@ -182,9 +182,25 @@ async fn ask<C: Client>(
     client: &C,
     generation: &GenerationConfig,
     latent: LatentId,
-    messages: Vec<Message>,
+    mut messages: Vec<Message>,
+    prefill: bool,
 ) -> Result<ExplainOutcome> {
-    let response = client.chat(generation.request(messages)).await?;
+    let request = if prefill {
+        // The model continues an answer that already starts with the marker, up to the end of
+        // the line: it cannot wander off (a small model otherwise goes on listing excerpts).
+        messages.push(Message::assistant(EXPLANATION_MARKER));
+        generation
+            .request(messages)
+            .with_extra("continue_final_message", true)
+            .with_extra("add_generation_prompt", false)
+            .with_stop("\n")
+    } else {
+        generation.request(messages)
+    };
+    let mut response = client.chat(request).await?;
+    if prefill {
+        response.text = format!("{EXPLANATION_MARKER}{}", response.text);
+    }
     let outcome = ExplainOutcome::from_response(latent, response);
     match &outcome {
         ExplainOutcome::Explained { explanation, .. } => {
@@ -211,6 +227,7 @@ pub struct DefaultExplainer<C> {
     client: C,
     config: ExplainerConfig,
     generation: GenerationConfig,
+    prefill: bool,
 }
 
 impl<C> DefaultExplainer<C> {
@@ -221,6 +238,7 @@ impl<C> DefaultExplainer<C> {
             client,
             config,
             generation: GenerationConfig::default(),
+            prefill: false,
         }
     }
 
@@ -228,6 +246,17 @@ impl<C> DefaultExplainer<C> {
     #[must_use]
     pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
         self.generation = generation;
+        self
+    }
+
+    /// Ends each prompt with the start of the answer, the [`EXPLANATION_MARKER`], for the model
+    /// to complete up to the end of the line: the fix for small models that continue the list
+    /// of excerpts instead of answering. Needs a backend that continues a final assistant
+    /// message (vLLM's `continue_final_message`, which the in-process engine honours); it skips
+    /// any chain of thought the prompt asks for.
+    #[must_use]
+    pub fn with_prefill(mut self, prefill: bool) -> Self {
+        self.prefill = prefill;
         self
     }
 
@@ -252,7 +281,14 @@ impl<C: Client> DefaultExplainer<C> {
     pub async fn explain(&self, record: &LatentRecord) -> Result<ExplainOutcome> {
         require_train(record)?;
         let messages = default_prompt(record, &self.config);
-        ask(&self.client, &self.generation, record.id, messages).await
+        ask(
+            &self.client,
+            &self.generation,
+            record.id,
+            messages,
+            self.prefill,
+        )
+        .await
     }
 }
 
@@ -275,6 +311,7 @@ pub struct ContrastiveExplainer<C> {
     client: C,
     config: ContrastiveConfig,
     generation: GenerationConfig,
+    prefill: bool,
 }
 
 impl<C> ContrastiveExplainer<C> {
@@ -285,6 +322,7 @@ impl<C> ContrastiveExplainer<C> {
             client,
             config,
             generation: GenerationConfig::default(),
+            prefill: false,
         }
     }
 
@@ -292,6 +330,17 @@ impl<C> ContrastiveExplainer<C> {
     #[must_use]
     pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
         self.generation = generation;
+        self
+    }
+
+    /// Ends each prompt with the start of the answer, the [`EXPLANATION_MARKER`], for the model
+    /// to complete up to the end of the line: the fix for small models that continue the list
+    /// of excerpts instead of answering. Needs a backend that continues a final assistant
+    /// message (vLLM's `continue_final_message`, which the in-process engine honours); it skips
+    /// any chain of thought the prompt asks for.
+    #[must_use]
+    pub fn with_prefill(mut self, prefill: bool) -> Self {
+        self.prefill = prefill;
         self
     }
 
@@ -317,7 +366,14 @@ impl<C: Client> ContrastiveExplainer<C> {
     pub async fn explain(&self, record: &LatentRecord) -> Result<ExplainOutcome> {
         require_train(record)?;
         let messages = contrastive_prompt(record, &self.config);
-        ask(&self.client, &self.generation, record.id, messages).await
+        ask(
+            &self.client,
+            &self.generation,
+            record.id,
+            messages,
+            self.prefill,
+        )
+        .await
     }
 }
 

@@ -258,3 +258,39 @@ fn failed_requests_and_empty_records_are_errors() {
         Err(Error::NoTrainExamples { .. })
     ));
 }
+
+#[test]
+fn prefill_starts_the_answer_with_the_marker() {
+    // The model only completes the line after the marker, as a backend honouring
+    // `continue_final_message` returns it.
+    let client = Scripted::new(|req| {
+        let last = req.messages.last().unwrap();
+        assert_eq!(last.role, Role::Assistant);
+        assert_eq!(last.content, autointerp_explain::EXPLANATION_MARKER);
+        Ok(response(" Names of rivers."))
+    });
+    let records = records();
+    let default = DefaultExplainer::new(&client, ExplainerConfig::default()).with_prefill(true);
+    let outcome = block_on(default.explain(&records[0])).unwrap();
+    assert_eq!(outcome.explanation().unwrap().text, "Names of rivers.");
+    let contrastive =
+        ContrastiveExplainer::new(&client, ContrastiveConfig::default()).with_prefill(true);
+    let outcome = block_on(contrastive.explain(&records[1])).unwrap();
+    assert_eq!(outcome.explanation().unwrap().text, "Names of rivers.");
+    for req in client.requests.lock().unwrap().iter() {
+        assert_eq!(req.extra["continue_final_message"], true);
+        assert_eq!(req.extra["add_generation_prompt"], false);
+        assert_eq!(req.stop, vec!["\n".to_string()]);
+    }
+
+    // Without it, the prompt ends with the user's turn and nothing is added.
+    let plain = Scripted::new(|req| {
+        assert_eq!(req.messages.last().unwrap().role, Role::User);
+        assert!(req.extra.is_empty() && req.stop.is_empty());
+        Ok(response("[EXPLANATION]: Names of rivers."))
+    });
+    let outcome =
+        block_on(DefaultExplainer::new(&plain, ExplainerConfig::default()).explain(&records[0]))
+            .unwrap();
+    assert_eq!(outcome.explanation().unwrap().text, "Names of rivers.");
+}

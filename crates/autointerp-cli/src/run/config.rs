@@ -150,6 +150,9 @@ pub struct RunConfig {
     pub explainer: ExplainerKind,
     /// Longest explainer answer, in tokens (reasoning included).
     pub explainer_max_tokens: u32,
+    /// Start the explainer's answer with the `[EXPLANATION]:` marker and let it complete one
+    /// line (small models drift otherwise); needs the in-process engine or vLLM.
+    pub explainer_prefill: bool,
     /// Who answers prompts.
     pub explainer_provider: Provider,
     /// The explainer and scorer model.
@@ -239,6 +242,7 @@ impl Default for RunConfig {
             ratio_top: s.ratio_top,
             explainer: ExplainerKind::Default,
             explainer_max_tokens: 1000,
+            explainer_prefill: false,
             explainer_provider: Provider::Openai,
             explainer_model: String::new(),
             explainer_base_url: None,

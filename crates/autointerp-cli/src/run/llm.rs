@@ -132,11 +132,13 @@ impl AnyExplainer {
         match cfg.explainer {
             ExplainerKind::Default => Some(Self::Default(
                 DefaultExplainer::new(client.clone(), ExplainerConfig::default())
-                    .with_generation(generation),
+                    .with_generation(generation)
+                    .with_prefill(cfg.explainer_prefill),
             )),
             ExplainerKind::Contrastive => Some(Self::Contrastive(
                 ContrastiveExplainer::new(client.clone(), ContrastiveConfig::default())
-                    .with_generation(generation),
+                    .with_generation(generation)
+                    .with_prefill(cfg.explainer_prefill),
             )),
             ExplainerKind::None => None,
         }

@@ -148,6 +148,11 @@ struct ExplainOpts {
     /// Longest explainer answer, in tokens (reasoning included) [default: 1000].
     #[arg(long)]
     explainer_max_tokens: Option<u32>,
+    /// Start the explainer's answer with the `[EXPLANATION]:` marker and let it complete one
+    /// line: for small models that drift instead of answering. Needs the in-process engine or
+    /// vLLM (`continue_final_message`).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+    explainer_prefill: Option<bool>,
 }
 
 /// The scorers.
@@ -331,7 +336,7 @@ impl LatentOpts {
 
 impl ExplainOpts {
     fn apply(&self, cfg: &mut RunConfig) {
-        set!(cfg, self; explainer, explainer_max_tokens);
+        set!(cfg, self; explainer, explainer_max_tokens, explainer_prefill);
     }
 }
 
