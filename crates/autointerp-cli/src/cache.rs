@@ -15,7 +15,7 @@ use autointerp_sae::SparseCoder;
 use tch::Tensor;
 
 use crate::common::{
-    bar, load_model_with_tokenizer, parse_hookpoints, read_dataset_split, DeviceArgs,
+    bar, load_model_with_tokenizer, parse_hookpoints, read_dataset_split, DeviceArgs, LogLines,
 };
 use crate::train::row_tokens;
 
@@ -260,9 +260,11 @@ pub fn run_cache(args: &CacheArgs, model: &Model, tok: &Tokenizer) -> Result<Vec
         extra,
     };
     let progress = bar((tokens.rows * tokens.ctx_len) as u64, "tokens");
+    let mut lines = LogLines::new("cache");
     let ctx = tokens.ctx_len as u64;
     let stats = run(out, &tokens, &targets, forward, &cfg, |p| {
         progress.set_position(p.rows_done as u64 * ctx);
+        lines.update(&progress, "tokens");
     })?;
     progress.finish_and_clear();
     let summary = serde_json::to_vec_pretty(&stats).unwrap_or_default();

@@ -67,6 +67,50 @@ pub fn bar(len: u64, unit: &str) -> ProgressBar {
     bar
 }
 
+/// Where a hidden bar (stderr not a terminal: a log file, a batch job) still reports: one line
+/// per tenth of the way, so that a long run's log shows it is alive and how fast it goes.
+#[derive(Debug)]
+pub struct LogLines {
+    what: String,
+    next: u64,
+    started: std::time::Instant,
+}
+
+impl LogLines {
+    /// Lines prefixed with `what`.
+    pub fn new(what: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            next: 1,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Logs a line when `bar` is hidden and has passed the next tenth; `msg` is appended.
+    pub fn update(&mut self, bar: &ProgressBar, msg: &str) {
+        let (pos, len) = (bar.position(), bar.length().unwrap_or(0));
+        if !bar.is_hidden() || len == 0 || pos * 10 < self.next * len {
+            return;
+        }
+        while self.next * len <= pos * 10 {
+            self.next += 1;
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        let rate = pos as f64 / secs.max(1e-9);
+        // Slow items (latents) read better as seconds each.
+        let pace = if rate >= 1.0 {
+            format!("{rate:.0}/s")
+        } else {
+            format!("{:.1} s each", secs / pos.max(1) as f64)
+        };
+        eprintln!(
+            "{}: {:.0}% ({pos}/{len}, {pace}) {msg}",
+            self.what,
+            100.0 * pos as f64 / len as f64
+        );
+    }
+}
+
 /// A spinner for a step of unknown length.
 pub fn spinner(msg: &str) -> ProgressBar {
     let s = ProgressBar::new_spinner();

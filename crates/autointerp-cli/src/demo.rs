@@ -130,14 +130,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
         explainer: ExplainerKind::Default,
         explainer_provider: Provider::Local,
         explainer_model: model_spec,
-        // A 135M judge is close to chance on detection and fuzzing (every answer is read, see
-        // `--classifier-answer`); the sentence-embedding scorer gives the demo a score that
-        // does not depend on the judge's size.
-        scorers: vec![
-            ScorerKind::Detection,
-            ScorerKind::Fuzz,
-            ScorerKind::Embedding,
-        ],
+        // A 135M judge is close to chance on detection (every answer is read, see
+        // `--classifier-answer`, but it says "yes" to nearly everything); the sentence-embedding
+        // scorer gives the demo a score that does not depend on the judge's size. Fuzzing would
+        // double the judge's prompts for another near-chance number, so it is left out here.
+        scorers: vec![ScorerKind::Detection, ScorerKind::Embedding],
         embedding_model: Some(format!("local:{}", minilm.display())),
         // A 135M scorer cannot keep a `[1,0,…]` list format; one digit read from logprobs it can.
         classifier_answer: autointerp_score::AnswerMode::Logprob,

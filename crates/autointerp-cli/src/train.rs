@@ -8,7 +8,9 @@ use autointerp_model::{Hooks, Input, Logits, Model, Tokenizer};
 use autointerp_sae::train::{TrainConfig, Trainer};
 use tch::Tensor;
 
-use crate::common::{bar, load_model_with_tokenizer, parse_hookpoints, read_dataset, DeviceArgs};
+use crate::common::{
+    bar, load_model_with_tokenizer, parse_hookpoints, read_dataset, DeviceArgs, LogLines,
+};
 
 /// `autointerp train-sae`.
 #[derive(Debug, Clone, clap::Args)]
@@ -146,8 +148,7 @@ pub fn train(args: &TrainArgs, model: &Model, tok: &Tokenizer) -> Result<PathBuf
     };
 
     let progress = bar((n_train * rows.ctx_len) as u64, "tokens");
-    // Without a terminal the bar is hidden: log a line per tenth of the run instead.
-    let mut next_log = 0.1;
+    let mut lines = LogLines::new("train-sae");
     let batch = args.batch_size.max(1);
     let n_steps = n_train.div_ceil(batch);
     let mut recent_fvu = Vec::new();
@@ -167,16 +168,7 @@ pub fn train(args: &TrainArgs, model: &Model, tok: &Tokenizer) -> Result<PathBuf
             stats.fvu,
             100.0 * stats.dead_fraction
         );
-        let done = end as f64 / n_train as f64;
-        if progress.is_hidden() && done >= next_log {
-            eprintln!(
-                "train-sae: {:.0}% ({} tokens, {:.0} tok/s) {msg}",
-                100.0 * done,
-                trainer.tokens_seen(),
-                trainer.tokens_seen() as f64 / started.elapsed().as_secs_f64()
-            );
-            next_log += 0.1;
-        }
+        lines.update(&progress, &msg);
         progress.set_message(msg);
         last = Some(stats);
     }

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 
 use super::layout::{Failure, FailureLog, Layout};
 use super::llm::{AnyExplainer, AnyScorer};
+use crate::common::LogLines;
 
 /// The explainer and scorers every latent goes through.
 #[derive(Debug)]
@@ -299,6 +300,8 @@ struct Writer<'a> {
     layout: &'a Layout,
     failures: &'a mut FailureLog,
     bar: ProgressBar,
+    /// The bar's lines in a log, when it is hidden.
+    lines: LogLines,
     tally: Tally,
     /// Usage of the phases before this one, for the progress bar.
     before: Usage,
@@ -386,7 +389,9 @@ impl Writer<'_> {
             self.tally.failed += 1;
         }
         self.bar.inc(1);
-        self.bar.set_message(self.status());
+        let status = self.status();
+        self.lines.update(&self.bar, &status);
+        self.bar.set_message(status);
         Ok(())
     }
 
@@ -478,6 +483,7 @@ pub async fn run_phase(
         layout: shared.layout,
         failures,
         bar: bar.clone(),
+        lines: LogLines::new("latents"),
         tally: Tally::default(),
         before: shared.usage_before,
     };
