@@ -43,23 +43,29 @@ fn a_local_explainer_answers_and_its_failures_are_recorded() {
     }
 }
 
-#[test]
-fn the_surprisal_scorer_runs_on_a_local_base_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
-    let cache = dir.path().join("cache");
+/// The tiny model and, in `dir/cache`, a 4-latent cache whose first two latents have their
+/// right explanations (`the word <w>`).
+fn cache_with_two_explanations(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let model = tiny_model(dir);
+    let cache = dir.join("cache");
     write_cache(&cache, 4, &model);
     std::fs::create_dir_all(cache.join("explanations")).unwrap();
     for (i, word) in WORDS.iter().enumerate().take(2) {
-        let text = format!("\"the word {word}\"");
         std::fs::write(
             cache
                 .join("explanations")
                 .join(format!("{}.txt", latent(i))),
-            text,
+            format!("\"the word {word}\""),
         )
         .unwrap();
     }
+    (model, cache)
+}
+
+#[test]
+fn the_surprisal_scorer_runs_on_a_local_base_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, cache) = cache_with_two_explanations(dir.path());
     let mut args = vec![
         "score",
         cache.to_str().unwrap(),
@@ -91,19 +97,7 @@ fn the_surprisal_scorer_runs_on_a_local_base_model() {
 #[test]
 fn the_embedding_scorer_runs_a_local_sentence_model() {
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
-    let cache = dir.path().join("cache");
-    write_cache(&cache, 4, &model);
-    std::fs::create_dir_all(cache.join("explanations")).unwrap();
-    for (i, word) in WORDS.iter().enumerate().take(2) {
-        std::fs::write(
-            cache
-                .join("explanations")
-                .join(format!("{}.txt", latent(i))),
-            format!("\"the word {word}\""),
-        )
-        .unwrap();
-    }
+    let (_, cache) = cache_with_two_explanations(dir.path());
     // The tiny random BERT of autointerp-model's fixtures, in sentence-transformers' layout.
     let bert = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../autointerp-model/tests/fixtures/bert");
