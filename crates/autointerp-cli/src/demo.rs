@@ -51,14 +51,7 @@ struct Assets {
 fn assets() -> Result<Assets> {
     use autointerp_core::assets::{fetch, Asset};
     let all = [Asset::Smollm2, Asset::Minilm, Asset::Sotu];
-    let missing = all.iter().any(|a| {
-        !cache_root()
-            .join("assets")
-            .join(a.name())
-            .join(".complete")
-            .exists()
-    });
-    if missing {
+    if !all.iter().all(|a| a.is_fetched()) {
         eprintln!(
             "fetching SmolLM2-135M-Instruct, all-MiniLM-L6-v2 and the State of the Union corpus (once)..."
         );

@@ -34,6 +34,11 @@ impl Asset {
         }
     }
 
+    /// Whether the script has already fetched it completely (then [`fetch`] starts nothing).
+    pub fn is_fetched(self) -> bool {
+        self.location().1.exists()
+    }
+
     /// The key of the `KEY=PATH` line the script prints for it.
     fn key(self) -> &'static str {
         match self {

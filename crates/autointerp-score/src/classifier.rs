@@ -1,11 +1,10 @@
 //! What detection and fuzzing share: batches of examples, the 0/1 answer parser, and label
 //! probabilities from token logprobs.
 
+use std::future::Future;
 use std::ops::Range;
 
 use autointerp_client::{Client, TokenLogprobs, Usage};
-use std::future::Future;
-
 use autointerp_core::{Explanation, LatentId, LatentRecord, Message};
 use autointerp_explain::GenerationConfig;
 use rand::SeedableRng;
@@ -392,25 +391,32 @@ pub fn label_probabilities(answer: &str, tokens: &[TokenLogprobs], n: usize) -> 
     }
     positions
         .into_iter()
-        .map(first_token_probability)
+        .map(|t| probability_of_yes(t, token_label))
         .collect::<Option<Vec<f32>>>()
 }
 
-/// `P(1) / (P(0) + P(1))` at one answer position, summing over the sampled token and its top
-/// alternatives whose text (without whitespace and list punctuation) is `1` or `0`; `None` when
-/// neither label has any probability there (e.g. `-inf` logprobs, or no label in the top k).
-pub fn first_token_probability(t: &TokenLogprobs) -> Option<f32> {
+/// `P(yes) / (P(no) + P(yes))` at one answer position, summing over the sampled token and its
+/// top alternatives that `label` reads as yes or no; `None` when neither has any probability
+/// there (e.g. `-inf` logprobs, or no label in the top k).
+fn probability_of_yes(t: &TokenLogprobs, label: impl Fn(&str) -> Option<bool>) -> Option<f32> {
     let (mut p0, mut p1) = (0.0f64, 0.0f64);
     let sampled_listed = t.top.iter().any(|(tok, _)| *tok == t.token);
     let sampled = (!sampled_listed).then(|| (t.token.clone(), t.logprob));
     for (tok, lp) in t.top.iter().cloned().chain(sampled) {
-        match token_label(&tok).or_else(|| word_label(&tok)) {
+        match label(&tok) {
             Some(true) => p1 += f64::from(lp).exp(),
             Some(false) => p0 += f64::from(lp).exp(),
             None => {}
         }
     }
     (p0 + p1 > 0.0).then(|| (p1 / (p0 + p1)) as f32)
+}
+
+/// The probability of `1` of a one-token answer ([`AnswerMode::Logprob`]): as
+/// [`label_probabilities`] reads a list's labels, with `Yes`/`No` counted as `1`/`0` too, since
+/// a lone answer may be a word.
+pub fn first_token_probability(t: &TokenLogprobs) -> Option<f32> {
+    probability_of_yes(t, |tok| token_label(tok).or_else(|| word_label(tok)))
 }
 
 /// What makes a classifier scorer detection or fuzzing: its options, its batches and its
