@@ -64,18 +64,6 @@ pub struct HubDataset {
     pub split: String,
 }
 
-/// Whether `s` reads as a Hub repo id (`owner/name`) rather than a file name.
-pub fn is_repo_id(s: &str) -> bool {
-    let ok = |part: &str| {
-        !part.is_empty()
-            && !part.starts_with('.')
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    matches!(s.split_once('/'), Some((owner, name)) if ok(owner) && ok(name))
-}
-
 /// Downloads (or finds in the cache) the parquet files of `ds`, in the order of their names.
 pub fn parquet_files(ds: &HubDataset, opts: &HubOptions) -> Result<Vec<PathBuf>> {
     let api_url = |rev: &str| {
@@ -494,15 +482,6 @@ mod tests {
 
     fn names(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn repo_ids_are_told_from_paths() {
-        assert!(is_repo_id("EleutherAI/SmolLM2-135M-10B"));
-        assert!(is_repo_id("o/n.v2"));
-        for not in ["text.txt", "a/b/c", "./a", "/abs/x", "a/", "../x", "a b/c"] {
-            assert!(!is_repo_id(not), "{not}");
-        }
     }
 
     #[test]

@@ -145,7 +145,7 @@ pub fn read_dataset_split(
         return Ok(autointerp_cache::tokens::read_documents(p, column)?);
     }
     anyhow::ensure!(
-        hub::is_repo_id(spec),
+        autointerp_core::is_hub_repo_id(spec),
         "dataset {spec:?} not found: pass a .txt/.jsonl/.parquet file or a folder of them, or a \
          Hub dataset id (owner/name)"
     );

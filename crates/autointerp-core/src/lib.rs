@@ -23,10 +23,12 @@ pub mod assets;
 mod chat;
 mod error;
 mod hook;
+mod hub_id;
 mod record;
 pub mod split;
 
 pub use chat::{Message, Role};
 pub use error::{Error, Result};
 pub use hook::HookPoint;
+pub use hub_id::is_hub_repo_id;
 pub use record::{Example, Explanation, LatentId, LatentRecord, LatentStats, Score};

@@ -52,7 +52,7 @@ impl Model {
             };
             return Ok((model, tokenizer));
         }
-        if !looks_like_hub_id(source) {
+        if !autointerp_core::is_hub_repo_id(source) {
             return Err(Error::ModelPath {
                 path: path.to_path_buf(),
                 problem: "no such file or folder (and not a Hugging Face Hub id like owner/name)"
@@ -128,18 +128,6 @@ fn single_gguf(dir: &Path) -> Option<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e == "gguf"));
     let first = found.next()?;
     found.next().is_none().then_some(first)
-}
-
-/// `owner/name` with the characters the Hub allows.
-fn looks_like_hub_id(s: &str) -> bool {
-    let ok = |part: &str| {
-        !part.is_empty()
-            && !part.starts_with(['.', '-'])
-            && part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    matches!(s.split_once('/'), Some((owner, name)) if ok(owner) && ok(name) && !name.contains('/'))
 }
 
 fn offline() -> bool {
@@ -225,20 +213,4 @@ fn hub_download(repo: &str) -> Result<PathBuf> {
 
 fn parent(p: &Path) -> Option<PathBuf> {
     p.parent().map(Path::to_path_buf)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hub_ids_are_recognised() {
-        assert!(looks_like_hub_id("HuggingFaceTB/SmolLM2-135M"));
-        assert!(looks_like_hub_id("google/gemma-2-2b"));
-        assert!(!looks_like_hub_id("gpt2"));
-        assert!(!looks_like_hub_id("./models/x"));
-        assert!(!looks_like_hub_id("/abs/path"));
-        assert!(!looks_like_hub_id("a/b/c"));
-        assert!(!looks_like_hub_id("a b/c"));
-    }
 }

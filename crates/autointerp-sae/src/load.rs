@@ -238,7 +238,7 @@ impl SparseCoder {
         if path.exists() {
             return Self::load_dir(path, hookpoints, device);
         }
-        if !is_repo_id(source) {
+        if !autointerp_core::is_hub_repo_id(source) {
             return Err(Error::Io {
                 path: path.to_path_buf(),
                 source: std::io::ErrorKind::NotFound.into(),
@@ -303,17 +303,6 @@ pub(crate) fn load_under(
             Ok((display_name(&f, root_name), coder))
         })
         .collect()
-}
-
-/// `owner/name`, as the hub spells repo ids.
-fn is_repo_id(s: &str) -> bool {
-    let ok = |p: &str| {
-        !p.is_empty()
-            && !p.starts_with(['.', '-'])
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    matches!(s.split_once('/'), Some((owner, name)) if ok(owner) && ok(name) && !name.contains('/'))
 }
 
 /// The local snapshot folder of a repo in the `huggingface_hub` cache, if one was downloaded:
@@ -444,12 +433,7 @@ mod tests {
     }
 
     #[test]
-    fn repo_ids_and_natural_order() {
-        assert!(is_repo_id("EleutherAI/sae-pythia-70m-32k"));
-        assert!(is_repo_id("google/gemma-scope-2b-pt-res"));
-        assert!(!is_repo_id("some/local/path"));
-        assert!(!is_repo_id("./x"));
-        assert!(!is_repo_id("sae"));
+    fn natural_order() {
         assert_eq!(natural_cmp("layers.2", "layers.10"), Ordering::Less);
         assert_eq!(natural_cmp("layers.2.mlp", "layers.2"), Ordering::Greater);
     }
