@@ -12,8 +12,7 @@
 //! (`AUTOINTERP_DEVICE=cuda` runs it on a GPU.)
 #![allow(missing_docs)] // `criterion_group!` makes an undocumented pub fn
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use autointerp_client::{EngineConfig, GenerateRequest, LocalEngine};
@@ -26,23 +25,8 @@ const DECODE_PROMPT: usize = 16;
 const DECODE_TOKENS: usize = 32;
 
 fn smollm2_path() -> PathBuf {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-assets.sh");
-    let out = Command::new("bash")
-        .arg(&script)
-        .arg("smollm2")
-        .output()
-        .expect("run scripts/fetch-assets.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("SMOLLM2_GGUF="))
-        .expect("SMOLLM2_GGUF= line");
-    PathBuf::from(line.trim())
+    autointerp_core::assets::fetch(autointerp_core::assets::Asset::Smollm2)
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// `rows` different prompts of `len` tokens of ordinary text.
