@@ -14,9 +14,7 @@ use autointerp_model::{Hooks, Input, Logits, Model, Tokenizer};
 use autointerp_sae::SparseCoder;
 use tch::Tensor;
 
-use crate::common::{
-    bar, load_model_with_tokenizer, parse_hookpoints, read_dataset_split, DeviceArgs, LogLines,
-};
+use crate::common::{bar, load_model, parse_hookpoints, read_dataset_split, DeviceArgs, LogLines};
 use crate::train::row_tokens;
 
 /// `autointerp cache`.
@@ -90,13 +88,21 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
 }
 
 /// The token rows of the run (all of them; sharding happens after).
-pub fn token_rows(args: &CacheArgs, tok: &Tokenizer) -> Result<Tokens> {
+pub fn token_rows(args: &CacheArgs, tok: Option<&Tokenizer>) -> Result<Tokens> {
     if args.dataset.ends_with(".safetensors") {
         let mut t = read_pretokenized(Path::new(&args.dataset))?;
         t.rows = t.rows.min(args.n_tokens / t.ctx_len.max(1)).max(1);
         t.ids.truncate(t.rows * t.ctx_len);
         return Ok(t);
     }
+    let tok = tok.with_context(|| {
+        format!(
+            "model {:?} has no tokenizer (no tokenizer.json, or a GGUF file without tokenizer \
+             metadata), so the text dataset {:?} cannot be tokenized: add a tokenizer.json to the \
+             model or pass a pre-tokenized .safetensors dataset",
+            args.model, args.dataset
+        )
+    })?;
     let docs = read_dataset_split(
         &args.dataset,
         &args.dataset_column,
@@ -175,7 +181,13 @@ fn load_coders(args: &CacheArgs, model: &Model, hooks: &[HookPoint]) -> Result<V
     Ok(coders)
 }
 
-pub fn run_cache(args: &CacheArgs, model: &Model, tok: &Tokenizer) -> Result<Vec<HookStats>> {
+/// Caches the latents of `args`; `tok` is needed only for a text dataset (pre-tokenized ids need
+/// none, and the cache then records that the model had no tokenizer).
+pub fn run_cache(
+    args: &CacheArgs,
+    model: &Model,
+    tok: Option<&Tokenizer>,
+) -> Result<Vec<HookStats>> {
     let hooks = parse_hookpoints(&args.hookpoints, model)?;
     let coders = load_coders(args, model, &hooks)?;
     let mut tokens = token_rows(args, tok)?;
@@ -247,6 +259,11 @@ pub fn run_cache(args: &CacheArgs, model: &Model, tok: &Tokenizer) -> Result<Vec
             extra.insert(key.to_string(), serde_json::Value::from(v.clone()));
         }
     }
+    // Readers that decode tokens (`explain`, `latents show`) then know to ask for --tokenizer.
+    extra.insert(
+        "model_has_tokenizer".to_string(),
+        serde_json::Value::from(tok.is_some()),
+    );
     extra.insert(
         "sparse_model".to_string(),
         serde_json::Value::from(args.sparse_model.clone()),
@@ -292,8 +309,8 @@ pub fn print_stats(stats: &[HookStats]) {
 }
 
 pub fn run_command(args: CacheArgs) -> Result<()> {
-    let (model, tok) = load_model_with_tokenizer(&args.model, &args.device)?;
-    let stats = run_cache(&args, &model, &tok)?;
+    let (model, tok) = load_model(&args.model, &args.device)?;
+    let stats = run_cache(&args, &model, tok.as_ref())?;
     print_stats(&stats);
     eprintln!("cache written to {}", args.out.join("latents").display());
     Ok(())

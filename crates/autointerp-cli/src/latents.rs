@@ -1,7 +1,7 @@
 //! `autointerp latents show`: a latent's top examples, read from a cache.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -42,22 +42,10 @@ struct ShowArgs {
     /// The model whose tokenizer decodes the tokens (default: the cache's `model_name`).
     #[arg(long)]
     model: Option<String>,
-}
-
-/// Loads only the tokenizer of a model: a `.gguf` file's metadata or an HF folder's
-/// `tokenizer.json`.
-pub fn load_tokenizer(spec: &str) -> Result<Tokenizer> {
-    let path = Path::new(spec);
-    if path.is_file() {
-        let gguf = autointerp_model::gguf::GgufFile::open(path)?;
-        return Ok(Tokenizer::from(gguf.tokenizer()?));
-    }
-    if path.is_dir() {
-        return Ok(Tokenizer::from_hf_dir(path)?);
-    }
-    anyhow::bail!(
-        "cannot load a tokenizer from {spec:?}: pass --model with a .gguf file or an HF folder"
-    )
+    /// A tokenizer for a model that has none (`tokenizer.json`, an HF folder, a `.gguf` file
+    /// or a Hub id); wins over --model.
+    #[arg(long)]
+    tokenizer: Option<String>,
 }
 
 /// A token decoder for records: each id decoded on its own.
@@ -92,7 +80,7 @@ pub fn render(example: &Example, colour: bool) -> String {
 fn show(args: ShowArgs) -> Result<()> {
     let hook: HookPoint = args.hookpoint.parse()?;
     let cache = LatentCache::open(&args.cache)?;
-    let model = match &args.model {
+    let model = match args.tokenizer.as_ref().or(args.model.as_ref()) {
         Some(m) => m.clone(),
         None => cache
             .hook(hook)?
@@ -100,7 +88,7 @@ fn show(args: ShowArgs) -> Result<()> {
             .and_then(|c| c.get("model_name")?.as_str().map(str::to_owned))
             .context("the cache's config.json names no model_name: pass --model")?,
     };
-    let tok = load_tokenizer(&model)?;
+    let tok = Tokenizer::load(&model).with_context(|| format!("the tokenizer of {model:?}"))?;
     let mut cfg = LatentsConfig::default();
     cfg.constructor.example_ctx_len = args.example_ctx_len;
     cfg.constructor.min_examples = 1;

@@ -168,3 +168,98 @@ fn bad_inputs_are_clear_errors() {
     let err = stderr(&shown);
     assert!(err.contains("0_31.safetensors"), "{err}");
 }
+
+/// A `tokens [rows, ctx_len]` i64 safetensors file, written by hand (the format is a JSON header
+/// behind its length).
+fn write_pretokenized(path: &Path, rows: usize, ctx_len: usize) {
+    let ids: Vec<i64> = (0..rows * ctx_len)
+        .map(|i| 3 + (i * 7 % 90) as i64)
+        .collect();
+    let header = serde_json::json!({
+        "tokens": {"dtype": "I64", "shape": [rows, ctx_len], "data_offsets": [0, ids.len() * 8]}
+    })
+    .to_string();
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend(header.as_bytes());
+    bytes.extend(ids.iter().flat_map(|i| i.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A model folder without tokenizer files caches pre-tokenized ids; commands that decode ask for
+/// a tokenizer by name and work once given one.
+#[test]
+fn a_model_without_tokenizer_caches_pretokenized_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_tok = tiny_model(dir.path());
+    let bare = dir.path().join("bare-model");
+    std::fs::create_dir_all(&bare).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(with_tok.join(f), bare.join(f)).unwrap();
+    }
+    let sae = write_sae(&dir.path().join("sae"), "layers.0", D_MODEL, 64, 4);
+    let ids = dir.path().join("ids.safetensors");
+    write_pretokenized(&ids, 8, 8);
+    let out = dir.path().join("out");
+    let hf = dir.path().join("hf");
+    let args = cache_args(&bare, &sae, ids.to_str().unwrap(), &out, &FLAGS);
+    assert_success(&cache(&args, "http://127.0.0.1:9", &hf));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("latents/layers.0/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["model_has_tokenizer"], false);
+    let counts: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(out.join("latents/layers.0/firing_counts.json")).unwrap(),
+    )
+    .unwrap();
+    let latent = counts["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .position(|c| c.as_u64() > Some(0))
+        .expect("some latent fires")
+        .to_string();
+
+    // A text dataset needs the tokenizer the model lacks: the error says so.
+    let text = dir.path().join("text.txt");
+    std::fs::write(&text, run_support::text(400)).unwrap();
+    let args = cache_args(
+        &bare,
+        &sae,
+        text.to_str().unwrap(),
+        &dir.path().join("o2"),
+        &FLAGS,
+    );
+    let err = stderr(&cache(&args, "http://127.0.0.1:9", &hf));
+    assert!(
+        err.contains("no tokenizer") && err.contains("pre-tokenized"),
+        "{err}"
+    );
+
+    let show = |extra: &[&str]| {
+        let mut a = vec![
+            "latents",
+            "show",
+            "--cache",
+            out.to_str().unwrap(),
+            "--hookpoint",
+            "layers.0",
+            "--latent",
+            &latent,
+            "--example-ctx-len",
+            "8",
+        ];
+        a.extend(extra);
+        command(&a)
+            .env("HF_ENDPOINT", "http://127.0.0.1:9")
+            .output()
+            .unwrap()
+    };
+    let err = stderr(&show(&[]));
+    assert!(
+        err.contains("bare-model") && err.contains("--tokenizer"),
+        "{err}"
+    );
+    let tok = with_tok.join("tokenizer.json");
+    let shown = show(&["--tokenizer", tok.to_str().unwrap()]);
+    assert_success(&shown);
+}

@@ -95,6 +95,7 @@ pub mod highlight;
 mod load;
 mod parse;
 mod prompt;
+mod tokens;
 
 pub use contrastive::{contrastive_prompt, ContrastiveConfig};
 pub use error::{Error, Result};
@@ -112,6 +113,7 @@ pub use prompt::{
     activation_line, default_prompt, default_prompt_for_examples, normalized_activation,
     ExplainerConfig,
 };
+pub use tokens::{TokenExplainer, TokenExplainerConfig};
 
 use autointerp_core::{Explanation, LatentId};
 

@@ -276,26 +276,39 @@ impl Config {
             .and_then(|v| v.as_str())
             .ok_or_else(|| err("no \"model_type\" string".into()))?
             .to_owned();
+        // transformers 5.x spellings (nulls, `rope_parameters`) become 4.x ones, and a key no
+        // converter reads is an error rather than a silent default.
         fn parse<T: serde::de::DeserializeOwned>(
-            v: serde_json::Value,
+            mut v: serde_json::Value,
             path: &Path,
             model_type: &str,
+            keys: &[&str],
+            local_rope: bool,
         ) -> Result<T> {
-            serde_json::from_value(v).map_err(|e| Error::Config {
+            let err = |problem: String| Error::Config {
                 path: path.to_path_buf(),
-                problem: format!("{model_type}: {e}"),
-            })
+                problem,
+            };
+            let object = v
+                .as_object_mut()
+                .ok_or_else(|| err(format!("{model_type}: the config is not a JSON object")))?;
+            crate::hf_compat::normalize(object, model_type, keys, local_rope).map_err(err)?;
+            serde_json::from_value(v).map_err(|e| err(format!("{model_type}: {e}")))
         }
         let config = match model_type.as_str() {
-            "gpt2" => parse::<HfGpt2Config>(value, path, &model_type)?.into_config(),
-            "llama" | "mistral" => parse::<HfLlamaConfig>(value, path, &model_type)?
-                .into_config(Arch::Llama, &model_type),
-            "qwen2" => parse::<HfLlamaConfig>(value, path, &model_type)?
-                .into_config(Arch::Qwen2, &model_type),
-            "gemma2" => parse::<HfGemmaConfig>(value, path, &model_type)?.into_config(Arch::Gemma2),
-            "gemma3_text" => {
-                parse::<HfGemmaConfig>(value, path, &model_type)?.into_config(Arch::Gemma3)
+            "gpt2" => {
+                parse::<HfGpt2Config>(value, path, &model_type, GPT2_KEYS, false)?.into_config()
             }
+            "llama" | "mistral" => {
+                parse::<HfLlamaConfig>(value, path, &model_type, LLAMA_KEYS, false)?
+                    .into_config(Arch::Llama, &model_type)
+            }
+            "qwen2" => parse::<HfLlamaConfig>(value, path, &model_type, LLAMA_KEYS, false)?
+                .into_config(Arch::Qwen2, &model_type),
+            "gemma2" => parse::<HfGemmaConfig>(value, path, &model_type, GEMMA_KEYS, false)?
+                .into_config(Arch::Gemma2),
+            "gemma3_text" => parse::<HfGemmaConfig>(value, path, &model_type, GEMMA_KEYS, true)?
+                .into_config(Arch::Gemma3),
             "gemma3" => {
                 // The multimodal wrapper: the language model's config is `text_config`.
                 let mut text = value
@@ -310,9 +323,12 @@ impl Config {
                         }
                     }
                 }
-                parse::<HfGemmaConfig>(text, path, &model_type)?.into_config(Arch::Gemma3)
+                parse::<HfGemmaConfig>(text, path, &model_type, GEMMA_KEYS, true)?
+                    .into_config(Arch::Gemma3)
             }
-            "gpt_neox" => parse::<HfNeoxConfig>(value, path, &model_type)?.into_config(),
+            "gpt_neox" => {
+                parse::<HfNeoxConfig>(value, path, &model_type, NEOX_KEYS, false)?.into_config()
+            }
             _ => {
                 return Err(Error::UnknownModelType {
                     path: path.to_path_buf(),
@@ -693,6 +709,18 @@ fn parse_layer_types(
         .collect()
 }
 
+/// How many leading dimensions of each head rotate: HF's `int(head_dim * partial_rotary_factor)`.
+fn rotary_dim(
+    head_dim: usize,
+    partial_rotary_factor: Option<f64>,
+) -> std::result::Result<usize, String> {
+    match partial_rotary_factor {
+        None => Ok(head_dim),
+        Some(f) if f > 0.0 && f <= 1.0 => Ok((head_dim as f64 * f) as usize),
+        Some(f) => Err(format!("partial_rotary_factor {f} must be in (0, 1]")),
+    }
+}
+
 fn default_rope_theta() -> f64 {
     10_000.0
 }
@@ -705,6 +733,29 @@ fn default_layer_norm_eps() -> f64 {
 fn default_true() -> bool {
     true
 }
+
+/// The keys [`HfLlamaConfig`] reads (every other key that may change the forward pass is refused).
+const LLAMA_KEYS: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_act",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_scaling",
+    "partial_rotary_factor",
+    "tie_word_embeddings",
+    "attention_bias",
+    "mlp_bias",
+    "sliding_window",
+    "use_sliding_window",
+    "max_window_layers",
+    "layer_types",
+];
 
 /// `config.json` of `llama`, `mistral` and `qwen2`.
 #[derive(Debug, Deserialize)]
@@ -728,6 +779,8 @@ struct HfLlamaConfig {
     rope_theta: f64,
     #[serde(default)]
     rope_scaling: Option<HfRopeScaling>,
+    #[serde(default)]
+    partial_rotary_factor: Option<f64>,
     #[serde(default)]
     tie_word_embeddings: bool,
     #[serde(default)]
@@ -790,7 +843,7 @@ impl HfLlamaConfig {
             max_position_embeddings: self.max_position_embeddings.unwrap_or(2048),
             rope: Some(RopeConfig {
                 theta: self.rope_theta,
-                rotary_dim: head_dim,
+                rotary_dim: rotary_dim(head_dim, self.partial_rotary_factor)?,
                 scaling: rope_scaling(&self.rope_scaling)?,
             }),
             rope_local: None,
@@ -830,6 +883,33 @@ fn present<'de, D: serde::Deserializer<'de>>(
     Option::<f64>::deserialize(d).map(Some)
 }
 
+/// The keys [`HfGemmaConfig`] reads.
+const GEMMA_KEYS: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "hidden_activation",
+    "hidden_act",
+    "rms_norm_eps",
+    "rope_theta",
+    "rope_local_base_freq",
+    "rope_scaling",
+    "partial_rotary_factor",
+    "query_pre_attn_scalar",
+    "sliding_window",
+    "sliding_window_pattern",
+    "layer_types",
+    "attn_logit_softcapping",
+    "final_logit_softcapping",
+    "tie_word_embeddings",
+    "attention_bias",
+    "use_bidirectional_attention",
+];
+
 /// `config.json` of `gemma2` and `gemma3_text` (and the `text_config` of `gemma3`).
 #[derive(Debug, Deserialize)]
 struct HfGemmaConfig {
@@ -856,6 +936,8 @@ struct HfGemmaConfig {
     rope_local_base_freq: Option<f64>,
     #[serde(default)]
     rope_scaling: Option<HfRopeScaling>,
+    #[serde(default)]
+    partial_rotary_factor: Option<f64>,
     #[serde(default = "default_query_pre_attn_scalar")]
     query_pre_attn_scalar: f64,
     #[serde(default = "default_sliding_window")]
@@ -909,14 +991,15 @@ impl HfGemmaConfig {
         } else {
             10_000.0
         };
+        let rotary_dim = rotary_dim(self.head_dim, self.partial_rotary_factor)?;
         let rope = RopeConfig {
             theta: self.rope_theta.unwrap_or(default_theta),
-            rotary_dim: self.head_dim,
+            rotary_dim,
             scaling: rope_scaling(&self.rope_scaling)?,
         };
         let rope_local = (arch == Arch::Gemma3).then(|| RopeConfig {
             theta: self.rope_local_base_freq.unwrap_or(10_000.0),
-            rotary_dim: self.head_dim,
+            rotary_dim,
             scaling: None,
         });
         // Gemma 3 ignores attn_logit_softcapping (it is not passed to its attention), and its
@@ -972,6 +1055,29 @@ fn default_n_positions() -> usize {
 fn default_gpt2_act() -> String {
     "gelu_new".into()
 }
+
+/// The keys [`HfGpt2Config`] reads, and GPT-2's own that do not change the forward pass (`n_ctx`
+/// is `n_positions` again; the `summary_*` keys configure a classification head;
+/// `reorder_and_upcast_attn` only changes the precision of a half-precision softmax).
+const GPT2_KEYS: &[&str] = &[
+    "vocab_size",
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "n_inner",
+    "activation_function",
+    "layer_norm_epsilon",
+    "n_positions",
+    "scale_attn_weights",
+    "scale_attn_by_inverse_layer_idx",
+    "tie_word_embeddings",
+    "n_ctx",
+    "summary_type",
+    "summary_use_proj",
+    "summary_activation",
+    "summary_proj_to_labels",
+    "reorder_and_upcast_attn",
+];
 
 /// `config.json` of `gpt2`.
 #[derive(Debug, Deserialize)]
@@ -1044,6 +1150,25 @@ impl HfGpt2Config {
     }
 }
 
+/// The keys [`HfNeoxConfig`] reads.
+const NEOX_KEYS: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+    "hidden_act",
+    "rotary_pct",
+    "partial_rotary_factor",
+    "rotary_emb_base",
+    "rope_theta",
+    "rope_scaling",
+    "layer_norm_eps",
+    "use_parallel_residual",
+    "tie_word_embeddings",
+    "attention_bias",
+];
+
 /// `config.json` of `gpt_neox` (Pythia).
 #[derive(Debug, Deserialize)]
 struct HfNeoxConfig {
@@ -1084,9 +1209,8 @@ impl HfNeoxConfig {
         let pct = self
             .partial_rotary_factor
             .or(self.rotary_pct)
-            .unwrap_or(0.25);
-        // HF: int(head_size * rotary_pct).
-        let rotary_dim = (head_dim as f64 * pct) as usize;
+            .or(Some(0.25));
+        let rotary_dim = rotary_dim(head_dim, pct)?;
         let mut c = Config {
             arch: Arch::GptNeox,
             vocab_size: self.vocab_size,
@@ -1199,6 +1323,36 @@ mod tests {
         assert_eq!(c.eos_token_ids, vec![1, 7]);
         assert_eq!(c.bos_token_id, Some(2));
         assert_eq!(c.pad_token_id, None);
+    }
+
+    /// transformers 5.x writes `rope_parameters` and explicit nulls; both used to be lost (a
+    /// Qwen2's theta of 1e6 silently became 10,000).
+    #[test]
+    fn transformers_5_configs_keep_their_rope_and_accept_nulls() {
+        let base = r#""vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+                      "num_hidden_layers": 2, "num_attention_heads": 2, "head_dim": 4"#;
+        let q = parse(&format!(
+            r#"{{"model_type": "qwen2", {base}, "sliding_window": null,
+                 "rope_parameters": {{"rope_theta": 1000000.0, "rope_type": "default",
+                                      "partial_rotary_factor": 0.5}}}}"#
+        ))
+        .unwrap();
+        let rope = q.rope.unwrap();
+        assert_eq!((rope.theta, rope.rotary_dim), (1e6, 2));
+        let g = parse(&format!(
+            r#"{{"model_type": "gemma2", {base}, "use_bidirectional_attention": null}}"#
+        ))
+        .unwrap();
+        assert_eq!(g.attn_logit_softcap, Some(50.0));
+        let msg = parse(&format!(
+            r#"{{"model_type": "qwen2", {base}, "use_mrope": true}}"#
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            msg.contains("config.json") && msg.contains("\"use_mrope\""),
+            "{msg}"
+        );
     }
 
     #[test]

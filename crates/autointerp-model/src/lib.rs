@@ -46,6 +46,7 @@ mod config;
 mod device;
 mod error;
 pub mod gguf;
+mod hf_compat;
 mod hooks;
 mod layers;
 mod load;

@@ -120,6 +120,110 @@ impl Model {
     }
 }
 
+impl Tokenizer {
+    /// Loads a tokenizer from wherever a model can come from, for commands that decode tokens
+    /// but run no model:
+    ///
+    /// - a `tokenizer.json` file (with `tokenizer_config.json` beside it when present);
+    /// - a `.gguf` file (its `tokenizer.*` metadata);
+    /// - an HF folder with `tokenizer.json`, or a folder holding a single `.gguf` file;
+    /// - otherwise a Hub id `owner/name`, whose `tokenizer.json` and `tokenizer_config.json`
+    ///   are downloaded (cached under `HF_HOME`; only the cache with `HF_HUB_OFFLINE=1`).
+    ///
+    /// # Errors
+    /// [`Error::Tokenizer`] for a folder or GGUF file without a tokenizer (the message says
+    /// how to name one), [`Error::ModelPath`] for a path that does not exist and is no Hub id,
+    /// [`Error::Hub`] when the download fails.
+    pub fn load(source: &str) -> Result<Self> {
+        let path = Path::new(source);
+        let missing = |path: PathBuf, what: &str| Error::Tokenizer {
+            path,
+            problem: format!(
+                "{what}; a model cached from pre-tokenized ids may have none: name one with \
+                 --tokenizer (a tokenizer.json, an HF folder with one, a .gguf file or a Hub id)"
+            ),
+        };
+        if path.is_file() {
+            if path.extension().is_some_and(|e| e == "json") {
+                let dir = path.parent().unwrap_or(Path::new("."));
+                if path.file_name().is_some_and(|n| n == "tokenizer.json") {
+                    return Self::from_hf_dir(dir);
+                }
+                let inner =
+                    tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+                        path: path.to_path_buf(),
+                        problem: e.to_string(),
+                    })?;
+                return Ok(Self::from_tokenizer(inner));
+            }
+            let gguf = GgufFile::open(path)?;
+            if gguf.get("tokenizer.ggml.model").is_none() {
+                return Err(missing(
+                    path.to_path_buf(),
+                    "no tokenizer.* metadata in this GGUF file",
+                ));
+            }
+            return Ok(Self::from(gguf.tokenizer()?));
+        }
+        if path.is_dir() {
+            if path.join("tokenizer.json").is_file() {
+                return Self::from_hf_dir(path);
+            }
+            if !path.join("config.json").is_file() {
+                if let Some(gguf) = single_gguf(path) {
+                    return Self::load(&gguf.to_string_lossy());
+                }
+            }
+            return Err(missing(
+                path.join("tokenizer.json"),
+                "no tokenizer.json in this folder",
+            ));
+        }
+        if !autointerp_core::is_hub_repo_id(source) {
+            return Err(Error::ModelPath {
+                path: path.to_path_buf(),
+                problem: "no such file or folder (and not a Hugging Face Hub id like owner/name)"
+                    .into(),
+            });
+        }
+        let dir = hub_tokenizer_download(source)?;
+        Self::from_hf_dir(dir)
+    }
+}
+
+/// Downloads (or finds in the cache) a Hub model's `tokenizer.json` and `tokenizer_config.json`.
+fn hub_tokenizer_download(repo: &str) -> Result<PathBuf> {
+    let hub_err = |problem: String| Error::Hub {
+        repo: repo.to_owned(),
+        problem,
+    };
+    let tokenizer = if offline() {
+        let cache = hf_hub::Cache::from_env().model(repo.to_owned());
+        let _ = cache.get("tokenizer_config.json");
+        cache.get("tokenizer.json").ok_or_else(|| {
+            hub_err(format!(
+                "HF_HUB_OFFLINE is set and the cache ({}) has no tokenizer.json of it; pass a \
+                 local tokenizer.json, HF folder or .gguf file",
+                hf_hub::Cache::from_env().path().display()
+            ))
+        })?
+    } else {
+        let api = hf_hub::api::sync::ApiBuilder::from_env()
+            .with_progress(false)
+            .build()
+            .map_err(|e| hub_err(format!("cannot set up the Hub client: {e}")))?;
+        let model = api.model(repo.to_owned());
+        let tokenizer = model
+            .get("tokenizer.json")
+            .map_err(|e| hub_err(format!("cannot fetch tokenizer.json ({e})")))?;
+        if let Err(e) = model.get("tokenizer_config.json") {
+            tracing::debug!(repo, error = %e, "tokenizer_config.json not fetched");
+        }
+        tokenizer
+    };
+    parent(&tokenizer).ok_or_else(|| hub_err("bad cache path".into()))
+}
+
 /// The only `.gguf` file in `dir`, if there is exactly one.
 fn single_gguf(dir: &Path) -> Option<PathBuf> {
     let mut found = std::fs::read_dir(dir)

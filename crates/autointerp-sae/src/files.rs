@@ -16,10 +16,26 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::Config {
+    let err = |e: serde_json::Error| Error::Config {
         path: path.to_path_buf(),
         problem: e.to_string(),
-    })
+    };
+    let mut value: serde_json::Value = serde_json::from_str(&text).map_err(err)?;
+    drop_nulls(&mut value);
+    serde_json::from_value(value).map_err(err)
+}
+
+/// Removes the `null` members of every object: the Python tools that write these configs spell
+/// an unset option as `null`, which means "absent" (the default), not "a value of the wrong type".
+fn drop_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
 }
 
 /// The tensors of one weights file, taken out by name; whatever is left at the end is an error.
@@ -112,5 +128,35 @@ pub(crate) fn parse_hook(name: &str) -> Option<HookPoint> {
             tracing::debug!("{e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    struct Cfg {
+        #[serde(default)]
+        skip_connection: bool,
+        #[serde(default)]
+        k: Option<usize>,
+        d_in: usize,
+    }
+
+    #[test]
+    fn nulls_read_as_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cfg.json");
+        std::fs::write(
+            &path,
+            r#"{"skip_connection": null, "k": null, "d_in": 4, "x": [{"y": null}]}"#,
+        )
+        .unwrap();
+        let cfg: Cfg = read_json(&path).unwrap();
+        assert!(!cfg.skip_connection && cfg.k.is_none() && cfg.d_in == 4);
+        std::fs::write(&path, r#"{"d_in": null}"#).unwrap();
+        let msg = read_json::<Cfg>(&path).unwrap_err().to_string();
+        assert!(msg.contains("d_in") && msg.contains("cfg.json"), "{msg}");
     }
 }

@@ -26,6 +26,9 @@ pub enum ExplainerKind {
     Default,
     /// Activating examples beside similar non-activating ones.
     Contrastive,
+    /// No LLM: the latent's most frequent activating tokens, by share of its activation, and
+    /// the token that most often precedes them. The baseline every LLM explanation must beat.
+    Tokens,
     /// No explainer: the explanations already in `explanations/` are scored.
     None,
 }
@@ -91,6 +94,10 @@ pub enum Overwrite {
 pub struct RunConfig {
     /// The model explained: HF folder, `.gguf` file or Hub id. Its tokenizer decodes the examples.
     pub model: String,
+    /// Where the tokenizer that decodes the examples comes from when it is not the model's own
+    /// (a model folder without `tokenizer.json`, cached from pre-tokenized ids): a
+    /// `tokenizer.json`, an HF folder, a `.gguf` file or a Hub id.
+    pub tokenizer: Option<String>,
     /// The sparse coders (see `autointerp cache --sparse-model`).
     pub sparse_model: String,
     /// Hook points; empty means every hook point of an existing cache.
@@ -215,6 +222,7 @@ impl Default for RunConfig {
         let (c, s) = (&latents.constructor, &latents.sampler);
         Self {
             model: String::new(),
+            tokenizer: None,
             sparse_model: String::new(),
             hookpoints: Vec::new(),
             dataset: None,

@@ -7,7 +7,8 @@ use autointerp_client::{
 use autointerp_core::{Explanation, LatentRecord};
 use autointerp_explain::GenerationConfig;
 use autointerp_explain::{
-    ContrastiveConfig, ContrastiveExplainer, DefaultExplainer, ExplainOutcome, ExplainerConfig,
+    ContrastiveConfig, ContrastiveExplainer, DefaultExplainer, ExplainOutcome, Explainer,
+    ExplainerConfig, TokenExplainer,
 };
 use autointerp_score::{
     ClassifierConfig, DetectionScorer, EmbeddingConfig, EmbeddingScorer, FuzzConfig, FuzzingScorer,
@@ -123,12 +124,19 @@ pub enum AnyExplainer {
     Default(DefaultExplainer<LlmClient>),
     /// `contrastive`.
     Contrastive(ContrastiveExplainer<LlmClient>),
+    /// `tokens` (no LLM).
+    Tokens(TokenExplainer),
 }
 
 impl AnyExplainer {
-    /// The explainer of `cfg`, or `None` for `--explainer none`.
-    pub fn new(cfg: &RunConfig, client: &LlmClient) -> Option<Self> {
+    /// The explainer of `cfg`, or `None` for `--explainer none` (and for an LLM explainer
+    /// without a client).
+    pub fn new(cfg: &RunConfig, client: Option<&LlmClient>) -> Option<Self> {
         let generation = GenerationConfig::default().with_max_tokens(cfg.explainer_max_tokens);
+        if cfg.explainer == ExplainerKind::Tokens {
+            return Some(Self::Tokens(TokenExplainer::default()));
+        }
+        let client = client?;
         match cfg.explainer {
             ExplainerKind::Default => Some(Self::Default(
                 DefaultExplainer::new(client.clone(), ExplainerConfig::default())
@@ -140,7 +148,7 @@ impl AnyExplainer {
                     .with_generation(generation)
                     .with_prefill(cfg.explainer_prefill),
             )),
-            ExplainerKind::None => None,
+            ExplainerKind::None | ExplainerKind::Tokens => None,
         }
     }
 
@@ -152,6 +160,7 @@ impl AnyExplainer {
         match self {
             Self::Default(e) => e.explain(record).await,
             Self::Contrastive(e) => e.explain(record).await,
+            Self::Tokens(e) => e.explain(record).await,
         }
     }
 }

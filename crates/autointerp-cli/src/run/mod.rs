@@ -30,8 +30,8 @@ use self::layout::{FailureLog, Layout};
 use self::llm::{chat_client, AnyExplainer, AnyScorer};
 use self::pipeline::{Engine, Phase, Plan, Shared, Tally};
 use crate::cache::{print_stats, run_cache, CacheArgs};
-use crate::common::{load_model_with_tokenizer, DeviceArgs};
-use crate::latents::{decoder, load_tokenizer};
+use crate::common::{load_model, DeviceArgs};
+use crate::latents::decoder;
 
 /// Sets each `cfg.field` given on the command line.
 macro_rules! set {
@@ -242,6 +242,10 @@ pub struct RunArgs {
     model: Option<String>,
     /// The sparse coders (as `autointerp cache --sparse-model`); needed only to build the cache.
     sparse_model: Option<String>,
+    /// A tokenizer for a model that has none (`tokenizer.json`, an HF folder, a `.gguf` file or
+    /// a Hub id) [default: the model's].
+    #[arg(long)]
+    tokenizer: Option<String>,
     /// A TOML file of settings: any option below, `-` written `_` (`n_tokens = 1000000`,
     /// `scorers = ["detection"]`, `model = "..."`). Flags override it.
     #[arg(long)]
@@ -279,6 +283,10 @@ pub struct ExplainArgs {
     /// cache's `model_name`].
     #[arg(long)]
     model: Option<String>,
+    /// A tokenizer for a model that has none (`tokenizer.json`, an HF folder, a `.gguf` file or
+    /// a Hub id) [default: the model's].
+    #[arg(long)]
+    tokenizer: Option<String>,
     /// A TOML file of settings, used instead of PATH's run_config.json. Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -305,6 +313,10 @@ pub struct ScoreArgs {
     /// cache's `model_name`].
     #[arg(long)]
     model: Option<String>,
+    /// A tokenizer for a model that has none (`tokenizer.json`, an HF folder, a `.gguf` file or
+    /// a Hub id) [default: the model's].
+    #[arg(long)]
+    tokenizer: Option<String>,
     /// A TOML file of settings, used instead of PATH's run_config.json. Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -373,6 +385,9 @@ pub fn run_command(args: RunArgs) -> Result<()> {
     if let Some(m) = &args.sparse_model {
         cfg.sparse_model.clone_from(m);
     }
+    if args.tokenizer.is_some() {
+        cfg.tokenizer.clone_from(&args.tokenizer);
+    }
     set!(cfg, args; name, results_dir, overwrite);
     args.cache.apply(&mut cfg);
     args.latents.apply(&mut cfg);
@@ -401,10 +416,9 @@ pub fn run_with_config(cfg: RunConfig) -> Result<()> {
     let layout = Layout::new(cfg.results_dir.join(&cfg.name));
     save_config(&cfg, &layout)?;
     let built = ensure_cache(&cfg, layout.root())?;
-    let tok = match built {
-        Some(tok) => tok,
-        None => load_tokenizer(&cfg.model)
-            .with_context(|| format!("the tokenizer of MODEL {:?}", cfg.model))?,
+    let tok = match (built, &cfg.tokenizer) {
+        (Some(tok), None) => tok,
+        _ => load_run_tokenizer(&cfg)?,
     };
     let cache = LatentCache::open(layout.root())?;
     execute(&cfg, &cache, &layout, stages, tok)
@@ -423,7 +437,12 @@ pub fn explain_command(args: ExplainArgs) -> Result<()> {
         cfg.explainer != ExplainerKind::None,
         "nothing to do: --explainer none"
     );
-    let (cache, tok) = open_cache(&args.path, args.model.as_deref(), &mut cfg)?;
+    let (cache, tok) = open_cache(
+        &args.path,
+        args.model.as_deref(),
+        args.tokenizer.as_deref(),
+        &mut cfg,
+    )?;
     save_config(&cfg, &layout)?;
     execute(
         &cfg,
@@ -447,7 +466,12 @@ pub fn score_command(args: ScoreArgs) -> Result<()> {
     args.client.apply(&mut cfg);
     cfg.validate()?;
     ensure!(!cfg.scorers.is_empty(), "nothing to do: no --scorers");
-    let (cache, tok) = open_cache(&args.path, args.model.as_deref(), &mut cfg)?;
+    let (cache, tok) = open_cache(
+        &args.path,
+        args.model.as_deref(),
+        args.tokenizer.as_deref(),
+        &mut cfg,
+    )?;
     save_config(&cfg, &layout)?;
     execute(
         &cfg,
@@ -482,16 +506,26 @@ fn save_config(cfg: &RunConfig, layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-/// Opens the cache at `path` and the tokenizer that decodes it: `--model`, else the config's
-/// model, else the cache's `model_name`.
+/// The tokenizer that decodes a run's examples: `tokenizer` when set, else the model's.
+fn load_run_tokenizer(cfg: &RunConfig) -> Result<Tokenizer> {
+    let source = cfg.tokenizer.as_deref().unwrap_or(&cfg.model);
+    Tokenizer::load(source).with_context(|| format!("the tokenizer of {source:?}"))
+}
+
+/// Opens the cache at `path` and the tokenizer that decodes it: `--tokenizer`, else `--model`,
+/// else the config's tokenizer or model, else the cache's `model_name`.
 fn open_cache(
     path: &Path,
     model: Option<&str>,
+    tokenizer: Option<&str>,
     cfg: &mut RunConfig,
 ) -> Result<(LatentCache, Tokenizer)> {
     let cache = LatentCache::open(path)?;
     if let Some(m) = model {
         cfg.model = m.to_string();
+    }
+    if let Some(t) = tokenizer {
+        cfg.tokenizer = Some(t.to_string());
     }
     if cfg.model.is_empty() {
         cfg.model = cache
@@ -500,8 +534,7 @@ fn open_cache(
             .find_map(|h| h.config()?.get("model_name")?.as_str().map(str::to_owned))
             .context("no model known to decode the cache's tokens: pass --model")?;
     }
-    let tok = load_tokenizer(&cfg.model)
-        .with_context(|| format!("the tokenizer of model {:?}", cfg.model))?;
+    let tok = load_run_tokenizer(cfg)?;
     Ok((cache, tok))
 }
 
@@ -572,15 +605,15 @@ fn ensure_cache(cfg: &RunConfig, root: &Path) -> Result<Option<Tokenizer>> {
         device: device.clone(),
         out: root.to_path_buf(),
     };
-    let (model, tok) = load_model_with_tokenizer(&cfg.model, &device)?;
+    let (model, tok) = load_model(&cfg.model, &device)?;
     eprintln!(
         "caching {} into {}",
         names.join(", "),
         root.join("latents").display()
     );
-    let stats = run_cache(&args, &model, &tok)?;
+    let stats = run_cache(&args, &model, tok.as_ref())?;
     print_stats(&stats);
-    Ok(Some(tok))
+    Ok(tok)
 }
 
 /// A token decoder shared by the datasets of both phases.
@@ -647,17 +680,17 @@ fn execute(
         Vec::new()
     };
     let explains = stages.explain && cfg.explainer != ExplainerKind::None;
-    let needs_chat = explains || kinds.iter().any(|k| k.uses_chat());
+    let llm_explains = explains && cfg.explainer != ExplainerKind::Tokens;
+    let needs_chat = llm_explains || kinds.iter().any(|k| k.uses_chat());
     let client = needs_chat.then(|| chat_client(cfg)).transpose()?;
     let scorer_cfg = RunConfig {
         scorers: kinds.clone(),
         ..cfg.clone()
     };
     let engine = Engine {
-        explainer: client
-            .as_ref()
-            .filter(|_| explains)
-            .and_then(|c| AnyExplainer::new(cfg, c)),
+        explainer: explains
+            .then(|| AnyExplainer::new(cfg, client.as_ref()))
+            .flatten(),
         scorers: AnyScorer::all(&scorer_cfg, client.as_ref())?,
     };
     let names: Vec<&'static str> = engine.scorers.iter().map(AnyScorer::name).collect();
