@@ -28,6 +28,17 @@ pub struct DemoArgs {
     /// the 135M in-process explainer on two CPU cores each takes about 15 s.
     #[arg(long, default_value_t = 20)]
     n_latents: u32,
+    /// Who explains: `tokens` names each latent's most frequent activating tokens (no LLM; the
+    /// baseline every LLM explanation must beat); `default` and `contrastive` ask SmolLM2-135M
+    /// in process, a weak explainer whose explanations are mostly summaries of the text.
+    #[arg(long, value_enum, default_value = "tokens")]
+    explainer: ExplainerKind,
+    /// Scorers, each beside the random-explanation control. The default two do not need a
+    /// capable judge: the sentence-embedding scorer (all-MiniLM-L6-v2) and surprisal (SmolLM2 as
+    /// the base model). `detection` and `fuzz` ask SmolLM2-135M, which is close to chance as a
+    /// judge (it answers "yes" to nearly everything).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "embedding,surprisal")]
+    scorers: Vec<ScorerKind>,
     /// Where runs are written (the demo's is `<results-dir>/demo`).
     #[arg(long, default_value = "results")]
     results_dir: PathBuf,
@@ -120,21 +131,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
         explainer_max_tokens: 64,
         // Asked plainly, the 135M explainer often goes on listing excerpts instead of answering.
         explainer_prefill: true,
-        explainer: ExplainerKind::Default,
+        explainer: args.explainer,
         explainer_provider: Provider::Local,
-        explainer_model: model_spec,
-        // A 135M judge is close to chance on detection (every answer is read, see
-        // `--classifier-answer`, but it says "yes" to nearly everything); the sentence-embedding
-        // scorer gives the demo a score that does not depend on the judge's size. Fuzzing would
-        // double the judge's prompts for another near-chance number, so it is left out here.
-        scorers: vec![ScorerKind::Detection, ScorerKind::Embedding],
+        explainer_model: model_spec.clone(),
+        scorers: args.scorers.clone(),
         embedding_model: Some(format!("local:{}", minilm.display())),
+        surprisal_model: Some(model_spec),
         // A 135M scorer cannot keep a `[1,0,…]` list format; one digit read from logprobs it can.
         classifier_answer: autointerp_score::AnswerMode::Logprob,
         random_control: true,
         max_concurrency: 4,
         name: "demo".into(),
         results_dir: args.results_dir.clone(),
+        // Explanations of another explainer, or scores of other settings, are redone.
         overwrite: if args.fresh {
             vec![
                 crate::run::Overwrite::Cache,

@@ -398,6 +398,9 @@ pub(crate) fn render_page(
         summary.n_with_record,
         summary.n_scored
     );
+    for sentence in summary.control_sentences() {
+        let _ = writeln!(h, "<p class=\"control\">{}</p>", escape_html(&sentence));
+    }
 
     h.push_str("<h2>Scorers</h2>\n<div class=\"summary-table\"><table>\n<thead><tr>");
     let (header, rows) = summary.table();

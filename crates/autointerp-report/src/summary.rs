@@ -311,8 +311,42 @@ impl Summary {
         )
     }
 
+    /// One sentence per scorer with a random-explanation control: whether the real explanations
+    /// beat it, by how much, with the paired interval. A difference whose interval holds 0
+    /// is said to be indistinguishable from the control, however large its mean.
+    pub fn control_sentences(&self) -> Vec<String> {
+        let pct = (self.confidence * 100.0).round();
+        self.scorers
+            .iter()
+            .filter(|s| !s.scorer.control)
+            .filter_map(|s| {
+                let vs = s.vs_control.as_ref()?;
+                let name = &s.scorer.name;
+                let Some(ci) = &vs.paired_difference else {
+                    return Some(format!(
+                        "{name}: no latent has a defined score under both the real and the random \
+                         explanations, so there is no comparison."
+                    ));
+                };
+                let verdict = if ci.low > 0.0 {
+                    "real explanations beat the random-explanation control"
+                } else if ci.high < 0.0 {
+                    "real explanations score BELOW the random-explanation control"
+                } else {
+                    "real explanations cannot be told from the random-explanation control"
+                };
+                Some(format!(
+                    "{name}: {verdict} (paired difference {:+.3}, {pct:.0}% CI [{:+.3}, {:+.3}], \
+                     {} latents).",
+                    ci.estimate, ci.low, ci.high, vs.n_paired
+                ))
+            })
+            .collect()
+    }
+
     /// The summary as a plain-text table, for a terminal: one line of latent counts, the
-    /// per-scorer table, and the problems counted by kind with the first few of each.
+    /// control comparisons, the per-scorer table, and the problems counted by kind with the
+    /// first few of each.
     pub fn to_text(&self) -> String {
         let (header, rows) = self.table();
         let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -338,6 +372,14 @@ impl Summary {
             padded.join("  ").trim_end().to_string()
         };
         let mut out = format!("{}\n\n", self.latent_line());
+        let sentences = self.control_sentences();
+        for sentence in &sentences {
+            out.push_str(sentence);
+            out.push('\n');
+        }
+        if !sentences.is_empty() {
+            out.push('\n');
+        }
         out.push_str(&line(&header));
         out.push('\n');
         let total: usize = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);

@@ -367,6 +367,21 @@ fn summary_numbers_match_hand_computed_values() -> Result<()> {
     assert_eq!(v.n_paired, 2);
     assert!(close(v.paired_difference.map(|d| d.estimate), 0.375));
 
+    // The first screen says in one sentence how each scorer compares with its control; the
+    // paired difference of 0.375 over two latents has a bootstrap interval above 0.
+    let sentences = report.summary.control_sentences();
+    let det_sentence = sentences
+        .iter()
+        .find(|s| s.starts_with("detection:"))
+        .context("detection control sentence")?;
+    assert!(
+        det_sentence.contains("beat the random-explanation control")
+            && det_sentence.contains("+0.375")
+            && det_sentence.contains("2 latents"),
+        "{det_sentence}"
+    );
+    assert!(report.summary.to_text().contains(det_sentence.as_str()));
+
     let ctl = row(&report, &ScorerKey::control("detection"));
     assert!(close(ctl.mean, 0.375));
     assert!(ctl.vs_control.is_none());
