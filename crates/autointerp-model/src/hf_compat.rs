@@ -1,5 +1,5 @@
 //! What differs between the `config.json` files of transformers 4.x and 5.x, undone before the
-//! family structs in [`crate::config`] read them, and the guard that no key which could change the
+//! family structs in [`crate::arch`] read them, and the guard that no key which could change the
 //! forward pass is silently ignored.
 //!
 //! transformers 5 writes `null` for optional fields it used to leave out, and gathers the RoPE

@@ -4,6 +4,7 @@
 use tch::{Kind, Tensor};
 
 use crate::config::{Activation, RopeConfig};
+use crate::weights::Weights;
 use crate::Result;
 
 /// `y = x Wᵀ + b` with `W` in `nn.Linear` layout `[out, in]`, contiguous: libtorch's `linear`
@@ -59,6 +60,41 @@ impl Norm {
             }
         }
     }
+}
+
+/// `{prefix}.weight` `[out, inp]` and, with `bias`, `{prefix}.bias` `[out]`.
+pub(crate) fn linear(
+    w: &mut Weights,
+    prefix: &str,
+    out: i64,
+    inp: i64,
+    bias: bool,
+) -> Result<Linear> {
+    Ok(Linear {
+        weight: w.get(&format!("{prefix}.weight"), &[out, inp])?,
+        bias: if bias {
+            Some(w.get(&format!("{prefix}.bias"), &[out])?)
+        } else {
+            None
+        },
+    })
+}
+
+/// A LayerNorm from `{prefix}.weight` and `{prefix}.bias`.
+pub(crate) fn layer_norm(w: &mut Weights, prefix: &str, dim: i64, eps: f64) -> Result<Norm> {
+    Ok(Norm::Layer {
+        weight: w.get(&format!("{prefix}.weight"), &[dim])?,
+        bias: w.get(&format!("{prefix}.bias"), &[dim])?,
+        eps,
+    })
+}
+
+/// Llama's RMSNorm from the tensor `name` (Gemma's is in [`crate::arch`]).
+pub(crate) fn rms_norm(w: &mut Weights, name: &str, dim: i64, eps: f64) -> Result<Norm> {
+    Ok(Norm::Rms {
+        weight: w.get(name, &[dim])?,
+        eps,
+    })
 }
 
 /// `x * rsqrt(mean(x²) + eps)` over the last dimension.

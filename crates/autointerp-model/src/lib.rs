@@ -41,8 +41,10 @@
 //! `SentenceTransformer.encode` computes them.
 #![warn(missing_docs)]
 
+mod arch;
 mod cache;
 mod config;
+mod decoder;
 mod device;
 mod error;
 pub mod gguf;
@@ -55,8 +57,9 @@ mod sentence;
 mod tokenizer;
 mod weights;
 
+pub use arch::Arch;
 pub use cache::KvCache;
-pub use config::{Activation, Arch, Config, LayerAttention, RopeConfig, RopeScaling};
+pub use config::{Activation, Config, LayerAttention, RopeConfig, RopeScaling};
 pub use device::{init_cuda, parse_device, DType};
 pub use error::{Error, Result};
 pub use hooks::{Hooks, Intervention, Logits};

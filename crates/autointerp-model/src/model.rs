@@ -1,5 +1,5 @@
-//! The transformer: construction from checkpoint tensors, the hooked forward pass, incremental
-//! decoding with a [`KvCache`], and greedy generation.
+//! The transformer: the hooked forward pass over the blocks a family's builder made (see
+//! [`crate::arch`]), incremental decoding with a [`KvCache`], and greedy generation.
 
 use std::collections::BTreeMap;
 
@@ -7,9 +7,10 @@ use autointerp_core::HookPoint;
 use tch::{Device, Kind, Tensor};
 
 use crate::cache::KvCache;
-use crate::config::{Arch, Config, LayerAttention};
+use crate::config::{Config, LayerAttention};
+use crate::decoder::{AttnMask, Block, Ctx, Parts};
 use crate::hooks::{Hooks, Logits};
-use crate::layers::{activate, apply_rope, Linear, Norm, Rope};
+use crate::layers::{Norm, Rope};
 use crate::weights::Weights;
 use crate::{Error, Result};
 
@@ -122,271 +123,6 @@ impl GenerateOptions {
     }
 }
 
-/// How a layer masks attention in one forward pass.
-enum AttnMask {
-    /// Every key is visible (one new query, no padding, no window in reach).
-    Nothing,
-    /// Plain causal: SDPA's `is_causal`.
-    Causal,
-    /// Added to the scores: 0 where allowed, the dtype's minimum (or -inf) elsewhere.
-    /// `[batch or 1, 1, seq, kv_len]`.
-    Additive(Tensor),
-}
-
-/// Per-forward values shared by all layers.
-struct Ctx {
-    rope: Option<(Tensor, Tensor)>,
-    rope_local: Option<(Tensor, Tensor)>,
-    full: AttnMask,
-    sliding: AttnMask,
-}
-
-#[derive(Debug)]
-struct Attention {
-    /// q, k and v fused: `[(heads + 2 kv_heads) * head_dim, d_model]`.
-    qkv: Linear,
-    o: Linear,
-    q_norm: Option<Norm>,
-    k_norm: Option<Norm>,
-    n_heads: i64,
-    n_kv_heads: i64,
-    head_dim: i64,
-    scale: f64,
-    softcap: Option<f64>,
-}
-
-impl Attention {
-    /// # Shapes
-    /// `x`: `[batch, seq, d_model]` → `[batch, seq, d_model]`.
-    fn forward(
-        &self,
-        x: &Tensor,
-        rope: Option<&(Tensor, Tensor)>,
-        mask: &AttnMask,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Result<Tensor> {
-        let size = x.size();
-        let (b, s) = (size[0], size[1]);
-        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let qkv = self.qkv.forward(x)?;
-        let q = qkv.f_narrow(-1, 0, nh * hd)?.f_reshape([b, s, nh, hd])?;
-        let k = qkv
-            .f_narrow(-1, nh * hd, nkv * hd)?
-            .f_reshape([b, s, nkv, hd])?;
-        let v = qkv
-            .f_narrow(-1, (nh + nkv) * hd, nkv * hd)?
-            .f_reshape([b, s, nkv, hd])?;
-        let q = match &self.q_norm {
-            Some(n) => n.forward(&q)?,
-            None => q,
-        };
-        let k = match &self.k_norm {
-            Some(n) => n.forward(&k)?,
-            None => k,
-        };
-        let (mut q, mut k, mut v) = (
-            q.f_transpose(1, 2)?,
-            k.f_transpose(1, 2)?,
-            v.f_transpose(1, 2)?,
-        );
-        if let Some((cos, sin)) = rope {
-            q = apply_rope(&q, cos, sin)?;
-            k = apply_rope(&k, cos, sin)?;
-        }
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.as_ref() {
-                k = Tensor::f_cat(&[pk, &k], 2)?;
-                v = Tensor::f_cat(&[pv, &v], 2)?;
-            }
-            *slot = Some((k.shallow_clone(), v.shallow_clone()));
-        }
-        let out = match self.softcap {
-            None => self.sdpa(&q, &k, &v, mask)?,
-            Some(cap) => self.softcapped(&q, &k, &v, mask, cap)?,
-        };
-        let out = out.f_transpose(1, 2)?.f_reshape([b, s, nh * hd])?;
-        self.o.forward(&out)
-    }
-
-    /// Repeats each kv head for its `heads / kv_heads` query heads (HF's `repeat_kv`).
-    ///
-    /// # Shapes
-    /// `t`: `[batch, kv_heads, len, head_dim]` → `[batch, heads, len, head_dim]`.
-    fn repeat_kv(&self, t: &Tensor) -> Result<Tensor> {
-        let n_rep = self.n_heads / self.n_kv_heads;
-        if n_rep == 1 {
-            return Ok(t.shallow_clone());
-        }
-        let s = t.size();
-        Ok(t.f_unsqueeze(2)?
-            .f_expand([s[0], s[1], n_rep, s[2], s[3]], false)?
-            .f_reshape([s[0], s[1] * n_rep, s[2], s[3]])?)
-    }
-
-    /// libtorch's fused attention.
-    ///
-    /// # Shapes
-    /// `q`: `[batch, heads, seq, head_dim]`; `k`, `v`: `[batch, kv_heads, kv_len, head_dim]`
-    /// → `[batch, heads, seq, head_dim]`.
-    fn sdpa(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: &AttnMask) -> Result<Tensor> {
-        let (m, causal) = match mask {
-            AttnMask::Nothing => (None, false),
-            AttnMask::Causal => (None, true),
-            AttnMask::Additive(m) => (Some(m), false),
-        };
-        // enable_gqa: libtorch pairs each kv head with its query heads itself (no copy).
-        Ok(Tensor::f_scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            m,
-            0.0,
-            causal,
-            Some(self.scale),
-            self.n_heads != self.n_kv_heads,
-        )?)
-    }
-
-    /// Gemma 2's eager attention: `softmax(tanh(q·k * scale / cap) * cap + mask)` in `f32`.
-    ///
-    /// # Shapes
-    /// As [`Attention::sdpa`].
-    fn softcapped(
-        &self,
-        q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        mask: &AttnMask,
-        cap: f64,
-    ) -> Result<Tensor> {
-        let (k, v) = (self.repeat_kv(k)?, self.repeat_kv(v)?);
-        let scores = q
-            .f_matmul(&k.f_transpose(2, 3)?)?
-            .f_mul_scalar(self.scale)?;
-        let mut scores = scores.f_div_scalar(cap)?.f_tanh()?.f_mul_scalar(cap)?;
-        match mask {
-            AttnMask::Additive(m) => scores = scores.f_add(m)?,
-            AttnMask::Nothing => {}
-            AttnMask::Causal => unreachable!("softcapped layers always get an additive mask"),
-        }
-        let probs = scores.f_softmax(-1, Kind::Float)?.f_to_kind(q.kind())?;
-        Ok(probs.f_matmul(&v)?)
-    }
-}
-
-#[derive(Debug)]
-struct Mlp {
-    /// Gated: gate and up fused, `[2 * inter, d_model]`; else the first projection.
-    up: Linear,
-    down: Linear,
-    act: crate::config::Activation,
-    gated: bool,
-    inter: i64,
-}
-
-impl Mlp {
-    /// The input of the down projection.
-    ///
-    /// # Shapes
-    /// `x`: `[batch, seq, d_model]` → `[batch, seq, inter]`.
-    fn hidden(&self, x: &Tensor) -> Result<Tensor> {
-        let h = self.up.forward(x)?;
-        if self.gated {
-            let gate = h.f_narrow(-1, 0, self.inter)?;
-            let up = h.f_narrow(-1, self.inter, self.inter)?;
-            Ok(activate(self.act, &gate)?.f_mul(&up)?)
-        } else {
-            activate(self.act, &h)
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Block {
-    index: usize,
-    ln1: Norm,
-    attn: Attention,
-    post_attn_norm: Option<Norm>,
-    ln2: Norm,
-    mlp: Mlp,
-    post_mlp_norm: Option<Norm>,
-    parallel: bool,
-    sliding: bool,
-    local_rope: bool,
-}
-
-impl Block {
-    /// Runs the block, applying hooks; `None` when `limit` (a hook depth) was reached inside it.
-    ///
-    /// # Shapes
-    /// `x`: `[batch, seq, d_model]` → same.
-    fn forward(
-        &self,
-        x: Tensor,
-        ctx: &Ctx,
-        hooks: &Hooks,
-        captures: &mut BTreeMap<HookPoint, Tensor>,
-        limit: Option<(usize, u8)>,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
-    ) -> Result<Option<Tensor>> {
-        let i = self.index;
-        let done = |p: HookPoint| limit.is_some_and(|l| p.depth() >= l);
-        let rope = if self.local_rope {
-            ctx.rope_local.as_ref()
-        } else {
-            ctx.rope.as_ref()
-        };
-        let mask = if self.sliding {
-            &ctx.sliding
-        } else {
-            &ctx.full
-        };
-        let mut a = self
-            .attn
-            .forward(&self.ln1.forward(&x)?, rope, mask, cache)?;
-        if let Some(n) = &self.post_attn_norm {
-            a = n.forward(&a)?;
-        }
-        let a = hooks.apply(HookPoint::Attn(i), a, captures)?;
-        if done(HookPoint::Attn(i)) {
-            return Ok(None);
-        }
-        // Parallel (GPT-NeoX): the MLP reads the block input; sequential: the updated residual.
-        let (mlp_in, residual) = if self.parallel {
-            (self.ln2.forward(&x)?, None)
-        } else {
-            let h = x.f_add(&a)?;
-            (self.ln2.forward(&h)?, Some(h))
-        };
-        let mlp_in = hooks.apply(HookPoint::MlpInput(i), mlp_in, captures)?;
-        if done(HookPoint::MlpInput(i)) {
-            return Ok(None);
-        }
-        let hidden = hooks.apply(HookPoint::MlpHidden(i), self.mlp.hidden(&mlp_in)?, captures)?;
-        if done(HookPoint::MlpHidden(i)) {
-            return Ok(None);
-        }
-        let mut m = self.mlp.down.forward(&hidden)?;
-        if let Some(n) = &self.post_mlp_norm {
-            m = n.forward(&m)?;
-        }
-        let m = hooks.apply(HookPoint::Mlp(i), m, captures)?;
-        if done(HookPoint::Mlp(i)) {
-            return Ok(None);
-        }
-        let out = match residual {
-            // HF NeoX: mlp_output + attn_output + hidden_states.
-            None => m.f_add(&a)?.f_add(&x)?,
-            Some(h) => h.f_add(&m)?,
-        };
-        let out = hooks.apply(HookPoint::Residual(i), out, captures)?;
-        if done(HookPoint::Residual(i)) {
-            return Ok(None);
-        }
-        Ok(Some(out))
-    }
-}
-
 /// A decoder-only transformer LM on libtorch with named hook points.
 ///
 /// Built by [`Model::load`] and friends; all tensors live on one device in one dtype (Gemma's
@@ -409,6 +145,8 @@ pub struct Model {
     lm_head: Tensor,
     rope: Option<Rope>,
     rope_local: Option<Rope>,
+    /// GPT-2's `-inf` on future keys (`Parts::future_neg_inf`).
+    future_neg_inf: bool,
 }
 
 impl Model {
@@ -793,7 +531,7 @@ impl Model {
             _ => f64::from(f32::MIN),
         };
         let mut mask = Tensor::f_where_scalar(&allowed, 0.0, min)?.f_to_kind(self.kind)?;
-        if self.config.arch == Arch::Gpt2 && key_ok.is_some() {
+        if self.future_neg_inf && key_ok.is_some() {
             mask = mask.f_masked_fill(
                 &causal.f_logical_not()?.f_view([1, 1, s, kv])?,
                 f64::NEG_INFINITY,
@@ -802,15 +540,20 @@ impl Model {
         Ok(AttnMask::Additive(mask))
     }
 
-    /// Builds the model from `config` and the checkpoint's tensors.
+    /// Builds the model from `config` and the checkpoint's tensors, with the weight builder
+    /// of `config`'s family.
     pub(crate) fn build(config: Config, mut w: Weights) -> Result<Self> {
         let device = w.device;
         let kind = w.kind;
-        let model = match config.arch {
-            Arch::Gpt2 => build_gpt2(&config, &mut w)?,
-            Arch::GptNeox => build_neox(&config, &mut w)?,
-            _ => build_llama_like(&config, &mut w)?,
-        };
+        let Parts {
+            embed,
+            pos_embed,
+            embed_scale,
+            blocks,
+            final_norm,
+            lm_head,
+            future_neg_inf,
+        } = (config.arch.family().build)(&config, &mut w)?;
         w.finish()?;
         let rope = config
             .rope
@@ -822,20 +565,6 @@ impl Model {
             .as_ref()
             .map(|r| Rope::new(r, device))
             .transpose()?;
-        let embed_scale = if config.arch.is_gemma() {
-            // HF: torch.tensor(sqrt(hidden)) in float32, cast to the weights' dtype.
-            let scale = (config.hidden_size as f64).sqrt() as f32;
-            Some(Tensor::from(scale).f_to_kind(kind)?.f_to_device(device)?)
-        } else {
-            None
-        };
-        let Parts {
-            embed,
-            pos_embed,
-            blocks,
-            final_norm,
-            lm_head,
-        } = model;
         tracing::debug!(arch = ?config.arch, layers = config.num_layers, d_model = config.hidden_size, "model built");
         Ok(Self {
             config,
@@ -849,382 +578,7 @@ impl Model {
             lm_head,
             rope,
             rope_local,
+            future_neg_inf,
         })
     }
-}
-
-/// What the per-family builders produce.
-struct Parts {
-    embed: Tensor,
-    pos_embed: Option<Tensor>,
-    blocks: Vec<Block>,
-    final_norm: Norm,
-    lm_head: Tensor,
-}
-
-/// Moves a CPU tensor to the model's device and dtype, contiguous.
-fn place(t: Tensor, w: &Weights) -> Result<Tensor> {
-    Ok(t.f_to_device(w.device)?.f_to_kind(w.kind)?.f_contiguous()?)
-}
-
-pub(crate) fn layer_norm(w: &mut Weights, prefix: &str, dim: i64, eps: f64) -> Result<Norm> {
-    Ok(Norm::Layer {
-        weight: w.get(&format!("{prefix}.weight"), &[dim])?,
-        bias: w.get(&format!("{prefix}.bias"), &[dim])?,
-        eps,
-    })
-}
-
-fn rms_norm(w: &mut Weights, name: &str, dim: i64, eps: f64, gemma: bool) -> Result<Norm> {
-    if !gemma {
-        return Ok(Norm::Rms {
-            weight: w.get(name, &[dim])?,
-            eps,
-        });
-    }
-    // Gemma computes (1 + w) in f32; llama.cpp's converter already added the 1.
-    let raw = w.raw(name, &[dim])?.f_to_kind(Kind::Float)?;
-    let scale = if w.is_gguf() {
-        raw
-    } else {
-        raw.f_add_scalar(1.0)?
-    };
-    Ok(Norm::Gemma {
-        scale: scale.f_to_device(w.device)?,
-        eps,
-    })
-}
-
-pub(crate) fn linear(
-    w: &mut Weights,
-    prefix: &str,
-    out: i64,
-    inp: i64,
-    bias: bool,
-) -> Result<Linear> {
-    Ok(Linear {
-        weight: w.get(&format!("{prefix}.weight"), &[out, inp])?,
-        bias: if bias {
-            Some(w.get(&format!("{prefix}.bias"), &[out])?)
-        } else {
-            None
-        },
-    })
-}
-
-/// GPT-2's `Conv1D`: weight stored `[in, out]`, kept transposed to `[out, in]`.
-fn conv1d(w: &mut Weights, prefix: &str, inp: i64, out: i64) -> Result<Linear> {
-    let weight = w
-        .raw(&format!("{prefix}.weight"), &[inp, out])?
-        .f_transpose(0, 1)?;
-    Ok(Linear {
-        weight: place(weight, w)?,
-        bias: Some(w.get(&format!("{prefix}.bias"), &[out])?),
-    })
-}
-
-fn sizes(c: &Config) -> (i64, i64, i64, i64, i64, i64) {
-    (
-        c.hidden_size as i64,
-        c.vocab_size as i64,
-        c.intermediate_size as i64,
-        c.num_heads as i64,
-        c.num_kv_heads as i64,
-        c.head_dim as i64,
-    )
-}
-
-fn attention_parts(
-    c: &Config,
-    qkv: Linear,
-    o: Linear,
-    q_norm: Option<Norm>,
-    k_norm: Option<Norm>,
-) -> Attention {
-    Attention {
-        qkv,
-        o,
-        q_norm,
-        k_norm,
-        n_heads: c.num_heads as i64,
-        n_kv_heads: c.num_kv_heads as i64,
-        head_dim: c.head_dim as i64,
-        scale: c.attn_scale,
-        softcap: c.attn_logit_softcap,
-    }
-}
-
-fn build_llama_like(c: &Config, w: &mut Weights) -> Result<Parts> {
-    let (d, v, inter, nh, nkv, hd) = sizes(c);
-    let gemma = c.arch.is_gemma();
-    let prefix = ["model.", "model.language_model.", "language_model.model."]
-        .into_iter()
-        .find(|p| w.has(&format!("{p}embed_tokens.weight")))
-        .unwrap_or("model.");
-    if prefix != "model." {
-        // A multimodal checkpoint: its vision tower is not ours to load.
-        w.ignore_prefixes([
-            "vision_tower.",
-            "multi_modal_projector.",
-            "model.vision_tower.",
-            "model.multi_modal_projector.",
-        ]);
-    }
-    let embed = w.get(&format!("{prefix}embed_tokens.weight"), &[v, d])?;
-    let eps = c.norm_eps;
-    let mut blocks = Vec::with_capacity(c.num_layers);
-    for i in 0..c.num_layers {
-        let p = format!("{prefix}layers.{i}.");
-        let ln1 = rms_norm(w, &format!("{p}input_layernorm.weight"), d, eps, gemma)?;
-        let q = w.raw(&format!("{p}self_attn.q_proj.weight"), &[nh * hd, d])?;
-        let k = w.raw(&format!("{p}self_attn.k_proj.weight"), &[nkv * hd, d])?;
-        let vv = w.raw(&format!("{p}self_attn.v_proj.weight"), &[nkv * hd, d])?;
-        let qkv_weight = place(Tensor::f_cat(&[q, k, vv], 0)?, w)?;
-        let qkv_bias = if c.qkv_bias {
-            let q = w.raw(&format!("{p}self_attn.q_proj.bias"), &[nh * hd])?;
-            let k = w.raw(&format!("{p}self_attn.k_proj.bias"), &[nkv * hd])?;
-            let vv = w.raw(&format!("{p}self_attn.v_proj.bias"), &[nkv * hd])?;
-            Some(place(Tensor::f_cat(&[q, k, vv], 0)?, w)?)
-        } else {
-            None
-        };
-        let o = linear(w, &format!("{p}self_attn.o_proj"), d, nh * hd, c.o_bias)?;
-        let (q_norm, k_norm) = if c.arch == Arch::Gemma3 {
-            (
-                Some(rms_norm(
-                    w,
-                    &format!("{p}self_attn.q_norm.weight"),
-                    hd,
-                    eps,
-                    true,
-                )?),
-                Some(rms_norm(
-                    w,
-                    &format!("{p}self_attn.k_norm.weight"),
-                    hd,
-                    eps,
-                    true,
-                )?),
-            )
-        } else {
-            (None, None)
-        };
-        let (post_attn_norm, ln2, post_mlp_norm) = if gemma {
-            (
-                Some(rms_norm(
-                    w,
-                    &format!("{p}post_attention_layernorm.weight"),
-                    d,
-                    eps,
-                    true,
-                )?),
-                rms_norm(
-                    w,
-                    &format!("{p}pre_feedforward_layernorm.weight"),
-                    d,
-                    eps,
-                    true,
-                )?,
-                Some(rms_norm(
-                    w,
-                    &format!("{p}post_feedforward_layernorm.weight"),
-                    d,
-                    eps,
-                    true,
-                )?),
-            )
-        } else {
-            (
-                None,
-                rms_norm(
-                    w,
-                    &format!("{p}post_attention_layernorm.weight"),
-                    d,
-                    eps,
-                    false,
-                )?,
-                None,
-            )
-        };
-        let gate = w.raw(&format!("{p}mlp.gate_proj.weight"), &[inter, d])?;
-        let up = w.raw(&format!("{p}mlp.up_proj.weight"), &[inter, d])?;
-        let up_bias = if c.mlp_bias {
-            let g = w.raw(&format!("{p}mlp.gate_proj.bias"), &[inter])?;
-            let u = w.raw(&format!("{p}mlp.up_proj.bias"), &[inter])?;
-            Some(place(Tensor::f_cat(&[g, u], 0)?, w)?)
-        } else {
-            None
-        };
-        let mlp = Mlp {
-            up: Linear {
-                weight: place(Tensor::f_cat(&[gate, up], 0)?, w)?,
-                bias: up_bias,
-            },
-            down: linear(w, &format!("{p}mlp.down_proj"), d, inter, c.mlp_bias)?,
-            act: c.activation,
-            gated: true,
-            inter,
-        };
-        blocks.push(Block {
-            index: i,
-            ln1,
-            attn: attention_parts(
-                c,
-                Linear {
-                    weight: qkv_weight,
-                    bias: qkv_bias,
-                },
-                o,
-                q_norm,
-                k_norm,
-            ),
-            post_attn_norm,
-            ln2,
-            mlp,
-            post_mlp_norm,
-            parallel: false,
-            sliding: c.layer_types[i] == LayerAttention::Sliding,
-            local_rope: c.uses_local_rope(i),
-        });
-    }
-    let final_norm = rms_norm(w, &format!("{prefix}norm.weight"), d, eps, gemma)?;
-    let lm_head = if c.tie_word_embeddings {
-        w.ignore("lm_head.weight");
-        embed.shallow_clone()
-    } else {
-        w.get("lm_head.weight", &[v, d])?
-    };
-    Ok(Parts {
-        embed,
-        pos_embed: None,
-        blocks,
-        final_norm,
-        lm_head,
-    })
-}
-
-fn build_gpt2(c: &Config, w: &mut Weights) -> Result<Parts> {
-    let (d, v, inter, _, _, _) = sizes(c);
-    let p = if w.has("transformer.wte.weight") {
-        "transformer."
-    } else {
-        ""
-    };
-    let eps = c.norm_eps;
-    let embed = w.get(&format!("{p}wte.weight"), &[v, d])?;
-    let pos_embed = w.get(
-        &format!("{p}wpe.weight"),
-        &[c.max_position_embeddings as i64, d],
-    )?;
-    let mut blocks = Vec::with_capacity(c.num_layers);
-    for i in 0..c.num_layers {
-        let b = format!("{p}h.{i}.");
-        blocks.push(Block {
-            index: i,
-            ln1: layer_norm(w, &format!("{b}ln_1"), d, eps)?,
-            attn: attention_parts(
-                c,
-                conv1d(w, &format!("{b}attn.c_attn"), d, 3 * d)?,
-                conv1d(w, &format!("{b}attn.c_proj"), d, d)?,
-                None,
-                None,
-            ),
-            post_attn_norm: None,
-            ln2: layer_norm(w, &format!("{b}ln_2"), d, eps)?,
-            mlp: Mlp {
-                up: conv1d(w, &format!("{b}mlp.c_fc"), d, inter)?,
-                down: conv1d(w, &format!("{b}mlp.c_proj"), inter, d)?,
-                act: c.activation,
-                gated: false,
-                inter,
-            },
-            post_mlp_norm: None,
-            parallel: false,
-            sliding: false,
-            local_rope: false,
-        });
-    }
-    let final_norm = layer_norm(w, &format!("{p}ln_f"), d, eps)?;
-    w.ignore("lm_head.weight");
-    Ok(Parts {
-        lm_head: embed.shallow_clone(),
-        embed,
-        pos_embed: Some(pos_embed),
-        blocks,
-        final_norm,
-    })
-}
-
-fn build_neox(c: &Config, w: &mut Weights) -> Result<Parts> {
-    let (d, v, inter, nh, _, hd) = sizes(c);
-    let eps = c.norm_eps;
-    let embed = w.get("gpt_neox.embed_in.weight", &[v, d])?;
-    let mut blocks = Vec::with_capacity(c.num_layers);
-    for i in 0..c.num_layers {
-        let p = format!("gpt_neox.layers.{i}.");
-        // query_key_value rows are [head][q|k|v][head_dim]; regroup them as [q|k|v][head][head_dim]
-        // so that the fused projection splits like everyone else's.
-        let regroup = |t: Tensor, rest: &[i64]| -> Result<Tensor> {
-            let mut shape = vec![nh, 3, hd];
-            shape.extend(rest);
-            let mut flat = vec![3 * nh * hd];
-            flat.extend(rest);
-            Ok(t.f_reshape(&shape)?
-                .f_transpose(0, 1)?
-                .f_contiguous()?
-                .f_reshape(&flat)?)
-        };
-        let qkv_w = regroup(
-            w.raw(&format!("{p}attention.query_key_value.weight"), &[3 * d, d])?,
-            &[d],
-        )?;
-        let qkv_b = if c.qkv_bias {
-            let b = w.raw(&format!("{p}attention.query_key_value.bias"), &[3 * d])?;
-            Some(place(regroup(b, &[])?, w)?)
-        } else {
-            None
-        };
-        let qkv = Linear {
-            weight: place(qkv_w, w)?,
-            bias: qkv_b,
-        };
-        blocks.push(Block {
-            index: i,
-            ln1: layer_norm(w, &format!("{p}input_layernorm"), d, eps)?,
-            attn: attention_parts(
-                c,
-                qkv,
-                linear(w, &format!("{p}attention.dense"), d, d, c.o_bias)?,
-                None,
-                None,
-            ),
-            post_attn_norm: None,
-            ln2: layer_norm(w, &format!("{p}post_attention_layernorm"), d, eps)?,
-            mlp: Mlp {
-                up: linear(w, &format!("{p}mlp.dense_h_to_4h"), inter, d, true)?,
-                down: linear(w, &format!("{p}mlp.dense_4h_to_h"), d, inter, true)?,
-                act: c.activation,
-                gated: false,
-                inter,
-            },
-            post_mlp_norm: None,
-            parallel: c.parallel_residual,
-            sliding: false,
-            local_rope: false,
-        });
-    }
-    let final_norm = layer_norm(w, "gpt_neox.final_layer_norm", d, eps)?;
-    let lm_head = if c.tie_word_embeddings {
-        w.ignore("embed_out.weight");
-        embed.shallow_clone()
-    } else {
-        w.get("embed_out.weight", &[v, d])?
-    };
-    Ok(Parts {
-        embed,
-        pos_embed: None,
-        blocks,
-        final_norm,
-        lm_head,
-    })
 }

@@ -10,8 +10,7 @@ use tch::{Device, Kind, Tensor};
 use tokenizers::{PostProcessor, TruncationParams};
 
 use crate::config::Activation;
-use crate::layers::{activate, Linear, Norm};
-use crate::model::{layer_norm, linear};
+use crate::layers::{activate, layer_norm, linear, Linear, Norm};
 use crate::tokenizer::{pad_batch, PaddingSide, Tokenizer};
 use crate::weights::Weights;
 use crate::{Error, Result};

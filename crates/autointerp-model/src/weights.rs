@@ -13,7 +13,8 @@ use safetensors::tensor::{Dtype, Metadata};
 use safetensors::SafeTensors;
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{Arch, Config};
+use crate::arch::{self, Arch};
+use crate::config::Config;
 use crate::gguf::GgufFile;
 use crate::{Error, Result};
 
@@ -94,7 +95,8 @@ enum Source {
         file: Box<GgufFile>,
         /// HF name -> GGUF name, for every tensor the GGUF file has.
         names: BTreeMap<String, String>,
-        /// Heads of q and k, to undo llama.cpp's permutation (llama arch only).
+        /// Heads of q and k, to undo llama.cpp's permutation (where the family says it
+        /// permuted them).
         unpermute: Option<(i64, i64)>,
     },
 }
@@ -190,7 +192,12 @@ impl Weights {
                 names.insert(hf, t.name.clone());
             }
         }
-        let unpermute = (config.arch == Arch::Llama)
+        let unpermute = config
+            .arch
+            .family()
+            .gguf
+            .as_ref()
+            .is_some_and(|s| s.permuted_qk)
             .then_some((config.num_heads as i64, config.num_kv_heads as i64));
         Self {
             source: Source::Gguf {
@@ -277,12 +284,18 @@ impl Weights {
         Ok(t)
     }
 
-    /// Tensor `name` in the model's dtype on its device.
-    pub(crate) fn get(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
-        let t = self.raw(name, shape)?;
+    /// A tensor the builder made from raw ones (a fused projection), moved to the model's
+    /// dtype and device, contiguous.
+    pub(crate) fn place(&self, t: Tensor) -> Result<Tensor> {
         Ok(t.f_to_device(self.device)?
             .f_to_kind(self.kind)?
             .f_contiguous()?)
+    }
+
+    /// Tensor `name` in the model's dtype on its device.
+    pub(crate) fn get(&mut self, name: &str, shape: &[i64]) -> Result<Tensor> {
+        let t = self.raw(name, shape)?;
+        self.place(t)
     }
 
     fn missing(&self, name: &str) -> Error {
@@ -383,83 +396,50 @@ fn unpermute_rows(t: Tensor, heads: i64) -> Result<Tensor> {
         .f_reshape(&shape)?)
 }
 
-/// The HF name (with the `model.` prefix) of a GGUF tensor, for the supported architectures.
+/// llama.cpp's names of the tensors outside the blocks beside HF's, the same in every family.
+const TOP_LEVEL: &[(&str, &str)] = &[
+    ("token_embd", "model.embed_tokens"),
+    ("output_norm", "model.norm"),
+    ("output", "lm_head"),
+];
+
+/// The HF name (with the `model.` prefix) of a GGUF tensor in a file of `arch`.
 fn gguf_to_hf(name: &str, arch: Arch) -> Option<String> {
+    let spec = arch.family().gguf.as_ref()?;
     let (stem, suffix) = name.rsplit_once('.')?;
     if !matches!(suffix, "weight" | "bias") {
         return None;
     }
-    let hf = match stem {
-        "token_embd" => "model.embed_tokens".to_owned(),
-        "output_norm" => "model.norm".to_owned(),
-        "output" => "lm_head".to_owned(),
-        _ => {
+    let hf = match TOP_LEVEL.iter().find(|(g, _)| *g == stem) {
+        Some((_, hf)) => (*hf).to_owned(),
+        None => {
             let rest = stem.strip_prefix("blk.")?;
             let (layer, member) = rest.split_once('.')?;
             let layer: usize = layer.parse().ok()?;
-            let gemma = arch.is_gemma();
-            let m = match member {
-                "attn_norm" => "input_layernorm",
-                "attn_q" => "self_attn.q_proj",
-                "attn_k" => "self_attn.k_proj",
-                "attn_v" => "self_attn.v_proj",
-                "attn_output" => "self_attn.o_proj",
-                "attn_q_norm" => "self_attn.q_norm",
-                "attn_k_norm" => "self_attn.k_norm",
-                "ffn_norm" if gemma => "pre_feedforward_layernorm",
-                "ffn_norm" => "post_attention_layernorm",
-                "post_attention_norm" if gemma => "post_attention_layernorm",
-                "post_ffw_norm" if gemma => "post_feedforward_layernorm",
-                "ffn_gate" => "mlp.gate_proj",
-                "ffn_up" => "mlp.up_proj",
-                "ffn_down" => "mlp.down_proj",
-                _ => return None,
-            };
-            format!("model.layers.{layer}.{m}")
+            format!("model.layers.{layer}.{}", spec.hf_name(member)?)
         }
     };
     Some(format!("{hf}.{suffix}"))
 }
 
-/// The GGUF spelling of an HF name, for "missing tensor" messages.
+/// The GGUF spelling of an HF name, for "missing tensor" messages: the first family's that has
+/// one.
 fn hf_to_gguf_hint(name: &str) -> Option<String> {
-    for arch in [Arch::Llama, Arch::Gemma3] {
-        // Cheap inverse: try the forward map on candidates built from the layer index.
-        let (stem, suffix) = name.rsplit_once('.')?;
-        let candidates: Vec<String> = if let Some(rest) = stem.strip_prefix("model.layers.") {
-            let (layer, _) = rest.split_once('.')?;
-            [
-                "attn_norm",
-                "attn_q",
-                "attn_k",
-                "attn_v",
-                "attn_output",
-                "attn_q_norm",
-                "attn_k_norm",
-                "ffn_norm",
-                "post_attention_norm",
-                "post_ffw_norm",
-                "ffn_gate",
-                "ffn_up",
-                "ffn_down",
-            ]
-            .iter()
-            .map(|m| format!("blk.{layer}.{m}.{suffix}"))
-            .collect()
-        } else {
-            ["token_embd", "output_norm", "output"]
-                .iter()
-                .map(|m| format!("{m}.{suffix}"))
-                .collect()
-        };
-        if let Some(c) = candidates
-            .into_iter()
-            .find(|c| gguf_to_hf(c, arch).as_deref() == Some(name))
-        {
-            return Some(c);
-        }
+    let (stem, suffix) = name.rsplit_once('.')?;
+    if !matches!(suffix, "weight" | "bias") {
+        return None;
     }
-    None
+    let gguf = match TOP_LEVEL.iter().find(|(_, hf)| *hf == stem) {
+        Some((g, _)) => (*g).to_owned(),
+        None => {
+            let rest = stem.strip_prefix("model.layers.")?;
+            let (layer, member) = rest.split_once('.')?;
+            let layer: usize = layer.parse().ok()?;
+            let member = arch::gguf_specs().find_map(|s| s.gguf_name(member))?;
+            format!("blk.{layer}.{member}")
+        }
+    };
+    Some(format!("{gguf}.{suffix}"))
 }
 
 #[cfg(test)]
