@@ -2,7 +2,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use autointerp_core::split::{file_name, split_ranges, write_atomic, Tokens};
+use autointerp_core::fs::write_atomic;
+use autointerp_core::split::{file_name, split_ranges, Tokens};
 use half::f16;
 
 use crate::{Error, Result};

@@ -1,4 +1,5 @@
-//! Small types shared by every autointerp crate, and the on-disk format of a latent cache's splits.
+//! Small types shared by every autointerp crate, the on-disk format of a latent cache's splits,
+//! and atomic file writes.
 //!
 //! Data flows one way through autointerp: tokens → activations → latents → records → prompts →
 //! answers → scores → report. This crate holds the nouns of that flow, so that the crates doing the
@@ -22,6 +23,7 @@
 pub mod assets;
 mod chat;
 mod error;
+pub mod fs;
 mod hook;
 mod hub_id;
 mod record;

@@ -163,7 +163,7 @@ impl Split {
     pub fn write_to_dir(&self, dir: &Path) -> Result<PathBuf> {
         let path = dir.join(file_name(self.start, self.end));
         let bytes = self.to_bytes()?;
-        write_atomic(&path, &bytes)?;
+        crate::fs::write_atomic(&path, &bytes)?;
         Ok(path)
     }
 
@@ -316,30 +316,6 @@ fn read_floats(t: &TensorView<'_>) -> Option<Vec<f32>> {
             .collect(),
         _ => return None,
     })
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so that
-/// `path` holds either its old contents or all of the new ones, even after a crash.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
 }
 
 #[cfg(test)]

@@ -59,7 +59,7 @@ impl ShardInfo {
             path: path.clone(),
             problem: e.to_string(),
         })?;
-        autointerp_core::split::write_atomic(&path, &bytes)?;
+        autointerp_core::fs::write_atomic(&path, &bytes)?;
         Ok(())
     }
 }
