@@ -5,7 +5,8 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use autointerp_core::split::{write_atomic, Tokens};
+use autointerp_core::fs::write_atomic;
+use autointerp_core::split::Tokens;
 use autointerp_core::HookPoint;
 use tch::{Device, Kind, Tensor};
 

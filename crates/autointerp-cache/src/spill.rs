@@ -2,7 +2,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use autointerp_core::split::{file_name, split_ranges, write_atomic, Tokens};
+use autointerp_core::fs::write_atomic;
+use autointerp_core::split::{
+    file_name, split_ranges, LocationDtype, SplitLayout, SplitWriter, Tokens,
+};
 use half::f16;
 
 use crate::{Error, Result};
@@ -247,8 +250,8 @@ impl SplitSpiller {
     }
 }
 
-/// Streams a spill file of `n` records into a safetensors split file: the header is computed from
-/// the count, then the spill is read three times (location widths, locations, activations), so
+/// Streams a spill file of `n` records into a split file: the layout is computed from the
+/// count, then the spill is read three times (location widths, locations, activations), so
 /// memory stays constant. `counts` (the split's latents) receives firing counts.
 fn write_split(
     spill: &Path,
@@ -257,90 +260,42 @@ fn write_split(
     target: &Path,
     counts: &mut [u64],
 ) -> Result<()> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
     let for_each = |f: &mut dyn FnMut(&[u8; RECORD]) -> Result<()>| -> Result<()> {
-        let mut input = BufReader::with_capacity(1 << 20, File::open(spill).map_err(io(spill))?);
+        let io = |source| Error::Io {
+            path: spill.to_path_buf(),
+            source,
+        };
+        let mut input = BufReader::with_capacity(1 << 20, File::open(spill).map_err(io)?);
         let mut rec = [0u8; RECORD];
         for _ in 0..n {
-            input.read_exact(&mut rec).map_err(io(spill))?;
+            input.read_exact(&mut rec).map_err(io)?;
             f(&rec)?;
         }
         Ok(())
     };
-    // delphi stores locations as u16 when every value fits.
-    let mut small = true;
+    let field = |rec: &[u8; RECORD], i: usize| {
+        u32::from_le_bytes([rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]])
+    };
+    let mut max = 0;
     for_each(&mut |rec| {
-        small &= rec[..12].chunks_exact(4).all(|f| f[2] == 0 && f[3] == 0);
-        counts[u32::from_le_bytes([rec[8], rec[9], rec[10], rec[11]]) as usize] += 1;
+        max = max.max(field(rec, 0)).max(field(rec, 1)).max(field(rec, 2));
+        counts[field(rec, 2) as usize] += 1;
         Ok(())
     })?;
 
-    let loc_bytes = n * 3 * if small { 2 } else { 4 };
-    let mut header = serde_json::Map::new();
-    let mut entry = |name: &str, dtype: &str, shape: Vec<usize>, begin: usize, len: usize| {
-        header.insert(name.into(), serde_json::json!({ "dtype": dtype, "shape": shape, "data_offsets": [begin, begin + len] }));
-        begin + len
+    let layout = SplitLayout {
+        len: n,
+        locations: LocationDtype::fitting(max),
+        tokens: tokens.map(|t| (t.rows, t.ctx_len)),
     };
-    let mut end = entry(
-        "locations",
-        if small { "U16" } else { "U32" },
-        vec![n, 3],
-        0,
-        loc_bytes,
-    );
-    end = entry("activations", "F16", vec![n], end, n * 2);
+    let mut out = SplitWriter::create(target, layout)?;
+    for_each(&mut |rec| Ok(out.write_location(field(rec, 0), field(rec, 1), field(rec, 2))?))?;
+    for_each(&mut |rec| Ok(out.write_activation(f16::from_le_bytes([rec[12], rec[13]]))?))?;
     if let Some(t) = tokens {
-        entry(
-            "tokens",
-            "I64",
-            vec![t.rows, t.ctx_len],
-            end,
-            t.ids.len() * 8,
-        );
+        out.write_tokens(&t.ids)?;
     }
-    let mut header = serde_json::to_vec(&header).unwrap_or_default();
-    // Pad so the data starts 8-byte aligned, as the safetensors writer does.
-    while !header.len().is_multiple_of(8) {
-        header.push(b' ');
-    }
-
-    let tmp = target.with_extension("safetensors.tmp");
-    let result = (|| -> Result<()> {
-        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp).map_err(io(&tmp))?);
-        out.write_all(&(header.len() as u64).to_le_bytes())
-            .map_err(io(&tmp))?;
-        out.write_all(&header).map_err(io(&tmp))?;
-        for_each(&mut |rec| {
-            if small {
-                for field in rec[..12].chunks_exact(4) {
-                    out.write_all(&field[..2]).map_err(io(&tmp))?;
-                }
-                Ok(())
-            } else {
-                out.write_all(&rec[..12]).map_err(io(&tmp))
-            }
-        })?;
-        for_each(&mut |rec| out.write_all(&rec[12..14]).map_err(io(&tmp)))?;
-        if let Some(t) = tokens {
-            for &id in &t.ids {
-                out.write_all(&i64::from(id).to_le_bytes())
-                    .map_err(io(&tmp))?;
-            }
-        }
-        let file = out.into_inner().map_err(|e| Error::Io {
-            path: tmp.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, target).map_err(io(target))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    out.commit()?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -285,7 +285,7 @@ pub fn run_cache(
     })?;
     progress.finish_and_clear();
     let summary = serde_json::to_vec_pretty(&stats).unwrap_or_default();
-    autointerp_core::split::write_atomic(&out.join("latents").join("stats.json"), &summary)?;
+    autointerp_core::fs::write_atomic(&out.join("latents").join("stats.json"), &summary)?;
     Ok(stats)
 }
 

@@ -214,7 +214,7 @@ pub fn train(args: &TrainArgs, model: &Model, tok: &Tokenizer) -> Result<PathBuf
         ))
     );
     let path = dir.join("train_stats.json");
-    autointerp_core::split::write_atomic(&path, &serde_json::to_vec_pretty(&summary)?)
+    autointerp_core::fs::write_atomic(&path, &serde_json::to_vec_pretty(&summary)?)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(dir)
 }

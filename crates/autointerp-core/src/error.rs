@@ -25,15 +25,19 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
-    /// A safetensors file could not be parsed or written.
-    #[error("{path}: not a valid safetensors file: {source}")]
-    Safetensors {
+    /// A split file that cannot be read as one: too short, a header that is not safetensors JSON
+    /// or whose sizes disagree with the file's length, or a name that is not
+    /// `<start>_<end>.safetensors`.
+    #[error("{path}: corrupt split file: {problem}")]
+    BadSplit {
         /// The file.
         path: PathBuf,
-        /// The cause.
-        source: safetensors::SafeTensorError,
+        /// What is wrong with it.
+        problem: String,
     },
-    /// A split file holds a tensor of the wrong name, dtype or shape.
+    /// A split file's tensor that is missing, of the wrong dtype or shape, whose bytes do not lie
+    /// in the file, or that holds values outside the split or the token grid; or, when writing,
+    /// values that break the split's layout.
     #[error("{path}: tensor `{tensor}`: {problem}")]
     BadTensor {
         /// The file.

@@ -1,4 +1,5 @@
-//! Small types shared by every autointerp crate, and the on-disk format of a latent cache's splits.
+//! Small types shared by every autointerp crate, the on-disk format of a latent cache's splits
+//! (one streaming writer, one memory-mapped reader), and atomic file writes.
 //!
 //! Data flows one way through autointerp: tokens → activations → latents → records → prompts →
 //! answers → scores → report. This crate holds the nouns of that flow, so that the crates doing the
@@ -17,11 +18,13 @@
 //! # Ok::<(), autointerp_core::Error>(())
 //! ```
 #![warn(missing_docs)]
-#![forbid(unsafe_code)]
+// Only `split::read` maps files into memory.
+#![deny(unsafe_code)]
 
 pub mod assets;
 mod chat;
 mod error;
+pub mod fs;
 mod hook;
 mod hub_id;
 mod record;

@@ -113,7 +113,7 @@ pub fn load_explanations(dir: &Path) -> Result<LoadedExplanations> {
 pub fn write_explanation(dir: &Path, explanation: &Explanation) -> Result<PathBuf> {
     let path = dir.join(explanation_file_name(&explanation.latent));
     let json = serde_json::Value::String(explanation.text.clone()).to_string();
-    autointerp_core::split::write_atomic(&path, json.as_bytes())?;
+    autointerp_core::fs::write_atomic(&path, json.as_bytes())?;
     Ok(path)
 }
 

@@ -1,14 +1,10 @@
 //! Opening a latent cache (one folder, or a set of shards) and reading its split files.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use autointerp_core::split::{file_name, parse_file_name, Tokens};
+use autointerp_core::split::{file_name, parse_file_name, SplitReader, Tokens};
 use autointerp_core::HookPoint;
-use half::{bf16, f16};
-use memmap2::Mmap;
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -59,7 +55,7 @@ impl ShardInfo {
             path: path.clone(),
             problem: e.to_string(),
         })?;
-        autointerp_core::split::write_atomic(&path, &bytes)?;
+        autointerp_core::fs::write_atomic(&path, &bytes)?;
         Ok(())
     }
 }
@@ -335,12 +331,11 @@ impl HookCache {
             .map_err(|_| Error::Config(format!("{} rows do not fit in memory", self.rows)))?;
         let mut ids = Vec::with_capacity(total);
         for part in &self.shards {
-            let map = map_file(&part.tokens_file)?;
-            let view = SplitView::parse(&map, &part.tokens_file, 0)?;
-            let t = view
-                .tokens
+            let split = open_split(&part.tokens_file)?;
+            let t = split
+                .tokens()
                 .ok_or_else(|| Error::NoTokens(part.dir.clone()))?;
-            push_ids(&t, &part.tokens_file, &mut ids)?;
+            t.append_to(&mut ids).map_err(split_error)?;
         }
         Ok(Tokens {
             rows: self.rows as usize,
@@ -359,28 +354,21 @@ impl HookCache {
         let range = &self.splits[split];
         let width = (range.end - range.start + 1) as usize;
         let keep: Vec<bool> = (range.start..=range.end).map(wanted).collect();
-        let maps: Vec<(PathBuf, Mmap)> = self
+        let files: Vec<SplitReader> = self
             .shards
             .iter()
-            .map(|p| {
-                let path = p.dir.join(file_name(range.start, range.end));
-                let map = map_file(&path)?;
-                Ok((path, map))
-            })
-            .collect::<Result<_>>()?;
-        let views: Vec<SplitView<'_>> = maps
-            .iter()
-            .map(|(path, map)| SplitView::parse(map, path, range.end - range.start))
+            .map(|p| open_split(&p.dir.join(file_name(range.start, range.end))))
             .collect::<Result<_>>()?;
 
         // Pass 1: count the kept nonzeros of each latent.
         let mut offsets = vec![0usize; width + 1];
-        for ((path, _), (view, part)) in maps.iter().zip(views.iter().zip(&self.shards)) {
-            view.for_each_location(path, part.rows, self.ctx_len, |_, _, _, off| {
+        for (file, part) in files.iter().zip(&self.shards) {
+            file.for_each_location(part.rows, self.ctx_len as u64, |_, _, _, off| {
                 if keep[off as usize] {
                     offsets[off as usize + 1] += 1;
                 }
-            })?;
+            })
+            .map_err(split_error)?;
         }
         for i in 0..width {
             offsets[i + 1] += offsets[i];
@@ -395,9 +383,9 @@ impl HookCache {
             };
             offsets[width]
         ];
-        for ((path, _), (view, part)) in maps.iter().zip(views.iter().zip(&self.shards)) {
-            let acts = view.activations();
-            view.for_each_location(path, part.rows, self.ctx_len, |i, row, pos, off| {
+        for (file, part) in files.iter().zip(&self.shards) {
+            let acts = file.activations();
+            file.for_each_location(part.rows, self.ctx_len as u64, |i, row, pos, off| {
                 if keep[off as usize] {
                     let c = &mut cursor[off as usize];
                     hits[*c] = Hit {
@@ -407,7 +395,8 @@ impl HookCache {
                     };
                     *c += 1;
                 }
-            })?;
+            })
+            .map_err(split_error)?;
         }
         // Files list nonzeros in (row, position) order; sort any latent whose hits are not.
         for l in 0..width {
@@ -430,12 +419,12 @@ impl HookCache {
     pub(crate) fn for_each_nonzero(&self, mut f: impl FnMut(u64, u32, u32)) -> Result<()> {
         for range in &self.splits {
             for part in &self.shards {
-                let path = part.dir.join(file_name(range.start, range.end));
-                let map = map_file(&path)?;
-                let view = SplitView::parse(&map, &path, range.end - range.start)?;
-                view.for_each_location(&path, part.rows, self.ctx_len, |_, row, pos, off| {
-                    f(row + part.row_offset, pos, range.start + off)
-                })?;
+                let split = open_split(&part.dir.join(file_name(range.start, range.end)))?;
+                split
+                    .for_each_location(part.rows, self.ctx_len as u64, |_, row, pos, off| {
+                        f(row + part.row_offset, pos, range.start + off)
+                    })
+                    .map_err(split_error)?;
             }
         }
         Ok(())
@@ -555,10 +544,9 @@ fn open_hook(dir: &Path, name: &str) -> Result<HookCache> {
     let mut grid: Option<(usize, usize, PathBuf)> = None;
     for &(start, end) in &ranges {
         let path = dir.join(file_name(start, end));
-        let map = map_file(&path)?;
-        let view = SplitView::parse(&map, &path, end - start)?;
-        if let Some(t) = &view.tokens {
-            let (rows, ctx) = (t.shape()[0], t.shape()[1]);
+        let split = open_split(&path)?;
+        if let Some(t) = split.tokens() {
+            let (rows, ctx) = (t.rows(), t.ctx_len());
             match &grid {
                 None => grid = Some((rows, ctx, path.clone())),
                 Some((r, c, first)) if (*r, *c) != (rows, ctx) => {
@@ -708,241 +696,32 @@ fn list_splits(dir: &Path) -> Result<Option<Vec<(u32, u32)>>> {
     Ok((!ranges.is_empty()).then_some(ranges))
 }
 
-/// Maps a split file into memory.
-#[allow(unsafe_code)]
-fn map_file(path: &Path) -> Result<Mmap> {
-    let file = File::open(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
+/// Opens a split file (memory-mapped) and checks its header.
+fn open_split(path: &Path) -> Result<SplitReader> {
+    SplitReader::open(path).map_err(split_error)
+}
+
+/// A split file's error from the core codec as this crate reports it: a file gone since the
+/// cache was opened is missing, a malformed one corrupt.
+fn split_error(e: autointerp_core::Error) -> Error {
+    use autointerp_core::Error as Core;
+    match e {
+        Core::Io { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
             Error::MissingSplit {
-                path: path.to_path_buf(),
+                path,
                 reason: "listed when the cache was opened, gone now".into(),
             }
-        } else {
-            Error::Io {
-                path: path.to_path_buf(),
-                source,
-            }
         }
-    })?;
-    // SAFETY: the map is only read, and split files are never modified in place: delphi writes
-    // each one once, and autointerp writes them to a temporary file renamed into place, so a
-    // writer replaces the directory entry, not the bytes mapped here. Truncating a split file
-    // while it is being read (outside both tools) would fault this process, the known limit of
-    // reading files through a memory map.
-    unsafe { Mmap::map(&file) }.map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// The tensors of one split file, borrowed from its bytes.
-struct SplitView<'a> {
-    locations: TensorView<'a>,
-    activations: TensorView<'a>,
-    tokens: Option<TensorView<'a>>,
-    /// The split's `end - start`: the largest latent offset a location may hold.
-    max_offset: u32,
-}
-
-impl<'a> SplitView<'a> {
-    /// Parses the header and checks names, dtypes and shapes.
-    fn parse(bytes: &'a [u8], path: &Path, max_offset: u32) -> Result<Self> {
-        let corrupt = |problem: String| Error::CorruptSplit {
-            path: path.to_path_buf(),
+        Core::Io { path, source } => Error::Io { path, source },
+        Core::BadSplit { path, problem } => Error::CorruptSplit { path, problem },
+        Core::BadTensor {
+            path,
+            tensor,
             problem,
-        };
-        let st = SafeTensors::deserialize(bytes)
-            .map_err(|e| corrupt(format!("not a safetensors file: {e}")))?;
-        let get = |name: &str| {
-            st.tensor(name)
-                .map_err(|_| corrupt(format!("no `{name}` tensor")))
-        };
-        let locations = get("locations")?;
-        let n = match locations.shape() {
-            [n, 3] => *n,
-            s => {
-                return Err(corrupt(format!(
-                    "`locations` has shape {s:?}, expected [n, 3]"
-                )))
-            }
-        };
-        if !is_int(locations.dtype()) {
-            return Err(corrupt(format!(
-                "`locations` has dtype {:?}, expected an integer type",
-                locations.dtype()
-            )));
-        }
-        let activations = get("activations")?;
-        if activations.shape() != [n] {
-            return Err(corrupt(format!(
-                "`activations` has shape {:?}, expected [{n}]",
-                activations.shape()
-            )));
-        }
-        if !matches!(activations.dtype(), Dtype::F16 | Dtype::BF16 | Dtype::F32) {
-            return Err(corrupt(format!(
-                "`activations` has dtype {:?}, expected f16, bf16 or f32",
-                activations.dtype()
-            )));
-        }
-        let tokens = match st.tensor("tokens") {
-            Err(_) => None,
-            Ok(t) => {
-                if t.shape().len() != 2 || t.shape()[1] == 0 {
-                    return Err(corrupt(format!(
-                        "`tokens` has shape {:?}, expected [rows, ctx_len]",
-                        t.shape()
-                    )));
-                }
-                if !is_int(t.dtype()) {
-                    return Err(corrupt(format!(
-                        "`tokens` has dtype {:?}, expected an integer type",
-                        t.dtype()
-                    )));
-                }
-                Some(t)
-            }
-        };
-        Ok(Self {
-            locations,
-            activations,
-            tokens,
-            max_offset,
-        })
+        } => Error::CorruptSplit {
+            path,
+            problem: format!("tensor `{tensor}`: {problem}"),
+        },
+        other => Error::Core(other),
     }
-
-    /// Calls `f(index, row, position, latent_offset)` for every location, checking each against
-    /// the `rows × ctx_len` grid and the split's width.
-    fn for_each_location(
-        &self,
-        path: &Path,
-        rows: u64,
-        ctx_len: usize,
-        mut f: impl FnMut(usize, u64, u32, u32),
-    ) -> Result<()> {
-        let d = self.locations.data();
-        let (ctx, max_off) = (ctx_len as i64, i64::from(self.max_offset));
-        let rows = i64::try_from(rows).unwrap_or(i64::MAX);
-        let bad = |i: usize, row: i64, pos: i64, off: i64| Error::CorruptSplit {
-            path: path.to_path_buf(),
-            problem: if off < 0 || off > max_off {
-                format!("location {i} holds latent offset {off}, outside the split's 0..={max_off}")
-            } else {
-                format!("location {i} at ({row}, {pos}) is outside the {rows}×{ctx_len} token grid")
-            },
-        };
-        macro_rules! walk {
-            ($w:expr, $conv:expr) => {
-                for (i, c) in d.chunks_exact(3 * $w).enumerate() {
-                    let (row, pos, off): (i64, i64, i64) =
-                        ($conv(&c[..$w]), $conv(&c[$w..2 * $w]), $conv(&c[2 * $w..]));
-                    if !(0..rows).contains(&row)
-                        || !(0..ctx).contains(&pos)
-                        || !(0..=max_off).contains(&off)
-                    {
-                        return Err(bad(i, row, pos, off));
-                    }
-                    f(i, row as u64, pos as u32, off as u32);
-                }
-            };
-        }
-        match self.locations.dtype() {
-            Dtype::U16 => walk!(2, |b: &[u8]| i64::from(u16::from_le_bytes([b[0], b[1]]))),
-            Dtype::U32 => walk!(4, |b: &[u8]| i64::from(u32::from_le_bytes([
-                b[0], b[1], b[2], b[3]
-            ]))),
-            Dtype::I32 => walk!(4, |b: &[u8]| i64::from(i32::from_le_bytes([
-                b[0], b[1], b[2], b[3]
-            ]))),
-            Dtype::I64 => walk!(8, |b: &[u8]| i64::from_le_bytes([
-                b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]
-            ])),
-            Dtype::U64 => walk!(8, |b: &[u8]| {
-                u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-                    .min(i64::MAX as u64) as i64
-            }),
-            d => {
-                return Err(Error::CorruptSplit {
-                    path: path.to_path_buf(),
-                    problem: format!("`locations` dtype {d:?}"),
-                })
-            }
-        }
-        Ok(())
-    }
-
-    fn activations(&self) -> Acts<'a> {
-        let data = self.activations.data();
-        match self.activations.dtype() {
-            Dtype::F16 => Acts::F16(data),
-            Dtype::BF16 => Acts::Bf16(data),
-            _ => Acts::F32(data), // `parse` admits no other dtype
-        }
-    }
-}
-
-fn is_int(d: Dtype) -> bool {
-    matches!(
-        d,
-        Dtype::U16 | Dtype::U32 | Dtype::I32 | Dtype::I64 | Dtype::U64
-    )
-}
-
-/// Activations as stored.
-enum Acts<'a> {
-    F16(&'a [u8]),
-    Bf16(&'a [u8]),
-    F32(&'a [u8]),
-}
-
-impl Acts<'_> {
-    #[inline]
-    fn get(&self, i: usize) -> f32 {
-        match self {
-            Acts::F16(d) => f16::from_le_bytes([d[2 * i], d[2 * i + 1]]).to_f32(),
-            Acts::Bf16(d) => bf16::from_le_bytes([d[2 * i], d[2 * i + 1]]).to_f32(),
-            Acts::F32(d) => {
-                f32::from_le_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]])
-            }
-        }
-    }
-}
-
-/// Appends the values of an integer tensor (token ids) to `out` as u32; negative values and
-/// values above u32 are corruption.
-fn push_ids(t: &TensorView<'_>, path: &Path, out: &mut Vec<u32>) -> Result<()> {
-    let d = t.data();
-    let out_of_range = |v: i64| Error::CorruptSplit {
-        path: path.to_path_buf(),
-        problem: format!("`tokens` holds {v}, not a token id"),
-    };
-    match t.dtype() {
-        Dtype::U16 => out.extend(
-            d.chunks_exact(2)
-                .map(|b| u32::from(u16::from_le_bytes([b[0], b[1]]))),
-        ),
-        Dtype::U32 => out.extend(
-            d.chunks_exact(4)
-                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-        ),
-        Dtype::I32 => {
-            for b in d.chunks_exact(4) {
-                let v = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                out.push(u32::try_from(v).map_err(|_| out_of_range(v.into()))?);
-            }
-        }
-        _ => {
-            let signed = t.dtype() == Dtype::I64;
-            for b in d.chunks_exact(8) {
-                let raw = [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]];
-                let v = if signed {
-                    i64::from_le_bytes(raw)
-                } else {
-                    u64::from_le_bytes(raw).min(i64::MAX as u64) as i64
-                };
-                out.push(u32::try_from(v).map_err(|_| out_of_range(v))?);
-            }
-        }
-    }
-    Ok(())
 }

@@ -54,7 +54,7 @@
 //! `LocalEmbedder` is such an embedder: a sentence-transformers model (all-MiniLM-L6-v2) run in
 //! this process by autointerp-model (libtorch), which the default build does not link.
 #![warn(missing_docs)]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod cache;
 mod config;

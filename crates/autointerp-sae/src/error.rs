@@ -126,6 +126,9 @@ pub enum Error {
     /// An error from libtorch.
     #[error(transparent)]
     Torch(#[from] tch::TchError),
+    /// Writing a file through the core crate failed.
+    #[error(transparent)]
+    Core(#[from] autointerp_core::Error),
 }
 
 fn entry_suffix(entry: &Option<String>) -> String {

@@ -246,14 +246,10 @@ impl Trainer {
             "transcode": false,
             "d_in": self.d_in,
         });
-        let cfg_path = dir.join("cfg.json");
-        let tmp = dir.join(".cfg.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(&cfg).unwrap_or_default())
-            .and_then(|()| std::fs::rename(&tmp, &cfg_path))
-            .map_err(|source| Error::Io {
-                path: cfg_path,
-                source,
-            })?;
+        autointerp_core::fs::write_atomic(
+            &dir.join("cfg.json"),
+            &serde_json::to_vec_pretty(&cfg).unwrap_or_default(),
+        )?;
         let path = dir.join("sae.safetensors");
         let tmp = dir.join(".sae.safetensors.tmp");
         let cpu = |t: &Tensor| t.detach().to_device(Device::Cpu).contiguous();

@@ -34,7 +34,7 @@ pub fn write_score_file<T: Serialize + ?Sized>(
         path: path.clone(),
         source,
     })?;
-    autointerp_core::split::write_atomic(&path, &json)?;
+    autointerp_core::fs::write_atomic(&path, &json)?;
     Ok(path)
 }
 

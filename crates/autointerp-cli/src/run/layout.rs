@@ -95,7 +95,7 @@ impl Layout {
     /// Writes a record as `latents/<latent>.json`, atomically.
     pub fn write_record(&self, record: &LatentRecord) -> Result<()> {
         let json = serde_json::to_vec(record)?;
-        autointerp_core::split::write_atomic(&self.record(&record.id), &json)?;
+        autointerp_core::fs::write_atomic(&self.record(&record.id), &json)?;
         Ok(())
     }
 
@@ -193,7 +193,7 @@ impl FailureLog {
         if !body.is_empty() {
             body.push('\n');
         }
-        autointerp_core::split::write_atomic(path, body.as_bytes())?;
+        autointerp_core::fs::write_atomic(path, body.as_bytes())?;
         let file = std::fs::OpenOptions::new()
             .append(true)
             .open(path)

@@ -502,7 +502,7 @@ fn base_config(file: Option<&Path>, path: &Path, layout: &Layout) -> Result<RunC
 /// Writes the effective settings as `run_config.json`.
 fn save_config(cfg: &RunConfig, layout: &Layout) -> Result<()> {
     let json = serde_json::to_vec_pretty(cfg)?;
-    autointerp_core::split::write_atomic(&layout.run_config(), &json)?;
+    autointerp_core::fs::write_atomic(&layout.run_config(), &json)?;
     Ok(())
 }
 
