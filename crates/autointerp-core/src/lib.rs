@@ -21,6 +21,7 @@
 
 pub mod assets;
 mod chat;
+mod embed;
 mod error;
 mod hook;
 mod hub_id;
@@ -28,6 +29,7 @@ mod record;
 pub mod split;
 
 pub use chat::{Message, Role};
+pub use embed::{EmbedError, EmbedFuture, Embedder};
 pub use error::{Error, Result};
 pub use hook::HookPoint;
 pub use hub_id::is_hub_repo_id;
