@@ -8,14 +8,14 @@
 //!
 //! Each batch is sent as concurrent requests that the engine gathers into one batch.
 //!
-//! Run with: `cargo bench -p autointerp-client --features local --bench local_engine`
+//! Run with: `cargo bench -p autointerp-engine --bench local_engine`
 //! (`AUTOINTERP_DEVICE=cuda` runs it on a GPU.)
 #![allow(missing_docs)] // `criterion_group!` makes an undocumented pub fn
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use autointerp_client::{EngineConfig, GenerateRequest, LocalEngine};
+use autointerp_engine::{EngineConfig, GenerateRequest, LocalEngine};
 use autointerp_model::{parse_device, DType};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;

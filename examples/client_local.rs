@@ -1,4 +1,4 @@
-//! Run with: cargo run --release --features autointerp-client/local --example client_local -- MODEL "prompt"
+//! Run with: cargo run --release -p autointerp-engine --example client_local -- MODEL "prompt"
 //!
 //! Answers one chat request with a model running in this process (`LocalEngine`): MODEL is an
 //! HF folder, a `.gguf` file or a Hugging Face Hub id. Prints the answer, its token usage, the
@@ -8,14 +8,15 @@
 //!
 //! ```text
 //! MODEL=$(scripts/fetch-assets.sh smollm2 | sed -n 's/^SMOLLM2_GGUF=//p')
-//! cargo run --release --features autointerp-client/local --example client_local -- "$MODEL" "What is the capital of France?"
+//! cargo run --release -p autointerp-engine --example client_local -- "$MODEL" "What is the capital of France?"
 //! ```
 
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use autointerp_client::{ChatRequest, Client, EngineConfig, LocalEngine};
+use autointerp_client::{ChatRequest, Client};
 use autointerp_core::Message;
+use autointerp_engine::{EngineConfig, LocalEngine};
 use autointerp_model::{parse_device, DType};
 
 #[tokio::main]

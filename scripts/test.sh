@@ -28,6 +28,19 @@ if [[ $ci == 1 ]]; then
   cargo fmt --all --check
   step "cargo clippy"
   cargo clippy --workspace --all-targets --locked -- -D warnings
+  # libtorch only where it belongs: these crates must not reach torch-sys, not even through a
+  # dev-dependency, and each must build on its own (no feature borrowed from a neighbour).
+  step "pure-Rust crates"
+  for crate in core latents client explain score pipeline report; do
+    if tree=$(cargo tree -p "autointerp-$crate" -e normal,dev -i torch-sys --locked 2>&1); then
+      printf 'autointerp-%s depends on torch-sys:\n%s\n' "$crate" "$tree" >&2
+      exit 1
+    elif [[ $tree != *"did not match any packages"* ]]; then
+      printf '%s\n' "$tree" >&2
+      exit 1
+    fi
+    cargo check -p "autointerp-$crate" --all-targets --locked --quiet
+  done
 fi
 
 step "cargo test"

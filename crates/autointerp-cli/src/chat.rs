@@ -76,14 +76,13 @@ pub fn run(args: ChatArgs) -> Result<()> {
     Ok(())
 }
 
-#[cfg(feature = "local")]
 fn local_chat(
     source: &str,
     args: &ChatArgs,
     request: ChatRequest,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<autointerp_client::ChatResponse> {
-    use autointerp_client::{EngineConfig, LocalEngine};
+    use autointerp_engine::{EngineConfig, LocalEngine};
     let device = autointerp_model::parse_device(&args.device.device)?;
     let dtype: autointerp_model::DType = args.device.dtype.parse()?;
     let engine = LocalEngine::load(source, device, dtype, EngineConfig::default())
@@ -91,16 +90,6 @@ fn local_chat(
     runtime
         .block_on(engine.chat(request))
         .context("chat request failed")
-}
-
-#[cfg(not(feature = "local"))]
-fn local_chat(
-    _: &str,
-    _: &ChatArgs,
-    _: ChatRequest,
-    _: &tokio::runtime::Runtime,
-) -> Result<autointerp_client::ChatResponse> {
-    bail!("local provider not built: rebuild autointerp with the `local` feature")
 }
 
 #[cfg(test)]

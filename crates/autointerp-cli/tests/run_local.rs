@@ -1,7 +1,6 @@
 //! The in-process engine behind `--explainer-provider local` and `--surprisal-model`, on a tiny
 //! random llama (autointerp-model's fixture) with the fixture's word-level tokenizer: it answers
 //! nonsense, so explanations fail (and are recorded), but the surprisal scorer scores.
-#![cfg(feature = "local")]
 
 mod run_support;
 

@@ -1,11 +1,10 @@
-//! Sentence embeddings: the [`Embedder`] trait that the embedding scorer asks,
-//! [`OpenAiEmbedder`] for any server with OpenAI's `POST {base_url}/embeddings` (OpenAI, vLLM,
-//! SGLang, llama.cpp, Ollama, text-embeddings-inference), and `LocalEmbedder` (feature
-//! `local`) for a sentence-transformers model in this process.
+//! [`OpenAiEmbedder`]: the [`Embedder`] (defined in autointerp-core) for any server with OpenAI's
+//! `POST {base_url}/embeddings` (OpenAI, vLLM, SGLang, llama.cpp, Ollama,
+//! text-embeddings-inference). A sentence-transformers model in this process is autointerp-engine's
+//! `LocalEmbedder`.
 
 use std::fmt;
-use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
@@ -13,30 +12,10 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+use autointerp_core::{EmbedFuture, Embedder};
+
 use crate::http::{http_client, retry_after, RetryPolicy};
 use crate::{Error, Result};
-
-/// Something that turns texts into vectors: a sentence-embedding model in this process
-/// (`LocalEmbedder`, feature `local`), or a server ([`OpenAiEmbedder`]).
-///
-/// Implementations handle their own batching, retries and limits, and are shared between tasks
-/// (`&E` and `Arc<E>` are embedders too).
-pub trait Embedder: Send + Sync {
-    /// One vector per text, in the order of `texts`, all of the same length.
-    fn embed(&self, texts: &[String]) -> impl Future<Output = Result<Vec<Vec<f32>>>> + Send;
-}
-
-impl<E: Embedder> Embedder for Arc<E> {
-    fn embed(&self, texts: &[String]) -> impl Future<Output = Result<Vec<Vec<f32>>>> + Send {
-        (**self).embed(texts)
-    }
-}
-
-impl<E: Embedder> Embedder for &E {
-    fn embed(&self, texts: &[String]) -> impl Future<Output = Result<Vec<Vec<f32>>>> + Send {
-        (**self).embed(texts)
-    }
-}
 
 /// An embedder for any server that speaks OpenAI's `POST {base_url}/embeddings`.
 ///
@@ -49,7 +28,7 @@ impl<E: Embedder> Embedder for &E {
 /// ```no_run
 /// use autointerp_client::{Embedder, OpenAiEmbedder};
 ///
-/// # async fn run() -> autointerp_client::Result<()> {
+/// # async fn run() -> Result<(), autointerp_core::EmbedError> {
 /// let embedder = OpenAiEmbedder::new("http://localhost:8000/v1", "sentence-transformers/all-MiniLM-L6-v2")?;
 /// let vectors = embedder.embed(&["a river".to_string(), "a bank".to_string()]).await?;
 /// assert_eq!(vectors.len(), 2);
@@ -182,7 +161,9 @@ impl OpenAiEmbedder {
         &self.model
     }
 
-    async fn embed_all(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+    /// One vector per text, in the order of `texts`: [`Embedder::embed`] with this crate's typed
+    /// error (the trait boxes it).
+    pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(self.batch_size) {
             out.extend(self.embed_batch(chunk).await?);
@@ -310,9 +291,43 @@ impl OpenAiEmbedder {
 }
 
 impl Embedder for OpenAiEmbedder {
-    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        self.embed_all(texts).await
+    fn embed<'a>(&'a self, texts: &'a [String]) -> EmbedFuture<'a> {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            return Box::pin(async move { Ok(Self::embed(self, texts).await?) });
+        }
+        // reqwest needs a tokio reactor; a caller without one (the latents crate's record
+        // threads, `futures::executor::block_on`) gets its request run on a small runtime kept
+        // for that purpose.
+        let this = self.clone();
+        let texts = texts.to_vec();
+        let task = fallback_runtime().map(|rt| rt.spawn(async move { this.embed(&texts).await }));
+        Box::pin(async move {
+            let task = task?;
+            let vectors = task.await.map_err(|e| {
+                Error::Config(format!("the embedding request's task failed: {e}"))
+            })??;
+            Ok(vectors)
+        })
     }
+}
+
+/// The runtime of requests made outside any tokio runtime, started on first use.
+fn fallback_runtime() -> Result<&'static tokio::runtime::Runtime> {
+    static RUNTIME: OnceLock<std::io::Result<tokio::runtime::Runtime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("autointerp-embed-http")
+                .enable_all()
+                .build()
+        })
+        .as_ref()
+        .map_err(|e| {
+            Error::Config(format!(
+                "cannot start a runtime for embedding requests: {e}"
+            ))
+        })
 }
 
 impl fmt::Debug for OpenAiEmbedder {
@@ -326,142 +341,6 @@ impl fmt::Debug for OpenAiEmbedder {
             .field("retry", &self.retry)
             .field("timeout", &self.timeout)
             .finish()
-    }
-}
-
-#[cfg(feature = "local")]
-pub use local::LocalEmbedder;
-
-#[cfg(feature = "local")]
-mod local {
-    use std::sync::Arc;
-    use std::thread;
-
-    use autointerp_model::SentenceEmbedder;
-    use tch::Device;
-    use tokio::sync::{mpsc, oneshot};
-
-    use super::Embedder;
-    use crate::{Error, Result};
-
-    /// Texts to embed and where their vectors go.
-    struct Job {
-        texts: Vec<String>,
-        reply: oneshot::Sender<autointerp_model::Result<Vec<Vec<f32>>>>,
-    }
-
-    fn embedder_error(problem: impl std::fmt::Display) -> Error {
-        Error::Engine {
-            problem: format!("sentence embedder: {problem}"),
-        }
-    }
-
-    /// What every handle of one embedder shares.
-    #[derive(Debug)]
-    struct Info {
-        dim: usize,
-        max_seq_length: usize,
-        device: Device,
-    }
-
-    /// A sentence-transformers model (all-MiniLM-L6-v2 and other BERT encoders; see
-    /// [`SentenceEmbedder`]) running in this process: the offline counterpart of
-    /// [`OpenAiEmbedder`](super::OpenAiEmbedder).
-    ///
-    /// The model lives on its own thread (libtorch tensors are not `Sync`, and an encoder
-    /// forward would block the async runtime); each [`Embedder::embed`] call sends its texts
-    /// over a bounded channel and awaits the vectors, so callers never block a runtime thread.
-    /// Calls run one at a time, each in batches of the embedder's batch size. The handle is
-    /// cheap to clone; the thread ends when the last handle is dropped.
-    ///
-    /// ```no_run
-    /// use autointerp_client::{Embedder, LocalEmbedder};
-    ///
-    /// # async fn run() -> autointerp_client::Result<()> {
-    /// let embedder = LocalEmbedder::load("all-MiniLM-L6-v2", tch::Device::Cpu)?;
-    /// let vectors = embedder.embed(&["a river".to_string(), "a bank".to_string()]).await?;
-    /// assert_eq!(vectors[0].len(), embedder.dim());
-    /// # Ok(())
-    /// # }
-    /// ```
-    #[derive(Clone, Debug)]
-    pub struct LocalEmbedder {
-        tx: mpsc::Sender<Job>,
-        info: Arc<Info>,
-    }
-
-    impl LocalEmbedder {
-        /// Loads a sentence-transformers folder (see [`SentenceEmbedder::load`]) onto `device`
-        /// and starts its thread. Blocking: in async code, call it inside `spawn_blocking`.
-        ///
-        /// # Errors
-        /// [`Error::Engine`] naming the problem (a missing file, an unsupported model) if the
-        /// model cannot be loaded or its thread cannot start.
-        pub fn load(source: &str, device: Device) -> Result<Self> {
-            Self::new(SentenceEmbedder::load(source, device).map_err(embedder_error)?)
-        }
-
-        /// Starts the thread of an embedder already loaded (e.g. with another batch size).
-        ///
-        /// # Errors
-        /// [`Error::Engine`] if the thread cannot be started.
-        pub fn new(embedder: SentenceEmbedder) -> Result<Self> {
-            let info = Arc::new(Info {
-                dim: embedder.dim(),
-                max_seq_length: embedder.max_seq_length(),
-                device: embedder.device(),
-            });
-            let (tx, mut rx) = mpsc::channel::<Job>(64);
-            thread::Builder::new()
-                .name("autointerp-sentence-embedder".into())
-                .spawn(move || {
-                    while let Some(job) = rx.blocking_recv() {
-                        // The caller may have gone away; its vectors are then dropped.
-                        let _ = job.reply.send(embedder.embed(&job.texts));
-                    }
-                })
-                .map_err(|e| embedder_error(format!("cannot start its thread: {e}")))?;
-            Ok(Self { tx, info })
-        }
-
-        /// The length of the vectors.
-        pub fn dim(&self) -> usize {
-            self.info.dim
-        }
-
-        /// The most tokens of a text; longer texts are truncated.
-        pub fn max_seq_length(&self) -> usize {
-            self.info.max_seq_length
-        }
-
-        /// The device the model runs on.
-        pub fn device(&self) -> Device {
-            self.info.device
-        }
-
-        async fn embed_all(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-            if texts.is_empty() {
-                return Ok(Vec::new());
-            }
-            let (reply, answer) = oneshot::channel();
-            self.tx
-                .send(Job {
-                    texts: texts.to_vec(),
-                    reply,
-                })
-                .await
-                .map_err(|_| embedder_error("its thread has stopped"))?;
-            answer
-                .await
-                .map_err(|_| embedder_error("its thread stopped before answering"))?
-                .map_err(embedder_error)
-        }
-    }
-
-    impl Embedder for LocalEmbedder {
-        async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-            self.embed_all(texts).await
-        }
     }
 }
 

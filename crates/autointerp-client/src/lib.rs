@@ -35,13 +35,10 @@
 //! cannot be told apart. What remains after replacing all that is a POST and a JSON parse, which
 //! reqwest does directly, with one TLS stack and no OpenSSL headers needed.
 //!
-//! # In-process engine (feature `local`)
+//! # In process
 //!
-//! `LocalEngine` runs a model of `autointerp-model` (an HF folder, a GGUF file or a Hub id) in
-//! this process, on the CPU or a GPU, with dynamic batching: the counterpart of delphi's vLLM
-//! `Offline` client. It is a [`Client`] and a [`TokenScorer`]. `LocalEmbedder` runs a
-//! sentence-transformers model (all-MiniLM-L6-v2) in this process as an [`Embedder`]. Without
-//! the feature this crate does not depend on libtorch.
+//! Models run in this process live in `autointerp-engine` (`LocalEngine`, a [`Client`] and a
+//! [`TokenScorer`]; `LocalEmbedder`, an [`Embedder`]), so that this crate never links libtorch.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -49,23 +46,15 @@ mod client;
 mod embed;
 mod error;
 mod http;
-#[cfg(feature = "local")]
-mod local;
 mod openai;
 mod token_scorer;
 mod types;
 mod wire;
 
+pub use autointerp_core::{EmbedError, EmbedFuture, Embedder};
 pub use client::Client;
-#[cfg(feature = "local")]
-pub use embed::LocalEmbedder;
-pub use embed::{Embedder, OpenAiEmbedder};
+pub use embed::OpenAiEmbedder;
 pub use error::{Error, Result};
-#[cfg(feature = "local")]
-pub use local::{
-    ChatTemplate, EngineConfig, EngineStats, FinishReason, GenerateRequest, Generation,
-    LocalEngine, RenderOptions, TokenLogprob,
-};
 pub use openai::OpenAiClient;
 pub use token_scorer::TokenScorer;
 pub use types::{ChatRequest, ChatResponse, TokenLogprobs, Usage};

@@ -127,3 +127,32 @@ async fn server_errors_are_retried_and_client_errors_are_not() -> Result<()> {
     );
     Ok(())
 }
+
+/// Through the trait, as the latents crate calls it: a plain thread with no tokio runtime drives
+/// the future with `block_on`, and a server error keeps its type behind the box.
+#[test]
+fn the_trait_works_without_a_runtime() -> Result<()> {
+    let server_rt = tokio::runtime::Runtime::new()?;
+    let (url, _server) = server_rt.block_on(serve(vec![400]))?;
+    let embedder: Arc<dyn Embedder> = Arc::new(OpenAiEmbedder::new(&url, "mini")?);
+    let err = std::thread::spawn({
+        let embedder = Arc::clone(&embedder);
+        move || futures::executor::block_on(embedder.embed(&texts(1))).unwrap_err()
+    })
+    .join()
+    .unwrap();
+    assert!(
+        matches!(
+            err.downcast_ref::<Error>(),
+            Some(Error::Http { status: 400, .. })
+        ),
+        "{err}"
+    );
+    let vectors =
+        std::thread::spawn(move || futures::executor::block_on(embedder.embed(&texts(2))))
+            .join()
+            .unwrap()
+            .map_err(|e| anyhow::anyhow!(e))?;
+    assert_eq!(vectors, vec![vec![1.0, 0.0], vec![2.0, 1.0]]);
+    Ok(())
+}

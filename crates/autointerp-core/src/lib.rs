@@ -23,6 +23,7 @@
 
 pub mod assets;
 mod chat;
+mod embed;
 mod error;
 pub mod fs;
 mod hook;
@@ -31,6 +32,7 @@ mod record;
 pub mod split;
 
 pub use chat::{Message, Role};
+pub use embed::{EmbedError, EmbedFuture, Embedder};
 pub use error::{Error, Result};
 pub use hook::HookPoint;
 pub use hub_id::is_hub_repo_id;

@@ -12,7 +12,9 @@ use rayon::prelude::*;
 use crate::cache::{Grouped, Hit, HookCache, LatentCache};
 use crate::config::{LatentsConfig, NonActivatingSource};
 use crate::constructor::{activating_windows, example, window_activations, Activating, WindowGrid};
-use crate::embedding::{embed_normalized, Embedder, EmbeddingPool};
+use autointerp_core::Embedder;
+
+use crate::embedding::{embed_normalized, EmbeddingPool};
 use crate::neighbours::{NeighbourLists, WindowIndex};
 use crate::non_activating::random_windows;
 use crate::sampler::{sample, Pick};

@@ -1,37 +1,14 @@
 //! Hard negatives by sentence embedding: windows where a latent does not fire whose text is
 //! closest to its activating examples.
 
-use std::sync::Arc;
-
 use autointerp_core::split::Tokens;
+use autointerp_core::Embedder;
 use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
 
 use crate::constructor::WindowGrid;
 use crate::dataset::Decode;
 use crate::{Error, Result};
-
-/// Turns texts into vectors; similar texts should get vectors of high cosine similarity.
-///
-/// `LocalEmbedder` (feature `local`) implements this with the model crate's sentence embedder
-/// (all-MiniLM-L6-v2 and other BERT encoders); anything deterministic will do in tests. Called from several threads at once, hence `Send + Sync`: a model that must stay on
-/// one thread can sit behind a channel.
-pub trait Embedder: Send + Sync {
-    /// One vector per text, all of the same length.
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
-}
-
-impl<T: Embedder + ?Sized> Embedder for Arc<T> {
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        (**self).embed(texts)
-    }
-}
-
-impl<T: Embedder + ?Sized> Embedder for Box<T> {
-    fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        (**self).embed(texts)
-    }
-}
 
 /// Texts embedded per call.
 const BATCH: usize = 256;
@@ -40,7 +17,10 @@ const BATCH: usize = 256;
 pub(crate) fn embed_normalized(embedder: &dyn Embedder, texts: &[String]) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(BATCH) {
-        let vectors = embedder.embed(chunk)?;
+        // Records are built on plain threads: the embedder's future is driven here. Embedders
+        // that need a tokio reactor (HTTP ones) bring their own when none is running.
+        let vectors = futures::executor::block_on(embedder.embed(chunk))
+            .map_err(|e| Error::Embedder(e.to_string()))?;
         if vectors.len() != chunk.len() {
             return Err(Error::Embedder(format!(
                 "{} vectors for {} texts",

@@ -50,9 +50,10 @@
 //!
 //! Non-activating examples come from random windows, from windows where the latent's
 //! [`NeighbourLists`] fire, or from the windows whose text an [`Embedder`] places nearest to
-//! the activating examples ([`NonActivatingSource`]); with the feature `local`,
-//! `LocalEmbedder` is such an embedder: a sentence-transformers model (all-MiniLM-L6-v2) run in
-//! this process by autointerp-model (libtorch), which the default build does not link.
+//! the activating examples ([`NonActivatingSource`]); autointerp-engine's `LocalEmbedder` is such
+//! an embedder, a sentence-transformers model (all-MiniLM-L6-v2) run in this process, as is any
+//! `/embeddings` server through autointerp-client's `OpenAiEmbedder`. This crate itself is pure
+//! Rust and never links libtorch.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -62,18 +63,14 @@ mod constructor;
 mod dataset;
 mod embedding;
 mod error;
-#[cfg(feature = "local")]
-mod local;
 mod neighbours;
 mod non_activating;
 mod sampler;
 
+pub use autointerp_core::Embedder;
 pub use cache::{HookCache, LatentCache, ShardInfo, SHARD_FILE};
 pub use config::{ConstructorConfig, LatentsConfig, NonActivatingSource, SamplerConfig, TrainType};
 pub use dataset::{BuiltRecord, DatasetBuilder, Decode, LatentDataset, Records};
-pub use embedding::Embedder;
 pub use error::{Error, Result};
-#[cfg(feature = "local")]
-pub use local::LocalEmbedder;
 pub use neighbours::{LatentWeights, Neighbour, NeighbourLists};
 pub use sampler::{sample, Pick, Sample};

@@ -590,8 +590,8 @@ fn neighbours_by_co_occurrence_give_hard_negatives() {
 struct BagOfTokens;
 
 impl Embedder for BagOfTokens {
-    fn embed(&self, texts: &[String]) -> autointerp_latents::Result<Vec<Vec<f32>>> {
-        Ok(texts
+    fn embed<'a>(&'a self, texts: &'a [String]) -> autointerp_core::EmbedFuture<'a> {
+        let vectors = texts
             .iter()
             .map(|t| {
                 let mut v = vec![0.0; 8];
@@ -600,7 +600,8 @@ impl Embedder for BagOfTokens {
                 }
                 v
             })
-            .collect())
+            .collect();
+        Box::pin(std::future::ready(Ok(vectors)))
     }
 }
 

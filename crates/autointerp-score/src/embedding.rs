@@ -3,7 +3,8 @@
 
 use std::future::Future;
 
-use autointerp_client::{Embedder, Usage};
+use autointerp_client::Usage;
+use autointerp_core::Embedder;
 use autointerp_core::{Example, Explanation, LatentRecord, Score};
 use serde::{Deserialize, Serialize};
 
@@ -124,7 +125,15 @@ impl<E: Embedder> EmbeddingScorer<E> {
         let mut texts = Vec::with_capacity(examples.len() + 1);
         texts.push(format!("{}{}", self.config.query_prefix, explanation.text));
         texts.extend(examples.iter().map(|(e, _)| e.text()));
-        let vectors = self.embedder.embed(&texts).await?;
+        let vectors = self.embedder.embed(&texts).await.map_err(|e| {
+            // A client's own error keeps its kind (rate limit, timeout, bad key).
+            match e.downcast::<autointerp_client::Error>() {
+                Ok(client) => Error::Client(*client),
+                Err(other) => Error::Embedder {
+                    reason: other.to_string(),
+                },
+            }
+        })?;
         if vectors.len() != texts.len() {
             return Err(Error::Embedder {
                 reason: format!("{} vectors for {} texts", vectors.len(), texts.len()),

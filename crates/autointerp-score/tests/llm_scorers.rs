@@ -632,8 +632,8 @@ struct BagOfWords;
 const VOCAB: [&str; 7] = ["river", "the", "thames", "a", "boat", "bank", "loan"];
 
 impl Embedder for BagOfWords {
-    async fn embed(&self, texts: &[String]) -> autointerp_client::Result<Vec<Vec<f32>>> {
-        Ok(texts
+    fn embed<'a>(&'a self, texts: &'a [String]) -> autointerp_core::EmbedFuture<'a> {
+        let vectors = texts
             .iter()
             .map(|t| {
                 let mut v = vec![0.0; VOCAB.len()];
@@ -644,7 +644,8 @@ impl Embedder for BagOfWords {
                 }
                 v
             })
-            .collect())
+            .collect();
+        Box::pin(std::future::ready(Ok(vectors)))
     }
 }
 
@@ -728,8 +729,8 @@ fn embedding_auc_on_a_hand_checked_case() {
 struct Short;
 
 impl Embedder for Short {
-    async fn embed(&self, texts: &[String]) -> autointerp_client::Result<Vec<Vec<f32>>> {
-        Ok(vec![vec![1.0]; texts.len() - 1])
+    fn embed<'a>(&'a self, texts: &'a [String]) -> autointerp_core::EmbedFuture<'a> {
+        Box::pin(std::future::ready(Ok(vec![vec![1.0]; texts.len() - 1])))
     }
 }
 

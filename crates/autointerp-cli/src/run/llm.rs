@@ -1,5 +1,7 @@
 //! The explainer and the scorers a run asks, built from its settings.
 
+use std::sync::Arc;
+
 use anyhow::{bail, ensure, Context, Result};
 use autointerp_client::{
     ChatRequest, ChatResponse, Client, Embedder, OpenAiClient, OpenAiEmbedder,
@@ -20,37 +22,27 @@ use super::config::{ExplainerKind, Provider, RunConfig, ScorerKind};
 const OPENAI: &str = "https://api.openai.com/v1";
 const OPENROUTER: &str = "https://openrouter.ai/api/v1";
 
-/// The error for `--explainer-provider local` (and the surprisal scorer) in a build without the
-/// in-process engine.
-#[cfg(not(feature = "local"))]
-const LOCAL_NOT_BUILT: &str = "local provider not built: this `autointerp` was built without the \
-     in-process engine (cargo feature `local`); rebuild with `--features local`, or serve the model with \
-     vLLM, SGLang or llama.cpp and pass --explainer-provider openai --explainer-base-url http://HOST:PORT/v1";
-
 /// Who answers the explainer's and the LLM scorers' prompts.
 #[derive(Debug, Clone)]
 pub enum LlmClient {
     /// An OpenAI-compatible server.
     OpenAi(Box<OpenAiClient>),
     /// The in-process engine.
-    #[cfg(feature = "local")]
-    Local(autointerp_client::LocalEngine),
+    Local(autointerp_engine::LocalEngine),
 }
 
 impl Client for LlmClient {
     async fn chat(&self, req: ChatRequest) -> autointerp_client::Result<ChatResponse> {
         match self {
             Self::OpenAi(c) => c.chat(req).await,
-            #[cfg(feature = "local")]
             Self::Local(e) => e.chat(req).await,
         }
     }
 }
 
 /// Loads `source` (HF folder, `.gguf` file or Hub id) as an in-process engine on the run's device.
-#[cfg(feature = "local")]
-fn local_engine(cfg: &RunConfig, source: &str) -> Result<autointerp_client::LocalEngine> {
-    use autointerp_client::{EngineConfig, LocalEngine};
+fn local_engine(cfg: &RunConfig, source: &str) -> Result<autointerp_engine::LocalEngine> {
+    use autointerp_engine::{EngineConfig, LocalEngine};
     let device = autointerp_model::parse_device(&cfg.device)?;
     let dtype: autointerp_model::DType = cfg.dtype.parse()?;
     let mut config = EngineConfig::default();
@@ -71,10 +63,7 @@ pub fn chat_client(cfg: &RunConfig) -> Result<LlmClient> {
         "--explainer-model is required: the model that writes explanations and answers the scorers' prompts"
     );
     let (default_base, default_key) = match cfg.explainer_provider {
-        #[cfg(feature = "local")]
         Provider::Local => return Ok(LlmClient::Local(local_engine(cfg, &cfg.explainer_model)?)),
-        #[cfg(not(feature = "local"))]
-        Provider::Local => bail!("{LOCAL_NOT_BUILT}"),
         Provider::Openai => (OPENAI, Some("OPENAI_API_KEY")),
         Provider::Openrouter => (OPENROUTER, Some("OPENROUTER_API_KEY")),
     };
@@ -98,11 +87,10 @@ pub fn chat_client(cfg: &RunConfig) -> Result<LlmClient> {
 
 /// The base model of the surprisal scorer: `--surprisal-model`, shared with the explainer when
 /// that is the same model in this process.
-#[cfg(feature = "local")]
 fn surprisal_engine(
     cfg: &RunConfig,
     client: Option<&LlmClient>,
-) -> Result<autointerp_client::LocalEngine> {
+) -> Result<autointerp_engine::LocalEngine> {
     let Some(source) = &cfg.surprisal_model else {
         bail!(
             "the surprisal scorer needs --surprisal-model: a base language model (HF folder, .gguf file or \
@@ -177,10 +165,9 @@ pub enum AnyScorer {
     /// `simulation`.
     Simulation(SimulationScorer<LlmClient>),
     /// `embedding`.
-    Embedding(EmbeddingScorer<AnyEmbedder>),
+    Embedding(EmbeddingScorer<Arc<dyn Embedder>>),
     /// `surprisal`.
-    #[cfg(feature = "local")]
-    Surprisal(autointerp_score::SurprisalScorer<autointerp_client::LocalEngine>),
+    Surprisal(autointerp_score::SurprisalScorer<autointerp_engine::LocalEngine>),
 }
 
 impl AnyScorer {
@@ -201,12 +188,18 @@ impl AnyScorer {
                     .context("internal: a chat scorer without a client")
             };
             out.push(match kind {
-                ScorerKind::Detection => {
-                    Self::Detection(DetectionScorer::new(chat()?, classifier.clone()).with_logprobs(logprobs))
-                }
+                ScorerKind::Detection => Self::Detection(
+                    DetectionScorer::new(chat()?, classifier.clone()).with_logprobs(logprobs),
+                ),
                 ScorerKind::Fuzz => Self::Fuzz(
-                    FuzzingScorer::new(chat()?, FuzzConfig { classifier: classifier.clone(), ..FuzzConfig::default() })
-                        .with_logprobs(logprobs),
+                    FuzzingScorer::new(
+                        chat()?,
+                        FuzzConfig {
+                            classifier: classifier.clone(),
+                            ..FuzzConfig::default()
+                        },
+                    )
+                    .with_logprobs(logprobs),
                 ),
                 ScorerKind::Intruder => Self::Intruder(IntruderScorer::new(
                     chat()?,
@@ -218,19 +211,19 @@ impl AnyScorer {
                 )),
                 ScorerKind::Simulation => Self::Simulation(SimulationScorer::new(
                     chat()?,
-                    SimulationConfig { mode: cfg.simulation_mode, ..SimulationConfig::default() },
+                    SimulationConfig {
+                        mode: cfg.simulation_mode,
+                        ..SimulationConfig::default()
+                    },
                 )),
-                ScorerKind::Embedding => Self::Embedding(EmbeddingScorer::new(embedder(cfg)?, EmbeddingConfig::default())),
-                #[cfg(feature = "local")]
+                ScorerKind::Embedding => Self::Embedding(EmbeddingScorer::new(
+                    embedder(cfg)?,
+                    EmbeddingConfig::default(),
+                )),
                 ScorerKind::Surprisal => Self::Surprisal(autointerp_score::SurprisalScorer::new(
                     surprisal_engine(cfg, client)?,
                     autointerp_score::SurprisalConfig::default(),
                 )),
-                #[cfg(not(feature = "local"))]
-                ScorerKind::Surprisal => bail!(
-                    "the surprisal scorer needs a base language model that returns token logprobs, which only \
-                     the in-process engine provides: {LOCAL_NOT_BUILT}"
-                ),
             });
         }
         Ok(out)
@@ -244,7 +237,6 @@ impl AnyScorer {
             Self::Intruder(_) => autointerp_score::INTRUDER,
             Self::Simulation(_) => autointerp_score::SIMULATION,
             Self::Embedding(_) => autointerp_score::EMBEDDING,
-            #[cfg(feature = "local")]
             Self::Surprisal(_) => autointerp_score::SURPRISAL,
         }
     }
@@ -268,30 +260,7 @@ impl AnyScorer {
             Self::Intruder(s) => s.score(record).await,
             Self::Simulation(s) => s.score(record, explanation).await,
             Self::Embedding(s) => s.score(record, explanation).await,
-            #[cfg(feature = "local")]
             Self::Surprisal(s) => s.score(record, explanation).await,
-        }
-    }
-}
-
-/// The embedder of the embedding scorer.
-/// The embedding scorer's sentence embedder: a server's `/embeddings` endpoint, or a model run
-/// in this process.
-#[derive(Debug)]
-pub enum AnyEmbedder {
-    /// An OpenAI-compatible `/embeddings` endpoint.
-    OpenAi(Box<OpenAiEmbedder>),
-    /// A sentence-transformers folder (e.g. all-MiniLM-L6-v2) run in this process.
-    #[cfg(feature = "local")]
-    Local(autointerp_client::LocalEmbedder),
-}
-
-impl Embedder for AnyEmbedder {
-    async fn embed(&self, texts: &[String]) -> autointerp_client::Result<Vec<Vec<f32>>> {
-        match self {
-            Self::OpenAi(e) => e.embed(texts).await,
-            #[cfg(feature = "local")]
-            Self::Local(e) => e.embed(texts).await,
         }
     }
 }
@@ -303,7 +272,9 @@ fn local_embedding_model<'a>(cfg: &RunConfig, model: &'a str) -> Option<&'a str>
     })
 }
 
-fn embedder(cfg: &RunConfig) -> Result<AnyEmbedder> {
+/// The embedding scorer's sentence embedder: a server's `/embeddings` endpoint, or a model run
+/// in this process.
+fn embedder(cfg: &RunConfig) -> Result<Arc<dyn Embedder>> {
     let Some(model) = &cfg.embedding_model else {
         bail!(
             "the embedding scorer needs --embedding-model: `local:PATH` for a sentence-transformers \
@@ -312,15 +283,10 @@ fn embedder(cfg: &RunConfig) -> Result<AnyEmbedder> {
         );
     };
     if let Some(path) = local_embedding_model(cfg, model) {
-        #[cfg(feature = "local")]
-        {
-            let device = autointerp_model::parse_device(&cfg.device)?;
-            let local = autointerp_client::LocalEmbedder::load(path, device)
-                .with_context(|| format!("loading the embedding model {path}"))?;
-            return Ok(AnyEmbedder::Local(local));
-        }
-        #[cfg(not(feature = "local"))]
-        bail!("--embedding-model {path} runs in this process: {LOCAL_NOT_BUILT}");
+        let device = autointerp_model::parse_device(&cfg.device)?;
+        let local = autointerp_engine::LocalEmbedder::load(path, device)
+            .with_context(|| format!("loading the embedding model {path}"))?;
+        return Ok(Arc::new(local));
     }
     let base = cfg.embedding_base_url.as_deref();
     let key = cfg.embedding_api_key_env.as_deref().or(if base.is_some() {
@@ -333,7 +299,7 @@ fn embedder(cfg: &RunConfig) -> Result<AnyEmbedder> {
     if let Some(var) = key {
         embedder = embedder.with_api_key_env(var)?;
     }
-    Ok(AnyEmbedder::OpenAi(Box::new(embedder)))
+    Ok(Arc::new(embedder))
 }
 
 #[cfg(test)]
@@ -357,19 +323,6 @@ mod tests {
         assert!(err.contains("--embedding-model"), "{err}");
         cfg.scorers = vec![ScorerKind::Surprisal];
         let err = AnyScorer::all(&cfg, Some(&client)).unwrap_err().to_string();
-        let expected = if cfg!(feature = "local") {
-            "--surprisal-model"
-        } else {
-            "local provider not built"
-        };
-        assert!(err.contains(expected), "{err}");
-        #[cfg(not(feature = "local"))]
-        {
-            cfg.explainer_provider = Provider::Local;
-            assert!(chat_client(&cfg)
-                .unwrap_err()
-                .to_string()
-                .contains("local provider not built"));
-        }
+        assert!(err.contains("--surprisal-model"), "{err}");
     }
 }

@@ -1,12 +1,13 @@
 //! `LocalEmbedder` on the tiny random BERT of autointerp-model (`tests/fixtures/bert`, expected
 //! vectors from transformers): the same vectors as the model crate's embedder, concurrent
 //! callers, and a runtime that keeps running while the model works.
-#![cfg(feature = "local")]
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use autointerp_client::{Embedder, Error, LocalEmbedder};
+use autointerp_client::Error;
+use autointerp_core::{EmbedError, Embedder};
+use autointerp_engine::LocalEmbedder;
 use autointerp_model::SentenceEmbedder;
 use futures::future::join_all;
 use serde::Deserialize;
@@ -39,10 +40,7 @@ fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 }
 
 /// Any embedder (here `&LocalEmbedder`).
-async fn embed_with(
-    e: impl Embedder,
-    texts: &[String],
-) -> autointerp_client::Result<Vec<Vec<f32>>> {
+async fn embed_with(e: impl Embedder, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
     e.embed(texts).await
 }
 

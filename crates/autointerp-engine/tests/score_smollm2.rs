@@ -8,9 +8,9 @@
 
 use std::sync::OnceLock;
 
-use autointerp_client::{EngineConfig, LocalEngine};
 use autointerp_core::assets::{fetch, Asset};
 use autointerp_core::{Example, Explanation, HookPoint, LatentId, LatentRecord, LatentStats};
+use autointerp_engine::{EngineConfig, LocalEngine};
 use autointerp_explain::{DefaultExplainer, ExplainerConfig, GenerationConfig};
 use autointerp_model::DType;
 use autointerp_score::{

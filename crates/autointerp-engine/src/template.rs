@@ -48,7 +48,7 @@ impl Default for RenderOptions {
 /// `pycompat`, and `tojson` writes JSON as Python's `json.dumps` does (no HTML escaping).
 ///
 /// ```
-/// use autointerp_client::{ChatTemplate, RenderOptions};
+/// use autointerp_engine::{ChatTemplate, RenderOptions};
 /// use autointerp_core::Message;
 ///
 /// let t = ChatTemplate::new(

@@ -1,18 +1,17 @@
 //! The in-process engine on SmolLM2-135M-Instruct (Q4_1 GGUF, fetched by
 //! `scripts/fetch-assets.sh smollm2`) and on the tiny random `llama` fixture of
 //! autointerp-model (greedy generation and logits from transformers).
-#![cfg(feature = "local")]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use autointerp_client::{
-    ChatRequest, ChatTemplate, Client, EngineConfig, Error, FinishReason, GenerateRequest,
-    LocalEngine, RenderOptions, TokenScorer,
-};
+use autointerp_client::{ChatRequest, Client, Error, TokenScorer};
 use autointerp_core::Message;
+use autointerp_engine::{
+    ChatTemplate, EngineConfig, FinishReason, GenerateRequest, LocalEngine, RenderOptions,
+};
 use autointerp_model::{DType, Tokenizer};
 use futures::future::join_all;
 use tch::{Device, Kind, Tensor};

@@ -1,7 +1,35 @@
-//! The in-process engine: a model of `autointerp-model` answering chat requests and scoring
-//! tokens in this process, with dynamic batching (delphi's vLLM `Offline` client).
+//! Models run in this process: [`LocalEngine`], a model of `autointerp-model` (an HF folder, a
+//! GGUF file or a Hub id) answering chat requests and scoring tokens with dynamic batching, on the
+//! CPU or a GPU (delphi's vLLM `Offline` client); and [`LocalEmbedder`], a sentence-transformers
+//! model (all-MiniLM-L6-v2). They implement the traits of `autointerp-client` and
+//! `autointerp-core` ([`Client`], [`TokenScorer`], [`Embedder`](autointerp_core::Embedder)), so an
+//! explainer or scorer takes them where it takes a server.
+//!
+//! This is the crate that links libtorch for them: the client, explainer, scorer, latents and
+//! report crates stay pure Rust.
+//!
+//! ```no_run
+//! use autointerp_client::{ChatRequest, Client};
+//! use autointerp_core::Message;
+//! use autointerp_engine::{EngineConfig, LocalEngine};
+//!
+//! # async fn run() -> anyhow::Result<()> {
+//! let engine = LocalEngine::load(
+//!     "SmolLM2-135M-Instruct.Q4_1.gguf",
+//!     tch::Device::Cpu,
+//!     autointerp_model::DType::F32,
+//!     EngineConfig::default(),
+//! )?;
+//! let req = ChatRequest::new(vec![Message::user("Name a colour.")]).with_max_tokens(8);
+//! println!("{}", engine.chat(req).await?.text);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod detok;
+mod embed;
 mod template;
 mod worker;
 
@@ -15,8 +43,10 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{ChatRequest, ChatResponse, Client, Error, Result, TokenLogprobs, TokenScorer, Usage};
+use autointerp_client::{ChatRequest, ChatResponse, Client, TokenLogprobs, TokenScorer, Usage};
+pub use autointerp_client::{Error, Result};
 use detok::{token_pieces, token_text, tokenizer_error};
+pub use embed::LocalEmbedder;
 pub use template::{ChatTemplate, RenderOptions};
 use worker::{Job, Worker, GREEDY_BELOW};
 
@@ -330,7 +360,8 @@ struct Shared {
 /// in vLLM's layout (the first position `None`).
 ///
 /// ```no_run
-/// use autointerp_client::{ChatRequest, Client, EngineConfig, LocalEngine};
+/// use autointerp_client::{ChatRequest, Client};
+/// use autointerp_engine::{EngineConfig, LocalEngine};
 /// use autointerp_core::Message;
 /// use autointerp_model::DType;
 ///

@@ -1,15 +1,15 @@
-//! `LocalEmbedder` (feature `local`) on the tiny random BERT of autointerp-model
-//! (`tests/fixtures/bert`, expected vectors from transformers): the vectors, several threads at
-//! once, and embedding-based non-activating examples built with it.
+//! `LocalEmbedder` as the latents crate uses it, on the tiny random BERT of autointerp-model
+//! (`tests/fixtures/bert`, expected vectors from transformers): from plain threads without an
+//! async runtime, and for embedding-based non-activating examples.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use autointerp_core::split::{Location, Split, Tokens};
+use autointerp_core::Embedder;
 use autointerp_core::{HookPoint, LatentId};
-use autointerp_latents::{
-    Embedder, Error, LatentCache, LatentDataset, LatentsConfig, LocalEmbedder, NonActivatingSource,
-};
+use autointerp_engine::LocalEmbedder;
+use autointerp_latents::{LatentCache, LatentDataset, LatentsConfig, NonActivatingSource};
 use serde::Deserialize;
 use tch::Device;
 
@@ -41,7 +41,7 @@ fn vectors_match_transformers_from_several_threads() {
             let (embedder, exp) = (Arc::clone(&embedder), &exp);
             s.spawn(move || {
                 for _ in 0..3 {
-                    let got = embedder.embed(&exp.sentences).unwrap();
+                    let got = futures::executor::block_on(embedder.embed(&exp.sentences)).unwrap();
                     assert_eq!(got.len(), exp.mean.len());
                     for (g, w) in got.iter().flatten().zip(exp.mean.iter().flatten()) {
                         assert!((g - w).abs() < 1e-5, "thread {t}: {g} vs {w}");
@@ -50,13 +50,6 @@ fn vectors_match_transformers_from_several_threads() {
             });
         }
     });
-}
-
-#[test]
-fn load_errors_are_embedder_errors() {
-    let e = LocalEmbedder::load("/surely/not/a/folder", Device::Cpu).unwrap_err();
-    assert!(matches!(e, Error::Embedder(_)), "{e}");
-    assert!(e.to_string().contains("/surely/not/a/folder"), "{e}");
 }
 
 /// Words of the fixture's vocabulary, by token id.
