@@ -52,7 +52,7 @@ mod types;
 mod wire;
 
 pub use autointerp_core::{EmbedError, EmbedFuture, Embedder};
-pub use client::Client;
+pub use client::{ChatFuture, Client, DynClient, SharedClient};
 pub use embed::OpenAiEmbedder;
 pub use error::{Error, Result};
 pub use openai::OpenAiClient;

@@ -28,6 +28,7 @@ mod error;
 pub mod fs;
 mod hook;
 mod hub_id;
+pub mod layout;
 mod record;
 pub mod split;
 

@@ -1,6 +1,7 @@
 //! Explainers: show an LLM a latent's examples, ask for an explanation, and parse the answer.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use autointerp_client::{ChatResponse, Client, Usage};
@@ -23,6 +24,33 @@ pub trait Explainer: Send + Sync {
     /// cannot be explained (no train examples).
     fn explain(&self, record: &LatentRecord)
         -> impl Future<Output = Result<ExplainOutcome>> + Send;
+}
+
+/// What [`DynExplainer::explain_boxed`] returns.
+pub type ExplainFuture<'a> = Pin<Box<dyn Future<Output = Result<ExplainOutcome>> + Send + 'a>>;
+
+/// [`Explainer`] in a dyn-compatible form: every explainer is one, so a run holds whichever it
+/// was configured with (or one a user wrote) as `Box<dyn DynExplainer>`.
+pub trait DynExplainer: Send + Sync {
+    /// [`Explainer::name`] (named apart so that both traits can be in scope).
+    fn explainer_name(&self) -> &'static str;
+    /// [`Explainer::explain`], boxed.
+    fn explain_boxed<'a>(&'a self, record: &'a LatentRecord) -> ExplainFuture<'a>;
+}
+
+impl<E: Explainer> DynExplainer for E {
+    fn explainer_name(&self) -> &'static str {
+        Explainer::name(self)
+    }
+    fn explain_boxed<'a>(&'a self, record: &'a LatentRecord) -> ExplainFuture<'a> {
+        Box::pin(self.explain(record))
+    }
+}
+
+impl std::fmt::Debug for dyn DynExplainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DynExplainer({})", self.explainer_name())
+    }
 }
 
 impl<E: Explainer> Explainer for Arc<E> {

@@ -99,7 +99,9 @@ mod tokens;
 
 pub use contrastive::{contrastive_prompt, ContrastiveConfig};
 pub use error::{Error, Result};
-pub use explainer::{ContrastiveExplainer, DefaultExplainer, ExplainOutcome, Explainer};
+pub use explainer::{
+    ContrastiveExplainer, DefaultExplainer, DynExplainer, ExplainFuture, ExplainOutcome, Explainer,
+};
 pub use generation::GenerationConfig;
 pub use highlight::{
     above_threshold, escape_text, highlight, render_highlighted, split_highlighted,

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use autointerp_core::layout::Layout;
 use autointerp_core::{HookPoint, LatentId, LatentRecord};
 use serde::Serialize;
 
@@ -11,7 +12,7 @@ use crate::scores::{parse_score, LatentScore};
 use crate::{Error, Result};
 
 /// Folders under `scores/` that hold the random-explanation control, one subfolder per scorer.
-pub const CONTROL_DIRS: [&str; 2] = ["random", "control"];
+pub const CONTROL_DIRS: [&str; 2] = [autointerp_core::layout::CONTROL_DIR, "control"];
 
 /// Suffix of a scorer folder under `scores/` that holds the random-explanation control.
 pub const CONTROL_SUFFIX: &str = "_random";
@@ -234,7 +235,7 @@ pub fn load_results(results_dir: &Path) -> Result<Results> {
 }
 
 fn read_run_config(r: &mut Results) {
-    let path = r.root.join("run_config.json");
+    let path = Layout::new(&r.root).run_config();
     if !path.exists() {
         return;
     }
@@ -308,7 +309,7 @@ fn latent_of(path: &Path, ext: &str, problems: &mut Vec<Problem>) -> Option<Late
 /// Reads `explanations/`; returns the latents that have an explanation file, readable or not.
 fn read_explanations(r: &mut Results) -> BTreeSet<LatentId> {
     let mut with_file = BTreeSet::new();
-    let dir = r.root.join("explanations");
+    let dir = Layout::new(&r.root).explanations(false);
     let Some(paths) = list_dir(&dir, &mut r.problems, true) else {
         return with_file;
     };
@@ -375,7 +376,7 @@ fn is_run_cache_entry(path: &Path) -> bool {
 }
 
 fn read_records(r: &mut Results) {
-    let dir = r.root.join("latents");
+    let dir = Layout::new(&r.root).latents();
     let Some(paths) = list_dir(&dir, &mut r.problems, true) else {
         return;
     };
@@ -488,7 +489,7 @@ fn scorer_dirs(scores: &Path, problems: &mut Vec<Problem>) -> Vec<(ScorerKey, Pa
 }
 
 fn read_scores(r: &mut Results) {
-    let dirs = scorer_dirs(&r.root.join("scores"), &mut r.problems);
+    let dirs = scorer_dirs(&Layout::new(&r.root).scores(false), &mut r.problems);
     for (key, dir) in dirs {
         if !r.scorers.contains(&key) {
             r.scorers.push(key.clone());
@@ -551,8 +552,9 @@ fn read_scores(r: &mut Results) {
 
 /// Problems of latents as a whole: no explanation, no record, no scores.
 fn check_latents(r: &mut Results, with_explanation_file: &BTreeSet<LatentId>) {
-    let have_records = r.root.join("latents").is_dir();
-    let have_explanations = r.root.join("explanations").is_dir();
+    let layout = Layout::new(&r.root);
+    let have_records = layout.latents().is_dir();
+    let have_explanations = layout.explanations(false).is_dir();
     for l in r.latents.values() {
         if have_explanations && !with_explanation_file.contains(&l.id) {
             r.problems.push(

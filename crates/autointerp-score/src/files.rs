@@ -15,12 +15,7 @@ use serde::Serialize;
 
 use crate::{Error, ExampleOutcome, Result};
 
-/// `<scores_dir>/<scorer>/<latent>.txt`, with `/` in the latent's name replaced by `--`.
-pub fn score_file_path(scores_dir: &Path, scorer: &str, latent: &LatentId) -> PathBuf {
-    scores_dir
-        .join(scorer)
-        .join(format!("{}.txt", latent.to_string().replace('/', "--")))
-}
+pub use autointerp_core::layout::score_file_path;
 
 /// Writes `score` as compact JSON to [`score_file_path`], atomically, creating the folders.
 pub fn write_score_file<T: Serialize + ?Sized>(

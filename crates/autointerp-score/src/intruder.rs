@@ -402,6 +402,9 @@ impl<C: Client> Scorer for IntruderScorer<C> {
     ) -> impl Future<Output = Result<ScorerResult>> + Send {
         IntruderScorer::score(self, record)
     }
+    fn reads_explanation(&self) -> bool {
+        false
+    }
 }
 
 #[cfg(test)]

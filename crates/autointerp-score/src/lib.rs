@@ -158,7 +158,7 @@ pub use metrics::{
     Bootstrap, ClassificationMetrics, ClassifierSummary, ConfidenceInterval, Confusion,
 };
 pub use outcome::ExampleOutcome;
-pub use scorer::{ScoreDetails, Scorer, ScorerResult};
+pub use scorer::{DynScorer, ScoreDetails, ScoreFuture, Scorer, ScorerResult};
 pub use simulation::{
     display_token, expected_activation, json_simulation_prompt, parse_json_simulation,
     score_simulation, simulate_from_prompt_logprobs, simulate_from_response, simulation_prompt,

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 
 use autointerp_client::Usage;
@@ -31,11 +32,60 @@ pub trait Scorer: Send + Sync {
         record: &LatentRecord,
         explanation: &Explanation,
     ) -> impl Future<Output = Result<ScorerResult>> + Send;
+
+    /// Whether the score depends on the explanation. Intruder's does not (its trials show
+    /// examples only), so a random-explanation control has nothing to compare there.
+    fn reads_explanation(&self) -> bool {
+        true
+    }
+}
+
+/// What [`DynScorer::score_boxed`] returns.
+pub type ScoreFuture<'a> = Pin<Box<dyn Future<Output = Result<ScorerResult>> + Send + 'a>>;
+
+/// [`Scorer`] in a dyn-compatible form: every scorer is one, so a run holds the scorers it was
+/// configured with, and any a user wrote, as `Box<dyn DynScorer>`.
+pub trait DynScorer: Send + Sync {
+    /// [`Scorer::name`] (named apart so that both traits can be in scope).
+    fn scorer_name(&self) -> &'static str;
+    /// [`Scorer::reads_explanation`].
+    fn scorer_reads_explanation(&self) -> bool;
+    /// [`Scorer::score`], boxed.
+    fn score_boxed<'a>(
+        &'a self,
+        record: &'a LatentRecord,
+        explanation: &'a Explanation,
+    ) -> ScoreFuture<'a>;
+}
+
+impl<S: Scorer> DynScorer for S {
+    fn scorer_name(&self) -> &'static str {
+        Scorer::name(self)
+    }
+    fn scorer_reads_explanation(&self) -> bool {
+        Scorer::reads_explanation(self)
+    }
+    fn score_boxed<'a>(
+        &'a self,
+        record: &'a LatentRecord,
+        explanation: &'a Explanation,
+    ) -> ScoreFuture<'a> {
+        Box::pin(self.score(record, explanation))
+    }
+}
+
+impl std::fmt::Debug for dyn DynScorer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DynScorer({})", self.scorer_name())
+    }
 }
 
 impl<S: Scorer> Scorer for Arc<S> {
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+    fn reads_explanation(&self) -> bool {
+        (**self).reads_explanation()
     }
     fn score(
         &self,
@@ -49,6 +99,9 @@ impl<S: Scorer> Scorer for Arc<S> {
 impl<S: Scorer> Scorer for &S {
     fn name(&self) -> &'static str {
         (**self).name()
+    }
+    fn reads_explanation(&self) -> bool {
+        (**self).reads_explanation()
     }
     fn score(
         &self,

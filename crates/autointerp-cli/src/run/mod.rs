@@ -6,32 +6,22 @@
 //! folder's `run_config.json` when no file is given), then flags. A rerun skips every latent whose
 //! outputs exist, so a killed or interrupted run resumes where it stopped.
 
-mod config;
-mod layout;
-mod llm;
-mod pipeline;
+mod progress;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
-use autointerp_client::Usage;
-use autointerp_core::{HookPoint, LatentId};
-use autointerp_latents::{HookCache, LatentCache, LatentDataset, LatentsConfig, TrainType};
+use autointerp_core::HookPoint;
+use autointerp_latents::TrainType;
 use autointerp_model::Tokenizer;
+pub use autointerp_run::{ExplainerKind, Overwrite, Provider, RunConfig, ScorerKind};
+use autointerp_run::{Layout, Run, RunSummary, Stages};
 use autointerp_score::{AnswerMode, SimulationMode};
+use serde::de::DeserializeOwned;
 
-use self::config::serde_value;
-pub use self::config::{ExplainerKind, Overwrite, Provider, RunConfig, ScorerKind};
-use self::layout::{FailureLog, Layout};
-use self::llm::{chat_client, AnyExplainer, AnyScorer};
-use self::pipeline::{Engine, Phase, Plan, Shared, Tally};
+use self::progress::Bars;
 use crate::cache::{print_stats, run_cache, CacheArgs};
 use crate::common::{load_model, DeviceArgs};
-use crate::latents::decoder;
 
 /// Sets each `cfg.field` given on the command line.
 macro_rules! set {
@@ -366,13 +356,6 @@ impl ClientOpts {
     }
 }
 
-/// Which stages a command runs.
-#[derive(Debug, Clone, Copy)]
-struct Stages {
-    explain: bool,
-    score: bool,
-}
-
 /// `autointerp run`.
 pub fn run_command(args: RunArgs) -> Result<()> {
     let mut cfg = match &args.config {
@@ -405,23 +388,18 @@ pub fn run_with_config(cfg: RunConfig) -> Result<()> {
         !cfg.model.is_empty(),
         "MODEL is required (the first argument, or `model` in --config)"
     );
-    let stages = Stages {
-        explain: cfg.explainer != ExplainerKind::None,
-        score: true,
-    };
     ensure!(
-        stages.explain || !cfg.scorers.is_empty(),
+        cfg.explainer != ExplainerKind::None || !cfg.scorers.is_empty(),
         "nothing to do: --explainer none and no --scorers"
     );
     let layout = Layout::new(cfg.results_dir.join(&cfg.name));
-    save_config(&cfg, &layout)?;
+    autointerp_run::save_config(&cfg, &layout)?;
     let built = ensure_cache(&cfg, layout.root())?;
-    let tok = match (built, &cfg.tokenizer) {
-        (Some(tok), None) => tok,
-        _ => load_run_tokenizer(&cfg)?,
-    };
-    let cache = LatentCache::open(layout.root())?;
-    execute(&cfg, &cache, &layout, stages, tok)
+    let mut run = Run::new(cfg.clone())?;
+    if let (Some(tok), None) = (built, &cfg.tokenizer) {
+        run = run.with_tokenizer(tok);
+    }
+    execute(run)
 }
 
 /// `autointerp explain`.
@@ -437,23 +415,8 @@ pub fn explain_command(args: ExplainArgs) -> Result<()> {
         cfg.explainer != ExplainerKind::None,
         "nothing to do: --explainer none"
     );
-    let (cache, tok) = open_cache(
-        &args.path,
-        args.model.as_deref(),
-        args.tokenizer.as_deref(),
-        &mut cfg,
-    )?;
-    save_config(&cfg, &layout)?;
-    execute(
-        &cfg,
-        &cache,
-        &layout,
-        Stages {
-            explain: true,
-            score: false,
-        },
-        tok,
-    )
+    let run = open_cache(&args.path, args.model, args.tokenizer, cfg, &layout)?;
+    execute(run.stages(Stages::EXPLAIN))
 }
 
 /// `autointerp score`.
@@ -466,76 +429,40 @@ pub fn score_command(args: ScoreArgs) -> Result<()> {
     args.client.apply(&mut cfg);
     cfg.validate()?;
     ensure!(!cfg.scorers.is_empty(), "nothing to do: no --scorers");
-    let (cache, tok) = open_cache(
-        &args.path,
-        args.model.as_deref(),
-        args.tokenizer.as_deref(),
-        &mut cfg,
-    )?;
-    save_config(&cfg, &layout)?;
-    execute(
-        &cfg,
-        &cache,
-        &layout,
-        Stages {
-            explain: false,
-            score: true,
-        },
-        tok,
-    )
+    let run = open_cache(&args.path, args.model, args.tokenizer, cfg, &layout)?;
+    execute(run.stages(Stages::SCORE))
 }
 
 /// The settings `explain` and `score` start from: `--config`, else the folder's saved
 /// `run_config.json`, else the defaults.
 fn base_config(file: Option<&Path>, path: &Path, layout: &Layout) -> Result<RunConfig> {
     if let Some(file) = file {
-        return RunConfig::from_toml_file(file);
+        return Ok(RunConfig::from_toml_file(file)?);
     }
     for saved in [layout.run_config(), Layout::new(path).run_config()] {
         if saved.is_file() {
-            return RunConfig::from_json_file(&saved);
+            return Ok(RunConfig::from_json_file(&saved)?);
         }
     }
     Ok(RunConfig::default())
 }
 
-/// Writes the effective settings as `run_config.json`.
-fn save_config(cfg: &RunConfig, layout: &Layout) -> Result<()> {
-    let json = serde_json::to_vec_pretty(cfg)?;
-    autointerp_core::fs::write_atomic(&layout.run_config(), &json)?;
-    Ok(())
-}
-
-/// The tokenizer that decodes a run's examples: `tokenizer` when set, else the model's.
-fn load_run_tokenizer(cfg: &RunConfig) -> Result<Tokenizer> {
-    let source = cfg.tokenizer.as_deref().unwrap_or(&cfg.model);
-    Tokenizer::load(source).with_context(|| format!("the tokenizer of {source:?}"))
-}
-
-/// Opens the cache at `path` and the tokenizer that decodes it: `--tokenizer`, else `--model`,
-/// else the config's tokenizer or model, else the cache's `model_name`.
+/// A run over the cache at `path`, writing into `layout`, decoding with `--tokenizer`, else
+/// `--model`, else the config's tokenizer or model, else the cache's `model_name`.
 fn open_cache(
     path: &Path,
-    model: Option<&str>,
-    tokenizer: Option<&str>,
-    cfg: &mut RunConfig,
-) -> Result<(LatentCache, Tokenizer)> {
-    let cache = LatentCache::open(path)?;
+    model: Option<String>,
+    tokenizer: Option<String>,
+    mut cfg: RunConfig,
+    layout: &Layout,
+) -> Result<Run> {
     if let Some(m) = model {
-        cfg.model = m.to_string();
+        cfg.model = m;
     }
-    if let Some(t) = tokenizer {
-        cfg.tokenizer = Some(t.to_string());
+    if tokenizer.is_some() {
+        cfg.tokenizer = tokenizer;
     }
-    if cfg.model.is_empty() {
-        cfg.model = cache
-            .hooks()
-            .iter()
-            .find_map(|h| h.config()?.get("model_name")?.as_str().map(str::to_owned))
-            .context("no model known to decode the cache's tokens: pass --model")?;
-    }
-    let tok = load_run_tokenizer(cfg)?;
-    Ok((cache, tok))
+    Ok(Run::new(cfg)?.cache_dir(path).out_dir(layout.root()))
 }
 
 /// Builds the cache of the hook points whose cache is missing or unfinished (no `config.json`),
@@ -616,196 +543,38 @@ fn ensure_cache(cfg: &RunConfig, root: &Path) -> Result<Option<Tokenizer>> {
     Ok(tok)
 }
 
-/// A token decoder shared by the datasets of both phases.
-type Decode = Arc<dyn Fn(u32) -> String + Send + Sync>;
-
-/// A dataset over `ids`, or `None` when there are none.
-fn dataset_of<'a>(
-    cache: &LatentCache,
-    cfg: &LatentsConfig,
-    decode: &Decode,
-    ids: impl IntoIterator<Item = &'a LatentId>,
-    batch: usize,
-) -> Result<Option<LatentDataset>> {
-    let mut by_hook: BTreeMap<HookPoint, Vec<u32>> = BTreeMap::new();
-    for id in ids {
-        by_hook.entry(id.hookpoint).or_default().push(id.index);
-    }
-    if by_hook.is_empty() {
-        return Ok(None);
-    }
-    let d = Arc::clone(decode);
-    let mut builder =
-        LatentDataset::builder(cache.clone(), cfg.clone(), move |t: u32| d(t)).batch(batch);
-    for (hook, ls) in by_hook {
-        builder = builder.latents(hook, ls);
-    }
-    Ok(Some(builder.build()?))
-}
-
-/// Runs the explain and score stages over the chosen latents of `cache`, writing into `layout`.
-fn execute(
-    cfg: &RunConfig,
-    cache: &LatentCache,
-    layout: &Layout,
-    stages: Stages,
-    tok: Tokenizer,
-) -> Result<()> {
-    let latents_cfg = cfg.latents_config()?;
-    let removed = layout.remove_temp_files()?;
-    if removed > 0 {
-        tracing::info!(removed, "removed temporary files of an interrupted run");
-    }
-
-    // The latents chosen.
-    let hooks: Vec<HookPoint> = if cfg.hookpoints.is_empty() {
-        cache.hooks().iter().map(HookCache::hook).collect()
-    } else {
-        cfg.hooks()?
-    };
-    let mut selection = BTreeSet::new();
-    for hook in hooks {
-        let width = cache.hook(hook)?.width();
-        selection.extend(
-            cfg.latent_indices(hook, width)?
-                .into_iter()
-                .map(|i| LatentId::new(hook, i)),
-        );
-    }
-
-    // The explainer and scorers.
-    let kinds = if stages.score {
-        cfg.scorer_kinds()
-    } else {
-        Vec::new()
-    };
-    let explains = stages.explain && cfg.explainer != ExplainerKind::None;
-    let llm_explains = explains && cfg.explainer != ExplainerKind::Tokens;
-    let needs_chat = llm_explains || kinds.iter().any(|k| k.uses_chat());
-    let client = needs_chat.then(|| chat_client(cfg)).transpose()?;
-    let scorer_cfg = RunConfig {
-        scorers: kinds.clone(),
-        ..cfg.clone()
-    };
-    let engine = Engine {
-        explainer: explains
-            .then(|| AnyExplainer::new(cfg, client.as_ref()))
-            .flatten(),
-        scorers: AnyScorer::all(&scorer_cfg, client.as_ref())?,
-    };
-    let names: Vec<&'static str> = engine.scorers.iter().map(AnyScorer::name).collect();
-    let reads_explanation: Vec<bool> = engine
-        .scorers
-        .iter()
-        .map(AnyScorer::reads_explanation)
-        .collect();
-
-    // What is left to do.
-    let redo_explanations = explains && cfg.overwrites(Overwrite::Explanations);
-    let redo_scores = cfg.overwrites(Overwrite::Scores) || redo_explanations;
-    let todo = plan(
-        layout,
-        &selection,
-        explains,
-        &names,
-        (redo_scores, redo_explanations),
-    )?;
-    let (plans, finished) = (todo.plans, todo.finished);
-    if todo.unexplained > 0 {
-        eprintln!(
-            "{} latents have no explanation in {}: not scored",
-            todo.unexplained,
-            layout.explanations(false).display()
-        );
-    }
-    let control = stages.score && cfg.random_control && reads_explanation.contains(&true);
-    let mut retried: HashSet<LatentId> = plans.keys().copied().collect();
-    if control {
-        retried.extend(selection.iter().filter(|id| {
-            (0..names.len()).any(|i| {
-                reads_explanation[i] && (redo_scores || !layout.has_score(names[i], id, true))
-            })
-        }));
-    }
-    let mut failures = FailureLog::open(&layout.failures(), &retried)?;
-
-    let decode: Decode = Arc::new(decoder(tok));
-    let limit =
-        NonZeroUsize::new(cfg.max_concurrency).context("max_concurrency must be at least 1")?;
-    let batch = (cfg.max_concurrency * 4).clamp(16, 256);
+/// Runs `run` with progress bars, Ctrl-C wired to its cancel token (once: finish the latents in
+/// flight; twice: abort them), and prints what it did.
+fn execute(run: Run) -> Result<()> {
+    let cancel = run.cancel_token();
+    let min_examples = run.config().min_examples;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let (main, random, interrupted) = runtime.block_on(async {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (abort_tx, abort) = tokio::sync::watch::channel(false);
-        let signals = tokio::spawn({
-            let stop = Arc::clone(&stop);
-            async move {
-                if tokio::signal::ctrl_c().await.is_err() {
-                    return;
-                }
-                stop.store(true, Ordering::SeqCst);
-                eprintln!("\nCtrl-C: finishing the latents in flight (Ctrl-C again to abort them)");
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("\nCtrl-C again: aborting the latents in flight");
-                    let _ = abort_tx.send(true);
-                }
+    let bars = Bars::default();
+    let summary = runtime.block_on(async {
+        let signals = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            cancel.stop();
+            eprintln!("\nCtrl-C: finishing the latents in flight (Ctrl-C again to abort them)");
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\nCtrl-C again: aborting the latents in flight");
+                cancel.abort();
             }
         });
-        let mut shared = Shared {
-            engine: Arc::new(engine),
-            limit,
-            layout,
-            stop,
-            abort,
-            usage_before: Usage::default(),
-        };
-        let label = match (explains, names.is_empty()) {
-            (true, true) => "explaining",
-            (true, false) => "explaining and scoring",
-            _ => "scoring",
-        };
-        let mut main = Tally::default();
-        if let Some(dataset) = dataset_of(cache, &latents_cfg, &decode, plans.keys(), batch)? {
-            let phase = Phase {
-                dataset,
-                plans,
-                control: false,
-                label,
-            };
-            main = pipeline::run_phase(&shared, &mut failures, phase).await?;
-        }
-        let mut random = None;
-        if control && !shared.stop.load(Ordering::SeqCst) {
-            shared.usage_before = main.usage;
-            let redo = (redo_scores, redo_explanations);
-            let plans = control_plans(cfg, layout, &selection, &names, &reads_explanation, redo)?;
-            let mut tally = Tally::default();
-            if let Some(dataset) = dataset_of(cache, &latents_cfg, &decode, plans.keys(), batch)? {
-                let phase = Phase {
-                    dataset,
-                    plans,
-                    control: true,
-                    label: "random control",
-                };
-                tally = pipeline::run_phase(&shared, &mut failures, phase).await?;
-            }
-            random = Some(tally);
-        }
+        let summary = run.execute(&bars).await;
         signals.abort();
-        Ok::<_, anyhow::Error>((main, random, shared.stop.load(Ordering::SeqCst)))
-    })?;
+        summary
+    });
+    bars.clear();
     // The record threads may still be building records no one will take.
     runtime.shutdown_background();
-
-    summary(&main, random.as_ref(), finished, cfg.min_examples);
-    if failures.written() > 0 {
-        eprintln!("failures recorded in {}", failures.path().display());
-    }
-    eprintln!("results in {}", layout.root().display());
-    let aborted = main.aborted + random.as_ref().map_or(0, |r| r.aborted);
-    if interrupted {
+    let summary = summary?;
+    print_summary(&summary, min_examples);
+    if summary.cancelled {
+        let aborted = summary.main.aborted + summary.control.as_ref().map_or(0, |r| r.aborted);
         bail!(
             "interrupted by Ctrl-C ({aborted} latents in flight aborted); run the same command again to resume"
         );
@@ -813,127 +582,47 @@ fn execute(
     Ok(())
 }
 
-/// What is left to do of the main phase.
-struct Todo {
-    plans: BTreeMap<LatentId, Plan>,
-    /// Latents whose explanation and every score exist.
-    finished: usize,
-    /// Latents without an explanation, when none is to be written.
-    unexplained: usize,
-}
-
-/// The latents of `selection` still to explain or score: those without a usable explanation
-/// (when `explains`), or without one of the scores `names`. `redo` is (scores, explanations).
-fn plan(
-    layout: &Layout,
-    selection: &BTreeSet<LatentId>,
-    explains: bool,
-    names: &[&'static str],
-    (redo_scores, redo_explanations): (bool, bool),
-) -> Result<Todo> {
-    let existing = layout.load_explanations(false)?;
-    let mut todo = Todo {
-        plans: BTreeMap::new(),
-        finished: 0,
-        unexplained: 0,
-    };
-    for id in selection {
-        let explanation = match existing.get(id) {
-            Some(e) if !redo_explanations => Some(e.clone()),
-            _ if explains => None,
-            _ => {
-                todo.unexplained += 1;
-                continue;
-            }
-        };
-        // A new explanation is scored by every scorer.
-        let fresh = explanation.is_none();
-        let scorers: Vec<usize> = (0..names.len())
-            .filter(|&i| fresh || redo_scores || !layout.has_score(names[i], id, false))
-            .collect();
-        if !fresh && scorers.is_empty() {
-            todo.finished += 1;
-            continue;
-        }
-        todo.plans.insert(
-            *id,
-            Plan {
-                explanation,
-                scorers,
-            },
-        );
-    }
-    Ok(todo)
-}
-
 /// Prints what the phases did.
-fn summary(main: &Tally, random: Option<&Tally>, finished: usize, min_examples: usize) {
+fn print_summary(s: &RunSummary, min_examples: usize) {
+    let main = &s.main;
     eprintln!(
-        "{} latents done ({} explained), {} failed; {finished} already done; {} skipped (fewer than \
+        "{} latents done ({} explained), {} failed; {} already done; {} skipped (fewer than \
          {min_examples} activating examples)",
-        main.done, main.explained, main.failed, main.skipped
+        main.done, main.explained, main.failed, s.already_done, main.skipped
     );
-    let mut usage = main.usage;
-    if let Some(r) = random {
+    if let Some(r) = &s.control {
         eprintln!(
             "random control: {} latents scored, {} failed",
             r.done, r.failed
         );
-        pipeline::add_usage(&mut usage, &r.usage);
     }
-    let cost = usage
+    let cost = s
+        .usage
         .cost
         .map_or_else(String::new, |c| format!(", cost ${c:.4}"));
     eprintln!(
         "tokens: {} prompt + {} completion{cost}",
-        usage.prompt_tokens, usage.completion_tokens
+        s.usage.prompt_tokens, s.usage.completion_tokens
     );
+    if s.failures_written > 0 {
+        eprintln!("failures recorded in {}", s.layout.failures().display());
+    }
+    eprintln!("results in {}", s.layout.root().display());
 }
 
-/// The random-control plans: each latent of `selection` with an explanation is scored with the
-/// explanation of another latent, drawn as a seeded derangement of all explanations, or the one
-/// an earlier run drew (kept in `random_explanations/`) unless the explanations are redone.
-/// `redo` is (scores, explanations).
-fn control_plans(
-    cfg: &RunConfig,
-    layout: &Layout,
-    selection: &BTreeSet<LatentId>,
-    names: &[&'static str],
-    reads_explanation: &[bool],
-    (redo_scores, redo_explanations): (bool, bool),
-) -> Result<BTreeMap<LatentId, Plan>> {
-    let all: Vec<_> = layout.load_explanations(false)?.into_values().collect();
-    if all.len() < 2 {
-        eprintln!("random control skipped: it needs the explanations of at least two latents");
-        return Ok(BTreeMap::new());
+/// Parses a value the way serde reads it from a file, for flags whose type has no
+/// `clap::ValueEnum` (e.g. `TrainType`, `SimulationMode`).
+pub fn serde_value<T: DeserializeOwned>(s: &str) -> Result<T, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_values_read_as_serde_reads_them() {
+        assert_eq!(serde_value::<TrainType>("mix"), Ok(TrainType::Mix));
+        assert!(serde_value::<TrainType>("best").is_err());
     }
-    let drawn = autointerp_explain::random_control(&all, cfg.seed)?;
-    let used = layout.load_explanations(true)?;
-    let mut plans = BTreeMap::new();
-    for e in drawn {
-        if !selection.contains(&e.latent) {
-            continue;
-        }
-        let scorers: Vec<usize> = (0..names.len())
-            .filter(|&i| {
-                reads_explanation[i]
-                    && (redo_scores || !layout.has_score(names[i], &e.latent, true))
-            })
-            .collect();
-        if scorers.is_empty() {
-            continue;
-        }
-        let explanation = match used.get(&e.latent) {
-            Some(u) if !redo_explanations => u.clone(),
-            _ => e,
-        };
-        plans.insert(
-            explanation.latent,
-            Plan {
-                explanation: Some(explanation),
-                scorers,
-            },
-        );
-    }
-    Ok(plans)
 }

@@ -1,5 +1,5 @@
-//! The settings of `autointerp run`, `explain` and `score`: one serde struct, read from a TOML file
-//! (`--config`), then overridden by command-line flags, and saved as `run_config.json`.
+//! The settings of a run (`autointerp run`, `explain` and `score`): one serde struct, read from a
+//! TOML file, then overridden (the CLI's flags), and saved as `run_config.json`.
 //!
 //! Names follow delphi's `RunConfig` (with its `cache_cfg`, `constructor_cfg` and `sampler_cfg`
 //! flattened) where delphi has the setting: `n_tokens`, `batch_size`, `n_splits`,
@@ -11,15 +11,17 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
 use autointerp_core::HookPoint;
 use autointerp_latents::{LatentsConfig, TrainType};
 use autointerp_score::{AnswerMode, SimulationMode};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{bail, ensure, Context};
+use crate::{Error, Result};
+
 /// Which explainer writes the explanations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ExplainerKind {
     /// The latent's activating examples, highlighted.
@@ -34,7 +36,8 @@ pub enum ExplainerKind {
 }
 
 /// Who answers the explainer's and the scorers' prompts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     /// Any OpenAI-compatible server (`--explainer-base-url`; api.openai.com without it).
@@ -43,12 +46,13 @@ pub enum Provider {
     Openrouter,
     /// The in-process engine (delphi's `offline`).
     #[serde(alias = "offline")]
-    #[value(alias = "offline")]
+    #[cfg_attr(feature = "clap", value(alias = "offline"))]
     Local,
 }
 
 /// A scorer, named as delphi names its score folders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum ScorerKind {
     /// Which plain excerpts activate the latent?
@@ -76,7 +80,8 @@ impl ScorerKind {
 }
 
 /// A stage to recompute although its outputs exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Overwrite {
     /// Cache the latents again.
@@ -281,16 +286,26 @@ impl Default for RunConfig {
 impl RunConfig {
     /// Reads a TOML file; an unknown key is an error that names it.
     pub fn from_toml_file(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Parse {
+            what: format!("config file {}", path.display()),
+            reason: e.to_string(),
+        })
     }
 
     /// Reads a saved `run_config.json`.
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not a run config", path.display()))
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        })?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Parse {
+            what: format!("{} is not a run config", path.display()),
+            reason: e.to_string(),
+        })
     }
 
     /// Whether `stage` is to be recomputed.
@@ -382,12 +397,6 @@ impl RunConfig {
     }
 }
 
-/// Parses a value the way serde reads it from a file, for flags whose type has no
-/// `clap::ValueEnum` (e.g. `TrainType`, `SimulationMode`).
-pub fn serde_value<T: DeserializeOwned>(s: &str) -> Result<T, String> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,7 +450,5 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("out of range"));
-        assert_eq!(serde_value::<TrainType>("mix"), Ok(TrainType::Mix));
-        assert!(serde_value::<TrainType>("best").is_err());
     }
 }

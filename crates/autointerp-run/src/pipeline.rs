@@ -3,8 +3,8 @@
 //! writer writes each latent's files (each atomically) and records its failures.
 //!
 //! Each latent's work runs as a tokio task of its own, so requests in flight keep going while
-//! the runner waits for the next record. Ctrl-C stops taking latents and lets those in flight
-//! finish; a second Ctrl-C aborts them, and nothing of theirs is written.
+//! the runner waits for the next record. [`Cancel::stop`] stops taking latents and lets those
+//! in flight finish; [`Cancel::abort`] aborts them, and nothing of theirs is written.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -14,27 +14,25 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Result;
 use autointerp_client::Usage;
+use autointerp_core::layout::Layout;
 use autointerp_core::{Explanation, LatentId, LatentRecord};
-use autointerp_explain::{write_explanation, ExplainOutcome};
+use autointerp_explain::{write_explanation, DynExplainer, ExplainOutcome};
 use autointerp_latents::{BuiltRecord, LatentDataset};
 use autointerp_pipeline::{from_fn, BoxError, Stage, StageExt};
-use autointerp_score::ScorerResult;
-use indicatif::ProgressBar;
+use autointerp_score::{DynScorer, ScorerResult};
 use tokio::sync::watch;
 
-use super::layout::{Failure, FailureLog, Layout};
-use super::llm::{AnyExplainer, AnyScorer};
-use crate::common::LogLines;
+use crate::layout::{Failure, FailureLog};
+use crate::{Cancel, Event, Progress, Result};
 
 /// The explainer and scorers every latent goes through.
 #[derive(Debug)]
 pub struct Engine {
     /// `None` when explanations are only read.
-    pub explainer: Option<AnyExplainer>,
+    pub explainer: Option<Box<dyn DynExplainer>>,
     /// All requested scorers; a job names the ones it still needs.
-    pub scorers: Vec<AnyScorer>,
+    pub scorers: Vec<Box<dyn DynScorer>>,
 }
 
 /// What is still to do for one latent.
@@ -108,7 +106,7 @@ impl Engine {
             };
         }
         let explained = match &self.explainer {
-            Some(x) => x.explain(&job.record).await.map_err(|e| chain(&e)),
+            Some(x) => x.explain_boxed(&job.record).await.map_err(|e| chain(&e)),
             None => Err("no explanation, and no explainer to write one".into()),
         };
         let explanation = explained
@@ -132,8 +130,8 @@ impl Engine {
                     let scorer = &self.scorers[i];
                     async move {
                         (
-                            scorer.name(),
-                            scorer.score(record, e).await.map_err(|e| chain(&e)),
+                            scorer.scorer_name(),
+                            scorer.score_boxed(record, e).await.map_err(|e| chain(&e)),
                         )
                     }
                 }))
@@ -148,13 +146,13 @@ impl Engine {
     }
 }
 
-/// The error of a latent aborted by a second Ctrl-C.
+/// The error of a latent aborted by [`Cancel::abort`].
 #[derive(Debug)]
 struct Aborted;
 
 impl fmt::Display for Aborted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("aborted by a second Ctrl-C")
+        f.write_str("aborted (cancelled while in flight)")
     }
 }
 
@@ -226,18 +224,18 @@ fn feed(dataset: LatentDataset, tx: SyncSender<Fed>) {
 }
 
 /// The runner's input: records from the record thread, each with its plan, until the records
-/// end or Ctrl-C asks to stop.
-struct Jobs {
+/// end or the run is cancelled.
+struct Jobs<'a> {
     rx: Receiver<Fed>,
     plans: HashMap<LatentId, Plan>,
     control: bool,
     stop: Arc<AtomicBool>,
-    bar: ProgressBar,
+    progress: &'a dyn Progress,
     skipped: usize,
     errors: Vec<String>,
 }
 
-impl Iterator for Jobs {
+impl Iterator for Jobs<'_> {
     type Item = Job;
 
     fn next(&mut self) -> Option<Job> {
@@ -259,7 +257,7 @@ impl Iterator for Jobs {
                 }
                 Ok(Fed::Skipped(n)) => {
                     self.skipped += n;
-                    self.bar.inc(n as u64);
+                    self.progress.event(Event::Skipped(n));
                 }
                 Ok(Fed::Error(e)) => self.errors.push(e),
                 Err(RecvTimeoutError::Timeout) => {}
@@ -280,7 +278,7 @@ pub struct Tally {
     pub failed: usize,
     /// Latents skipped for having too few activating examples.
     pub skipped: usize,
-    /// Latents aborted by a second Ctrl-C.
+    /// Latents aborted while in flight ([`Cancel::abort`]).
     pub aborted: usize,
     /// Tokens and cost.
     pub usage: Usage,
@@ -295,15 +293,13 @@ pub fn add_usage(total: &mut Usage, more: &Usage) {
     }
 }
 
-/// The one writer: each latent's files, its failures, the progress bar.
+/// The one writer: each latent's files, its failures, its progress event.
 struct Writer<'a> {
     layout: &'a Layout,
     failures: &'a mut FailureLog,
-    bar: ProgressBar,
-    /// The bar's lines in a log, when it is hidden.
-    lines: LogLines,
+    progress: &'a dyn Progress,
     tally: Tally,
-    /// Usage of the phases before this one, for the progress bar.
+    /// Usage of the phases before this one.
     before: Usage,
 }
 
@@ -334,7 +330,7 @@ impl Writer<'_> {
             Err(e) => {
                 self.fail(&id, "latent".into(), chain(&*e), None)?;
                 self.tally.failed += 1;
-                self.bar.inc(1);
+                self.finished();
                 return Ok(());
             }
         };
@@ -388,21 +384,17 @@ impl Writer<'_> {
         } else {
             self.tally.failed += 1;
         }
-        self.bar.inc(1);
-        let status = self.status();
-        self.lines.update(&self.bar, &status);
-        self.bar.set_message(status);
+        self.finished();
         Ok(())
     }
 
-    fn status(&self) -> String {
+    fn finished(&self) {
         let mut usage = self.before;
         add_usage(&mut usage, &self.tally.usage);
-        let tokens = usage.prompt_tokens + usage.completion_tokens;
-        let cost = usage
-            .cost
-            .map_or_else(String::new, |c| format!(" · ${c:.4}"));
-        format!("{} failed · {tokens} tokens{cost}", self.tally.failed)
+        self.progress.event(Event::LatentFinished {
+            tally: &self.tally,
+            usage: &usage,
+        });
     }
 }
 
@@ -418,7 +410,7 @@ pub struct Phase<'a> {
     pub label: &'a str,
 }
 
-/// What every phase of one command shares.
+/// What every phase of one run shares.
 pub struct Shared<'a> {
     /// The explainer and scorers.
     pub engine: Arc<Engine>,
@@ -426,11 +418,11 @@ pub struct Shared<'a> {
     pub limit: NonZeroUsize,
     /// Where files go.
     pub layout: &'a Layout,
-    /// Set by the first Ctrl-C.
-    pub stop: Arc<AtomicBool>,
-    /// Turned true by the second Ctrl-C.
-    pub abort: watch::Receiver<bool>,
-    /// Usage of earlier phases, for the progress bar.
+    /// Stops and aborts the run.
+    pub cancel: Cancel,
+    /// Where events go.
+    pub progress: &'a dyn Progress,
+    /// Usage of earlier phases.
     pub usage_before: Usage,
 }
 
@@ -441,21 +433,25 @@ pub async fn run_phase(
     failures: &mut FailureLog,
     phase: Phase<'_>,
 ) -> Result<Tally> {
-    let total = phase.plans.len();
-    let bar = crate::common::bar(total as u64, "latents");
-    bar.enable_steady_tick(Duration::from_millis(500));
-    bar.set_message(phase.label.to_string());
+    shared.progress.event(Event::PhaseStarted {
+        label: phase.label,
+        latents: phase.plans.len(),
+    });
     let (tx, rx) = std::sync::mpsc::sync_channel(shared.limit.get() * 2);
     let dataset = phase.dataset;
     std::thread::Builder::new()
         .name("autointerp-records".into())
-        .spawn(move || feed(dataset, tx))?;
+        .spawn(move || feed(dataset, tx))
+        .map_err(|source| crate::Error::Io {
+            what: "starting the record thread".into(),
+            source,
+        })?;
     let mut jobs = Jobs {
         rx,
         plans: phase.plans.into_iter().collect(),
         control: phase.control,
-        stop: Arc::clone(&shared.stop),
-        bar: bar.clone(),
+        stop: shared.cancel.stop_flag(),
+        progress: shared.progress,
         skipped: 0,
         errors: Vec::new(),
     };
@@ -477,13 +473,12 @@ pub async fn run_phase(
     };
     let stage = Spawned {
         inner: Arc::new(explain.then(score)),
-        abort: shared.abort.clone(),
+        abort: shared.cancel.aborted(),
     };
     let mut writer = Writer {
         layout: shared.layout,
         failures,
-        bar: bar.clone(),
-        lines: LogLines::new("latents"),
+        progress: shared.progress,
         tally: Tally::default(),
         before: shared.usage_before,
     };
@@ -491,7 +486,6 @@ pub async fn run_phase(
         writer.write(job, r).map_err(BoxError::from)
     })
     .await;
-    bar.finish_and_clear();
     let mut tally = writer.tally;
     tally.skipped = jobs.skipped;
     for error in std::mem::take(&mut jobs.errors) {
@@ -503,6 +497,9 @@ pub async fn run_phase(
             answer: None,
         })?;
     }
-    result.map_err(|e| anyhow::anyhow!("writing results: {e}"))?;
+    result.map_err(|e| crate::Error::Config(format!("writing results: {e}")))?;
+    shared
+        .progress
+        .event(Event::PhaseFinished { tally: &tally });
     Ok(tally)
 }

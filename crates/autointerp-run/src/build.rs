@@ -1,0 +1,258 @@
+//! The client, explainer and scorers a run asks, built from its settings as boxed values: a
+//! caller may replace the client ([`crate::Run::with_client`]) or add scorers of its own
+//! ([`crate::Run::with_scorer`]) without any of this.
+
+use std::sync::Arc;
+
+use autointerp_client::{Embedder, OpenAiClient, OpenAiEmbedder, SharedClient};
+use autointerp_engine::{EngineConfig, LocalEmbedder, LocalEngine};
+use autointerp_explain::{
+    ContrastiveConfig, ContrastiveExplainer, DefaultExplainer, DynExplainer, ExplainerConfig,
+    GenerationConfig, TokenExplainer,
+};
+use autointerp_score::{
+    ClassifierConfig, DetectionScorer, DynScorer, EmbeddingConfig, EmbeddingScorer, FuzzConfig,
+    FuzzingScorer, IntruderConfig, IntruderScorer, SimulationConfig, SimulationScorer,
+    SurprisalConfig, SurprisalScorer,
+};
+
+use crate::config::{ExplainerKind, Provider, RunConfig, ScorerKind};
+use crate::error::{bail, ensure, Context};
+use crate::{Event, Progress, Result};
+
+const OPENAI: &str = "https://api.openai.com/v1";
+const OPENROUTER: &str = "https://openrouter.ai/api/v1";
+
+/// The chat client of a run, and the in-process engine behind it when there is one (the
+/// surprisal scorer reuses it rather than loading the same model twice).
+#[derive(Debug, Clone)]
+pub(crate) struct Chat {
+    pub client: SharedClient,
+    pub local: Option<LocalEngine>,
+}
+
+/// Loads `source` (HF folder, `.gguf` file or Hub id) as an in-process engine on the run's device.
+fn local_engine(cfg: &RunConfig, source: &str, progress: &dyn Progress) -> Result<LocalEngine> {
+    let device = autointerp_model::parse_device(&cfg.device)?;
+    let dtype: autointerp_model::DType = cfg.dtype.parse()?;
+    let mut config = EngineConfig::default();
+    if let Some(n) = cfg.explainer_model_max_len {
+        config = config.with_max_context(n);
+    }
+    progress.event(Event::Loading(&format!(
+        "loading {source} into the in-process engine"
+    )));
+    LocalEngine::load(source, device, dtype, config)
+        .with_context(|| format!("loading {source:?} into the in-process engine"))
+}
+
+/// The chat client of the explainer and of the LLM scorers.
+pub(crate) fn chat_client(cfg: &RunConfig, progress: &dyn Progress) -> Result<Chat> {
+    ensure!(
+        !cfg.explainer_model.is_empty(),
+        "--explainer-model is required: the model that writes explanations and answers the scorers' prompts"
+    );
+    let (default_base, default_key) = match cfg.explainer_provider {
+        Provider::Local => {
+            let engine = local_engine(cfg, &cfg.explainer_model, progress)?;
+            return Ok(Chat {
+                client: Arc::new(engine.clone()),
+                local: Some(engine),
+            });
+        }
+        Provider::Openai => (OPENAI, Some("OPENAI_API_KEY")),
+        Provider::Openrouter => (OPENROUTER, Some("OPENROUTER_API_KEY")),
+    };
+    let base = cfg.explainer_base_url.as_deref();
+    // A custom server needs no key unless one is named; OpenAI and OpenRouter always do.
+    let key = cfg
+        .api_key_env
+        .as_deref()
+        .or(if base.is_some() { None } else { default_key });
+    let mut client = OpenAiClient::new(base.unwrap_or(default_base), &cfg.explainer_model)
+        .context("--explainer-base-url")?
+        .with_max_attempts(cfg.max_attempts);
+    if let Some(var) = key {
+        client = client.with_api_key_env(var)?;
+    }
+    if let (Some(p), Some(c)) = (cfg.prompt_price, cfg.completion_price) {
+        client = client.with_price(p, c);
+    }
+    Ok(Chat {
+        client: Arc::new(client),
+        local: None,
+    })
+}
+
+/// The explainer of `cfg`, or `None` for `--explainer none` (and for an LLM explainer without a
+/// client).
+pub(crate) fn explainer(
+    cfg: &RunConfig,
+    chat: Option<&SharedClient>,
+) -> Option<Box<dyn DynExplainer>> {
+    let generation = GenerationConfig::default().with_max_tokens(cfg.explainer_max_tokens);
+    match cfg.explainer {
+        ExplainerKind::Tokens => Some(Box::new(TokenExplainer::default())),
+        ExplainerKind::Default => Some(Box::new(
+            DefaultExplainer::new(Arc::clone(chat?), ExplainerConfig::default())
+                .with_generation(generation)
+                .with_prefill(cfg.explainer_prefill),
+        )),
+        ExplainerKind::Contrastive => Some(Box::new(
+            ContrastiveExplainer::new(Arc::clone(chat?), ContrastiveConfig::default())
+                .with_generation(generation)
+                .with_prefill(cfg.explainer_prefill),
+        )),
+        ExplainerKind::None => None,
+    }
+}
+
+/// The scorers of `kinds`, in order; `chat` is needed when one of them asks the chat model.
+pub(crate) fn scorers(
+    cfg: &RunConfig,
+    kinds: &[ScorerKind],
+    chat: Option<&Chat>,
+    progress: &dyn Progress,
+) -> Result<Vec<Box<dyn DynScorer>>> {
+    let classifier = ClassifierConfig {
+        n_examples_shown: cfg.num_examples_per_scorer_prompt,
+        seed: cfg.seed,
+        answer: cfg.classifier_answer,
+        ..ClassifierConfig::default()
+    };
+    let logprobs = cfg.log_probs.then_some(5);
+    let client = || {
+        chat.map(|c| Arc::clone(&c.client))
+            .context("internal: a chat scorer without a client")
+    };
+    let mut out: Vec<Box<dyn DynScorer>> = Vec::new();
+    for &kind in kinds {
+        out.push(match kind {
+            ScorerKind::Detection => Box::new(
+                DetectionScorer::new(client()?, classifier.clone()).with_logprobs(logprobs),
+            ),
+            ScorerKind::Fuzz => Box::new(
+                FuzzingScorer::new(
+                    client()?,
+                    FuzzConfig {
+                        classifier: classifier.clone(),
+                        ..FuzzConfig::default()
+                    },
+                )
+                .with_logprobs(logprobs),
+            ),
+            ScorerKind::Intruder => Box::new(IntruderScorer::new(
+                client()?,
+                IntruderConfig {
+                    n_examples_shown: cfg.num_examples_per_scorer_prompt,
+                    seed: cfg.seed,
+                    ..IntruderConfig::default()
+                },
+            )),
+            ScorerKind::Simulation => Box::new(SimulationScorer::new(
+                client()?,
+                SimulationConfig {
+                    mode: cfg.simulation_mode,
+                    ..SimulationConfig::default()
+                },
+            )),
+            ScorerKind::Embedding => Box::new(EmbeddingScorer::new(
+                embedder(cfg, progress)?,
+                EmbeddingConfig::default(),
+            )),
+            ScorerKind::Surprisal => Box::new(SurprisalScorer::new(
+                surprisal_engine(cfg, chat, progress)?,
+                SurprisalConfig::default(),
+            )),
+        });
+    }
+    Ok(out)
+}
+
+/// The base model of the surprisal scorer: `--surprisal-model`, shared with the explainer when
+/// that is the same model in this process.
+fn surprisal_engine(
+    cfg: &RunConfig,
+    chat: Option<&Chat>,
+    progress: &dyn Progress,
+) -> Result<LocalEngine> {
+    let Some(source) = &cfg.surprisal_model else {
+        bail!(
+            "the surprisal scorer needs --surprisal-model: a base language model (HF folder, .gguf file or \
+             Hub id) run in this process to score tokens"
+        );
+    };
+    if let Some(engine) = chat.and_then(|c| c.local.as_ref()) {
+        if *source == cfg.explainer_model {
+            return Ok(engine.clone());
+        }
+    }
+    local_engine(cfg, source, progress)
+}
+
+/// `local:PATH`, or a folder that exists with no server URL given: the model runs here.
+fn local_embedding_model<'a>(cfg: &RunConfig, model: &'a str) -> Option<&'a str> {
+    model.strip_prefix("local:").or_else(|| {
+        (cfg.embedding_base_url.is_none() && std::path::Path::new(model).is_dir()).then_some(model)
+    })
+}
+
+/// The embedding scorer's sentence embedder: a server's `/embeddings` endpoint, or a model run
+/// in this process.
+fn embedder(cfg: &RunConfig, progress: &dyn Progress) -> Result<Arc<dyn Embedder>> {
+    let Some(model) = &cfg.embedding_model else {
+        bail!(
+            "the embedding scorer needs --embedding-model: `local:PATH` for a sentence-transformers \
+             folder run in this process (e.g. all-MiniLM-L6-v2), or a model served by an \
+             OpenAI-compatible /embeddings endpoint (its URL in --embedding-base-url, api.openai.com without it)"
+        );
+    };
+    if let Some(path) = local_embedding_model(cfg, model) {
+        let device = autointerp_model::parse_device(&cfg.device)?;
+        progress.event(Event::Loading(&format!(
+            "loading the embedding model {path}"
+        )));
+        let local = LocalEmbedder::load(path, device)
+            .with_context(|| format!("loading the embedding model {path}"))?;
+        return Ok(Arc::new(local));
+    }
+    let base = cfg.embedding_base_url.as_deref();
+    let key = cfg.embedding_api_key_env.as_deref().or(if base.is_some() {
+        None
+    } else {
+        Some("OPENAI_API_KEY")
+    });
+    let mut embedder =
+        OpenAiEmbedder::new(base.unwrap_or(OPENAI), model).context("--embedding-base-url")?;
+    if let Some(var) = key {
+        embedder = embedder.with_api_key_env(var)?;
+    }
+    Ok(Arc::new(embedder))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_options_are_named() {
+        let mut cfg = RunConfig {
+            explainer_base_url: Some("http://127.0.0.1:9/v1".into()),
+            ..RunConfig::default()
+        };
+        assert!(chat_client(&cfg, &())
+            .unwrap_err()
+            .to_string()
+            .contains("--explainer-model"));
+        cfg.explainer_model = "m".into();
+        let chat = chat_client(&cfg, &()).unwrap();
+        let err = scorers(&cfg, &[ScorerKind::Embedding], Some(&chat), &())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--embedding-model"), "{err}");
+        let err = scorers(&cfg, &[ScorerKind::Surprisal], Some(&chat), &())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--surprisal-model"), "{err}");
+    }
+}
