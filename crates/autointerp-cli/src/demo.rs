@@ -37,7 +37,12 @@ pub struct DemoArgs {
     /// capable judge: the sentence-embedding scorer (all-MiniLM-L6-v2) and surprisal (SmolLM2 as
     /// the base model). `detection` and `fuzz` ask SmolLM2-135M, which is close to chance as a
     /// judge (it answers "yes" to nearly everything).
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "embedding,surprisal")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "embedding,surprisal"
+    )]
     scorers: Vec<ScorerKind>,
     /// Where runs are written (the demo's is `<results-dir>/demo`).
     #[arg(long, default_value = "results")]
