@@ -38,6 +38,62 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A dataset that is neither a local path nor a Hub dataset id.
+    #[error(
+        "dataset {spec:?} not found: pass a .txt/.jsonl/.parquet file or a folder of them, or a \
+         Hub dataset id (owner/name)"
+    )]
+    DatasetNotFound {
+        /// The dataset as given.
+        spec: String,
+    },
+    /// A Hub config or split given for a local dataset.
+    #[error(
+        "dataset_name and dataset_split choose part of a Hub dataset, but {spec:?} is a local path"
+    )]
+    NotAHubDataset {
+        /// The dataset as given.
+        spec: String,
+    },
+    /// A split spec that does not parse (`train[:x%]`).
+    #[error("{problem}")]
+    BadSplit {
+        /// The split as given.
+        split: String,
+        /// What is wrong, naming the split.
+        problem: String,
+    },
+    /// A text dataset and no tokenizer to tokenize it.
+    #[error(
+        "the text dataset {dataset:?} cannot be tokenized without a tokenizer: add a \
+         tokenizer.json to the model or pass a pre-tokenized .safetensors dataset"
+    )]
+    NoTokenizer {
+        /// The dataset as given.
+        dataset: String,
+    },
+    /// A shard spec that is not `I/N` with `I < N`.
+    #[error("shard {spec:?}: expected I/N with 0 <= I < N, e.g. 0/4")]
+    BadShard {
+        /// The spec as given.
+        spec: String,
+    },
+    /// A shard that gets no rows.
+    #[error("shard {index} of {count} gets no rows ({rows} rows in all)")]
+    EmptyShard {
+        /// Which shard.
+        index: usize,
+        /// How many shards.
+        count: usize,
+        /// Rows in all.
+        rows: usize,
+    },
+    /// The model failed.
+    #[error(transparent)]
+    Model(#[from] autointerp_model::Error),
+    /// A sparse coder or the SAE trainer failed.
+    #[error(transparent)]
+    Sae(#[from] autointerp_sae::Error),
     /// The forward pass or an encoder failed, or returned tensors of the wrong shape.
     #[error("forward pass: {0}")]
     Forward(String),

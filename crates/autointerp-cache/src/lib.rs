@@ -5,6 +5,33 @@
 //! tokens (delphi keeps every nonzero in RAM until the end). Documents come from local files
 //! ([`tokens`]) or the parquet files of a Hugging Face dataset ([`hub`]).
 //!
+//! With a model from `autointerp-model`, a whole cache is a dataset spec, the coders and one call:
+//!
+//! ```no_run
+//! use std::num::NonZeroUsize;
+//! use autointerp_cache::{cache_dataset, CacheConfig, DatasetSpec, Shard};
+//! use autointerp_core::HookPoint;
+//! use autointerp_model::{DType, Model};
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let (model, tokenizer) = Model::load("HuggingFaceTB/SmolLM2-135M", tch::Device::Cpu, DType::F32)?;
+//! let dataset = DatasetSpec { source: "acme/speeches".into(), ..Default::default() };
+//! let tokens = dataset.token_rows(tokenizer.as_ref())?;
+//! let (_, tokens) = "0/2".parse::<Shard>()?.slice(&tokens)?; // this process's half
+//! let hooks = [HookPoint::MlpHidden(6)]; // the MLP neurons of block 6, top 32 per token
+//! let coders = autointerp_sae::load_coders("neurons:32", &hooks, |h| model.hook_dim(h), model.device())?;
+//! let cfg = CacheConfig {
+//!     batch_size: NonZeroUsize::new(8).unwrap(),
+//!     n_splits: 5,
+//!     model_name: "HuggingFaceTB/SmolLM2-135M".into(),
+//!     skip_first_token: true,
+//!     extra: Default::default(),
+//! }
+//! .with_dataset(&dataset);
+//! let stats = cache_dataset("out".as_ref(), &model, &coders, &tokens, &cfg, |_| {})?;
+//! # Ok(()) }
+//! ```
+//!
 //! ```
 //! use autointerp_cache::SplitSpiller;
 //! use autointerp_core::split::{Split, Tokens};
@@ -22,12 +49,16 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod dataset;
 mod error;
+mod forward;
 pub mod hub;
 mod run;
 mod spill;
 pub mod tokens;
 
+pub use dataset::{DatasetSpec, Shard};
 pub use error::{Error, Result};
-pub use run::{hook_dir, run, BoxError, HookStats, LatentEncoder, Progress, RunConfig, Target};
+pub use forward::{cache_dataset, train_sae, SaeTraining};
+pub use run::{hook_dir, run, BoxError, CacheConfig, HookStats, LatentEncoder, Progress, Target};
 pub use spill::{Checkpoint, Finished, SplitSpiller};

@@ -48,7 +48,7 @@ pub struct Target<'a> {
 
 /// How the caching loop runs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct RunConfig {
+pub struct CacheConfig {
     /// Rows per forward pass.
     pub batch_size: NonZeroUsize,
     /// Split files per hook point.
@@ -62,6 +62,42 @@ pub struct RunConfig {
     /// Extra fields for each hook's `config.json` (dataset name, column, ...).
     #[serde(default)]
     pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl CacheConfig {
+    /// Records where the rows came from in each hook's `config.json`, under delphi's keys
+    /// (`dataset_repo`, `dataset_column`, and `dataset_name` / `dataset_split` when set).
+    #[must_use]
+    pub fn with_dataset(mut self, dataset: &crate::DatasetSpec) -> Self {
+        self.extra
+            .insert("dataset_repo".into(), dataset.source.clone().into());
+        self.extra
+            .insert("dataset_column".into(), dataset.rows.column.clone().into());
+        for (key, value) in [
+            ("dataset_name", &dataset.name),
+            ("dataset_split", &dataset.split),
+        ] {
+            if let Some(v) = value {
+                self.extra.insert(key.into(), v.clone().into());
+            }
+        }
+        self
+    }
+
+    /// Records the sparse-coder source (`sparse_model`).
+    #[must_use]
+    pub fn with_sparse_model(mut self, source: &str) -> Self {
+        self.extra.insert("sparse_model".into(), source.into());
+        self
+    }
+
+    /// Records whether the model came with a tokenizer (`model_has_tokenizer`): readers that
+    /// decode tokens (`explain`, `latents show`) then know to ask for one when it did not.
+    #[must_use]
+    pub fn with_model_has_tokenizer(mut self, has: bool) -> Self {
+        self.extra.insert("model_has_tokenizer".into(), has.into());
+        self
+    }
 }
 
 /// Progress of a run, reported after every batch.
@@ -115,7 +151,7 @@ fn fnv1a(bytes: impl IntoIterator<Item = u8>, mut h: u64) -> u64 {
     h
 }
 
-fn fingerprint(tokens: &Tokens, targets: &[Target<'_>], cfg: &RunConfig) -> String {
+fn fingerprint(tokens: &Tokens, targets: &[Target<'_>], cfg: &CacheConfig) -> String {
     let mut h = 0xcbf2_9ce4_8422_2325;
     h = fnv1a(tokens.ids.iter().flat_map(|t| t.to_le_bytes()), h);
     let desc = format!(
@@ -131,6 +167,15 @@ fn fingerprint(tokens: &Tokens, targets: &[Target<'_>], cfg: &RunConfig) -> Stri
             .collect::<Vec<_>>()
     );
     format!("{:016x}", fnv1a(desc.into_bytes(), h))
+}
+
+/// Rows `rows` of `tokens` as an int64 tensor `[rows, ctx_len]` on the CPU.
+pub(crate) fn row_ids(tokens: &Tokens, rows: std::ops::Range<usize>) -> Tensor {
+    let ids: Vec<i64> = tokens.ids[rows.start * tokens.ctx_len..rows.end * tokens.ctx_len]
+        .iter()
+        .map(|&t| i64::from(t))
+        .collect();
+    Tensor::from_slice(&ids).reshape([rows.len() as i64, tokens.ctx_len as i64])
 }
 
 /// The folder of one hook point's cache under `out`: `<out>/latents/<hookpoint>`.
@@ -150,7 +195,7 @@ pub fn run(
     tokens: &Tokens,
     targets: &[Target<'_>],
     mut forward: impl FnMut(&Tensor) -> Result<Vec<Tensor>, BoxError>,
-    cfg: &RunConfig,
+    cfg: &CacheConfig,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<Vec<HookStats>> {
     let started = Instant::now();
@@ -189,12 +234,8 @@ pub fn run(
     let mut pairs: Vec<(u32, f32)> = Vec::new();
     while row < tokens.rows {
         let end = (row + batch).min(tokens.rows);
-        let ids: Vec<i64> = tokens.ids[row * tokens.ctx_len..end * tokens.ctx_len]
-            .iter()
-            .map(|&t| i64::from(t))
-            .collect();
-        let input = Tensor::from_slice(&ids).reshape([(end - row) as i64, tokens.ctx_len as i64]);
-        let acts = forward(&input).map_err(|e| Error::Forward(e.to_string()))?;
+        let acts =
+            forward(&row_ids(tokens, row..end)).map_err(|e| Error::Forward(e.to_string()))?;
         if acts.len() != targets.len() {
             return Err(Error::Forward(format!(
                 "forward returned {} tensors for {} hook points",

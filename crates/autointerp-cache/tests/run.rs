@@ -2,7 +2,7 @@
 use std::num::NonZeroUsize;
 use std::path::Path;
 
-use autointerp_cache::{hook_dir, run, BoxError, LatentEncoder, RunConfig, Target};
+use autointerp_cache::{hook_dir, run, BoxError, CacheConfig, LatentEncoder, Target};
 use autointerp_core::split::{Split, Tokens};
 use autointerp_core::HookPoint;
 use tch::{Device, Kind, Tensor};
@@ -37,7 +37,7 @@ fn forward(embed: &Tensor) -> impl FnMut(&Tensor) -> Result<Vec<Tensor>, BoxErro
     }
 }
 
-fn setup() -> (Tokens, Tensor, RandomTopK, RunConfig) {
+fn setup() -> (Tokens, Tensor, RandomTopK, CacheConfig) {
     tch::manual_seed(1);
     let tokens = Tokens {
         rows: 10,
@@ -49,7 +49,7 @@ fn setup() -> (Tokens, Tensor, RandomTopK, RunConfig) {
         w: Tensor::randn([8, 40], (Kind::Float, Device::Cpu)),
         k: 3,
     };
-    let cfg = RunConfig {
+    let cfg = CacheConfig {
         batch_size: NonZeroUsize::new(3).unwrap(),
         n_splits: 4,
         model_name: "synthetic".into(),
@@ -216,7 +216,7 @@ fn an_interrupted_run_resumes_to_identical_files() {
 #[test]
 fn the_first_position_can_be_skipped() {
     let (tokens, embed, coder, cfg) = setup();
-    let cfg = RunConfig {
+    let cfg = CacheConfig {
         skip_first_token: true,
         ..cfg
     };

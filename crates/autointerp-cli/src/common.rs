@@ -1,6 +1,5 @@
 //! Pieces the commands share: loading models, parsing lists, progress bars.
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -117,58 +116,4 @@ pub fn spinner(msg: &str) -> ProgressBar {
     s.set_message(msg.to_string());
     s.enable_steady_tick(Duration::from_millis(120));
     s
-}
-
-/// Reads documents (file or folder) for commands that tokenize a dataset; a `spec` that is no
-/// local path but reads as `owner/name` is the `train` split of a Hub dataset.
-pub fn read_dataset(spec: &str, column: &str) -> Result<Vec<String>> {
-    read_dataset_split(spec, column, None, None)
-}
-
-/// Like [`read_dataset`], with delphi's `dataset_name` (the config) and `dataset_split` (a split,
-/// optionally sliced as in `datasets`: `train[:1%]`) for Hub datasets.
-pub fn read_dataset_split(
-    spec: &str,
-    column: &str,
-    config: Option<&str>,
-    split: Option<&str>,
-) -> Result<Vec<String>> {
-    use autointerp_cache::hub::{self, HubDataset, HubOptions, SplitSpec};
-
-    let p = Path::new(spec);
-    if p.exists() {
-        anyhow::ensure!(
-            config.is_none() && split.is_none(),
-            "--dataset-name and --dataset-split choose part of a Hub dataset, but {spec:?} is a \
-             local path"
-        );
-        return Ok(autointerp_cache::tokens::read_documents(p, column)?);
-    }
-    anyhow::ensure!(
-        autointerp_core::is_hub_repo_id(spec),
-        "dataset {spec:?} not found: pass a .txt/.jsonl/.parquet file or a folder of them, or a \
-         Hub dataset id (owner/name)"
-    );
-    let split: SplitSpec = split
-        .unwrap_or("train")
-        .parse()
-        .map_err(anyhow::Error::msg)?;
-    let ds = HubDataset {
-        repo: spec.to_string(),
-        config: config.map(str::to_string),
-        split: split.name.clone(),
-    };
-    let wait = spinner(&format!("fetching the parquet files of {spec}"));
-    let files = hub::parquet_files(&ds, &HubOptions::from_env());
-    wait.finish_and_clear();
-    let mut docs = Vec::new();
-    for file in files? {
-        docs.extend(autointerp_cache::tokens::read_documents(&file, column)?);
-    }
-    let range = split.range(docs.len());
-    if range.len() < docs.len() {
-        docs.truncate(range.end);
-        docs.drain(..range.start);
-    }
-    Ok(docs)
 }

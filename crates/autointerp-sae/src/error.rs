@@ -120,6 +120,55 @@ pub enum Error {
         /// The hook point the input comes from, when known.
         hook: Option<HookPoint>,
     },
+    /// A sparse-coder source spec that does not parse (`neurons:x`).
+    #[error("sparse coder {spec:?}: {problem}")]
+    BadCoderSpec {
+        /// The spec as given.
+        spec: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Neurons asked for at a hook point other than an MLP's hidden activations.
+    #[error("neurons are read at `layers.{{i}}.mlp.hidden`, not at {hook}")]
+    NeuronsAt {
+        /// The hook point asked for.
+        hook: HookPoint,
+    },
+    /// The coder for a hook point could not be loaded.
+    #[error("loading the sparse coder for {hook} from {source_name:?}")]
+    CoderFor {
+        /// The hook point.
+        hook: HookPoint,
+        /// The folder or Hub repo.
+        source_name: String,
+        /// Why it failed.
+        source: Box<Error>,
+    },
+    /// A coder reads activations of another width than the model's.
+    #[error("the sparse coder from {source_name:?} does not fit the model")]
+    DoesNotFit {
+        /// The folder or Hub repo.
+        source_name: String,
+        /// The mismatch.
+        source: Box<Error>,
+    },
+    /// The model could not say its width at a hook point.
+    #[error("the model's hook point {hook}")]
+    HookDim {
+        /// The hook point.
+        hook: HookPoint,
+        /// The model's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The activations fed to the training loop could not be produced.
+    #[error("reading activations for training")]
+    Activations {
+        /// The activation source's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No rows were left to train on.
+    #[error("no training tokens: the dataset is smaller than one row")]
+    NoTrainingData,
     /// An operation the coder cannot perform (no decoder, a missing argument, ...).
     #[error("{0}")]
     Unsupported(String),

@@ -70,8 +70,10 @@ mod hub;
 mod load;
 mod npz;
 mod saelens;
+mod select;
 mod sparsify;
 pub mod train;
 
 pub use coder::{Activation, Format, InputNorm, Metrics, SparseCoder, SparseLatents, Weights};
 pub use error::{Error, Result};
+pub use select::load_coders;

@@ -7,6 +7,7 @@
 //! reconstructs the residual error from the top `k_aux` dead latents, Adam with a learning rate
 //! scaled as `2e-4 / sqrt(width / 2^14)`.
 
+use std::ops::Range;
 use std::path::Path;
 
 use tch::nn::{self, OptimizerConfig};
@@ -265,6 +266,131 @@ impl Trainer {
     }
 }
 
+/// How [`fit`] walks the rows of its activation source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FitRows {
+    /// Rows in all; the held-out rows are the last ones.
+    pub rows: usize,
+    /// Rows to hold out; at most half the rows are, so that a dataset too small for both still
+    /// trains.
+    pub eval_rows: usize,
+    /// Rows per step.
+    pub batch_rows: usize,
+}
+
+/// Progress of [`fit`], reported after every step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FitProgress {
+    /// Training rows done.
+    pub rows_done: usize,
+    /// Training rows in all.
+    pub rows_total: usize,
+    /// What the step measured.
+    pub stats: StepStats,
+}
+
+/// What a training run reached, written beside the SAE as `train_stats.json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TrainSummary {
+    /// Tokens trained on.
+    pub tokens: u64,
+    /// Wall-clock seconds of the training loop, activations included.
+    pub seconds: f64,
+    /// Mean training FVU over the last tenth of the steps.
+    pub train_fvu: f64,
+    /// Fraction of latents that fired on none of the last `dead_after_tokens` training tokens.
+    pub dead_fraction: f64,
+    /// On the held-out tokens (`None` without any): FVU, mean L0, and the fraction of latents
+    /// that fired on none of them.
+    pub eval: Option<crate::Metrics>,
+    /// Held-out tokens measured.
+    pub eval_tokens: u64,
+}
+
+/// Trains `trainer` for one pass over the training rows, writes the SAE to `dir` (sparsify's
+/// layout) with `train_stats.json` beside it, and measures the written SAE on the held-out rows.
+///
+/// `activations` gives the activations `[tokens, d_in]` of a range of rows; it is a closure so
+/// that this crate needs no model: any source of activations trains (the model-driven one is
+/// `autointerp_cache::train_sae`). Measuring the SAE as reloaded from disk checks the files, not
+/// just the trainer's tensors.
+///
+/// # Errors
+/// [`Error::Activations`] when `activations` fails, [`Error::NoTrainingData`] when no row is
+/// left to train on, and the trainer's or the writer's errors.
+pub fn fit<E>(
+    trainer: &mut Trainer,
+    rows: FitRows,
+    mut activations: impl FnMut(Range<usize>) -> std::result::Result<Tensor, E>,
+    dir: &Path,
+    mut on_step: impl FnMut(FitProgress),
+) -> Result<TrainSummary>
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut activations = |range: Range<usize>| {
+        activations(range).map_err(|e| Error::Activations { source: e.into() })
+    };
+    let n_eval = rows.eval_rows.min(rows.rows / 2);
+    let n_train = rows.rows - n_eval;
+    let batch = rows.batch_rows.max(1);
+    let n_steps = n_train.div_ceil(batch);
+    let mut recent_fvu = Vec::new();
+    let mut last = None;
+    let started = std::time::Instant::now();
+    let _guard = tch::no_grad_guard();
+    for (step, start) in (0..n_train).step_by(batch).enumerate() {
+        let end = (start + batch).min(n_train);
+        let x = activations(start..end)?;
+        let stats = tch::with_grad(|| trainer.step(&x))?;
+        if step >= n_steps - n_steps.div_ceil(10) {
+            recent_fvu.push(stats.fvu);
+        }
+        on_step(FitProgress {
+            rows_done: end,
+            rows_total: n_train,
+            stats,
+        });
+        last = Some(stats);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let last = last.ok_or(Error::NoTrainingData)?;
+    trainer.save(dir)?;
+
+    let (eval, eval_tokens) = if n_eval > 0 {
+        let (_, coder) = crate::SparseCoder::load_dir(dir, &[], trainer.vs.device())?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NoCoder {
+                path: dir.to_path_buf(),
+                depth: 0,
+            })?;
+        let x = Tensor::cat(
+            &(n_train..rows.rows)
+                .step_by(batch)
+                .map(|s| activations(s..(s + batch).min(rows.rows)))
+                .collect::<Result<Vec<_>>>()?,
+            0,
+        );
+        (Some(coder.metrics(&x, None)?), x.size()[0] as u64)
+    } else {
+        (None, 0)
+    };
+    let summary = TrainSummary {
+        tokens: trainer.tokens_seen(),
+        seconds,
+        train_fvu: recent_fvu.iter().sum::<f64>() / recent_fvu.len().max(1) as f64,
+        dead_fraction: last.dead_fraction,
+        eval,
+        eval_tokens,
+    };
+    autointerp_core::fs::write_atomic(
+        &dir.join("train_stats.json"),
+        &serde_json::to_vec_pretty(&summary).unwrap_or_default(),
+    )?;
+    Ok(summary)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -319,6 +445,38 @@ mod tests {
         assert!(got.indices.equal(&i));
         assert!(got.values.allclose(&v.detach(), 1e-5, 1e-5, false));
         assert!((sae.fvu(&x, &x).unwrap() - 0.0).abs() < 1.0);
+    }
+
+    #[test]
+    fn fit_trains_writes_and_measures_the_held_out_rows() {
+        // 10 rows of 8 tokens; 3 held out.
+        let data = sparse_data(80, 16, 64, 5);
+        let rows = |r: Range<usize>| {
+            Ok::<_, std::io::Error>(data.narrow(0, r.start as i64 * 8, r.len() as i64 * 8))
+        };
+        let cfg = TrainConfig {
+            expansion_factor: 2,
+            k: 4,
+            ..Default::default()
+        };
+        let mut t = Trainer::new(16, cfg.clone(), Device::Cpu).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let shape = FitRows {
+            rows: 10,
+            eval_rows: 3,
+            batch_rows: 4,
+        };
+        let mut seen = Vec::new();
+        let summary = fit(&mut t, shape, rows, dir.path(), |p| seen.push(p.rows_done)).unwrap();
+        assert_eq!(seen, [4, 7]);
+        assert_eq!((summary.tokens, summary.eval_tokens), (56, 24));
+        assert!(summary.eval.is_some_and(|m| m.mean_l0 <= 4.0));
+        assert!(dir.path().join("train_stats.json").is_file());
+
+        let failing = |_: Range<usize>| Err::<Tensor, _>(std::io::Error::other("no model"));
+        let mut t = Trainer::new(16, cfg, Device::Cpu).unwrap();
+        let err = fit(&mut t, shape, failing, dir.path(), |_| {}).unwrap_err();
+        assert!(matches!(err, Error::Activations { .. }), "{err}");
     }
 
     #[test]
