@@ -32,6 +32,12 @@ pub enum Error {
     /// Loading the model or its tokenizer.
     #[error(transparent)]
     Model(#[from] autointerp_model::Error),
+    /// Building the latent cache.
+    #[error(transparent)]
+    Cache(#[from] autointerp_cache::Error),
+    /// Loading the sparse coders.
+    #[error(transparent)]
+    Sae(#[from] autointerp_sae::Error),
     /// The latent cache or record building.
     #[error(transparent)]
     Latents(#[from] autointerp_latents::Error),

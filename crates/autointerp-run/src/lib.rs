@@ -36,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 mod build;
+mod cache;
 mod config;
 mod error;
 mod layout;
@@ -56,6 +57,7 @@ use autointerp_model::Tokenizer;
 use autointerp_score::DynScorer;
 
 pub use autointerp_core::layout::Layout;
+pub use cache::{ensure_cache, Cached};
 pub use config::{ExplainerKind, Overwrite, Provider, RunConfig, ScorerKind};
 pub use error::{Error, Result};
 pub use layout::{load_explanations, Failure, FailureLog};

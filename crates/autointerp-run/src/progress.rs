@@ -16,6 +16,13 @@ pub enum Event<'a> {
     Notice(&'a str),
     /// A model is being loaded into this process (seconds to minutes).
     Loading(&'a str),
+    /// The cache stage has run the model over `tokens_done` of `tokens_total` tokens.
+    Caching {
+        /// Tokens done (resumed ones included).
+        tokens_done: usize,
+        /// Tokens to cache.
+        tokens_total: usize,
+    },
     /// A phase starts: `latents` latents to go through, with `label` saying what is done to
     /// them (`explaining and scoring`, `random control`).
     PhaseStarted {

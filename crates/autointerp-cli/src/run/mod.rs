@@ -10,18 +10,15 @@ mod progress;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, ensure, Context, Result};
-use autointerp_core::HookPoint;
+use anyhow::{bail, ensure, Result};
 use autointerp_latents::TrainType;
-use autointerp_model::Tokenizer;
 pub use autointerp_run::{ExplainerKind, Overwrite, Provider, RunConfig, ScorerKind};
 use autointerp_run::{Layout, Run, RunSummary, Stages};
 use autointerp_score::{AnswerMode, SimulationMode};
 use serde::de::DeserializeOwned;
 
 use self::progress::Bars;
-use crate::cache::{print_stats, run_cache, CacheArgs};
-use crate::common::{load_model, DeviceArgs};
+use crate::cache::print_stats;
 
 /// Sets each `cfg.field` given on the command line.
 macro_rules! set {
@@ -394,10 +391,15 @@ pub fn run_with_config(cfg: RunConfig) -> Result<()> {
     );
     let layout = Layout::new(cfg.results_dir.join(&cfg.name));
     autointerp_run::save_config(&cfg, &layout)?;
-    let built = ensure_cache(&cfg, layout.root())?;
+    let bars = Bars::default();
+    let built = autointerp_run::ensure_cache(&cfg, layout.root(), &bars)?;
+    bars.clear();
     let mut run = Run::new(cfg.clone())?;
-    if let (Some(tok), None) = (built, &cfg.tokenizer) {
-        run = run.with_tokenizer(tok);
+    if let Some(built) = built {
+        print_stats(&built.stats);
+        if let (Some(tok), None) = (built.tokenizer, &cfg.tokenizer) {
+            run = run.with_tokenizer(tok);
+        }
     }
     execute(run)
 }
@@ -463,84 +465,6 @@ fn open_cache(
         cfg.tokenizer = tokenizer;
     }
     Ok(Run::new(cfg)?.cache_dir(path).out_dir(layout.root()))
-}
-
-/// Builds the cache of the hook points whose cache is missing or unfinished (no `config.json`),
-/// or of all of them with `--overwrite cache`. Returns the model's tokenizer when it loaded the
-/// model.
-fn ensure_cache(cfg: &RunConfig, root: &Path) -> Result<Option<Tokenizer>> {
-    let hooks = cfg.hooks()?;
-    if hooks.is_empty() {
-        ensure!(
-            root.join("latents").is_dir() && !cfg.overwrites(Overwrite::Cache),
-            "--hookpoints is required to build the cache (none in {})",
-            root.join("latents").display()
-        );
-        return Ok(None);
-    }
-    let todo: Vec<HookPoint> = hooks
-        .into_iter()
-        .filter(|&h| {
-            cfg.overwrites(Overwrite::Cache)
-                || !autointerp_cache::hook_dir(root, h)
-                    .join("config.json")
-                    .is_file()
-        })
-        .collect();
-    if todo.is_empty() {
-        return Ok(None);
-    }
-    let names: Vec<String> = todo.iter().map(HookPoint::to_string).collect();
-    ensure!(
-        !cfg.sparse_model.is_empty(),
-        "SPARSE_MODEL (the second argument, or `sparse_model` in --config) is required to cache {}",
-        names.join(", ")
-    );
-    let dataset = cfg
-        .dataset
-        .clone()
-        .with_context(|| format!("--dataset is required to cache {}", names.join(", ")))?;
-    if cfg.overwrites(Overwrite::Cache) {
-        for &h in &todo {
-            let dir = autointerp_cache::hook_dir(root, h);
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("removing {}", dir.display()))?;
-            }
-        }
-    }
-    let device = DeviceArgs {
-        device: cfg.device.clone(),
-        dtype: cfg.dtype.clone(),
-    };
-    let args = CacheArgs {
-        model: cfg.model.clone(),
-        sparse_model: cfg.sparse_model.clone(),
-        hookpoints: names.join(","),
-        dataset,
-        dataset_name: cfg.dataset_name.clone(),
-        dataset_split: cfg.dataset_split.clone(),
-        dataset_column: cfg.dataset_column.clone(),
-        n_tokens: cfg.n_tokens,
-        ctx_len: cfg.ctx_len,
-        batch_size: cfg.batch_size,
-        n_splits: cfg.n_splits,
-        filter_bos: cfg.filter_bos,
-        skip_first_token: cfg.skip_first_token,
-        seed: cfg.seed,
-        shard: None,
-        device: device.clone(),
-        out: root.to_path_buf(),
-    };
-    let (model, tok) = load_model(&cfg.model, &device)?;
-    eprintln!(
-        "caching {} into {}",
-        names.join(", "),
-        root.join("latents").display()
-    );
-    let stats = run_cache(&args, &model, tok.as_ref())?;
-    print_stats(&stats);
-    Ok(tok)
 }
 
 /// Runs `run` with progress bars, Ctrl-C wired to its cancel token (once: finish the latents in

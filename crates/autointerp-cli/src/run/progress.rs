@@ -49,6 +49,16 @@ impl Progress for Bars {
                     s.finish_and_clear();
                 }
             }
+            Event::Caching {
+                tokens_done,
+                tokens_total,
+            } => {
+                let (b, lines) = state.bar.get_or_insert_with(|| {
+                    (bar(tokens_total as u64, "tokens"), LogLines::new("cache"))
+                });
+                b.set_position(tokens_done as u64);
+                lines.update(b, "tokens");
+            }
             Event::PhaseStarted { label, latents } => {
                 let b = bar(latents as u64, "latents");
                 b.enable_steady_tick(Duration::from_millis(500));
