@@ -56,5 +56,5 @@ pub use client::{ChatFuture, Client, DynClient, SharedClient};
 pub use embed::OpenAiEmbedder;
 pub use error::{Error, Result};
 pub use openai::OpenAiClient;
-pub use token_scorer::TokenScorer;
+pub use token_scorer::{DynTokenScorer, LogprobsFuture, SharedTokenScorer, TokenScorer};
 pub use types::{ChatRequest, ChatResponse, TokenLogprobs, Usage};

@@ -248,107 +248,64 @@ fn require_train(record: &LatentRecord) -> Result<()> {
     Ok(())
 }
 
-/// The default explainer: the latent's train examples, highlighted, after worked examples
-/// ([`default_prompt`]), sent to an LLM whose answer is parsed with [`parse_explanation`].
-#[derive(Debug, Clone)]
-pub struct DefaultExplainer<C> {
-    client: C,
-    config: ExplainerConfig,
-    generation: GenerationConfig,
-    prefill: bool,
+/// What an LLM explainer shows the model: the messages built from a latent's record. The
+/// explainers differ only in this (the request, the prefill and the parsing are shared), so a
+/// new prompt is a new implementation, not a new explainer.
+pub trait ExplainerPrompt: Send + Sync {
+    /// The explainer's name, e.g. `default`.
+    fn name(&self) -> &'static str;
+
+    /// The chat messages that ask for `record`'s explanation.
+    fn messages(&self, record: &LatentRecord) -> Vec<Message>;
 }
 
-impl<C> DefaultExplainer<C> {
-    /// An explainer asking `client`, with the prompt options `config` and
-    /// [`GenerationConfig::default`] (greedy, up to 1000 tokens).
-    pub fn new(client: C, config: ExplainerConfig) -> Self {
-        Self {
-            client,
-            config,
-            generation: GenerationConfig::default(),
-            prefill: false,
-        }
-    }
-
-    /// Sets the sampling options of its requests.
-    #[must_use]
-    pub fn with_generation(mut self, generation: GenerationConfig) -> Self {
-        self.generation = generation;
-        self
-    }
-
-    /// Ends each prompt with the start of the answer, the [`EXPLANATION_MARKER`], for the model
-    /// to complete up to the end of the line: the fix for small models that continue the list
-    /// of excerpts instead of answering. Needs a backend that continues a final assistant
-    /// message (vLLM's `continue_final_message`, which the in-process engine honours); it skips
-    /// any chain of thought the prompt asks for.
-    #[must_use]
-    pub fn with_prefill(mut self, prefill: bool) -> Self {
-        self.prefill = prefill;
-        self
-    }
-
-    /// The prompt options.
-    pub fn config(&self) -> &ExplainerConfig {
-        &self.config
-    }
-
-    /// The sampling options.
-    pub fn generation(&self) -> &GenerationConfig {
-        &self.generation
-    }
-}
-
-impl<C: Client> DefaultExplainer<C> {
-    /// Explains one latent from its train examples (at most [`ExplainerConfig::max_examples`]).
-    ///
-    /// # Errors
-    /// [`Error::NoTrainExamples`] for a record without train examples, [`Error::Client`] when the
-    /// request fails. An answer without an explanation is an [`ExplainOutcome::Failed`].
-    #[tracing::instrument(skip_all, fields(latent = %record.id, explainer = "default"))]
-    pub async fn explain(&self, record: &LatentRecord) -> Result<ExplainOutcome> {
-        require_train(record)?;
-        let messages = default_prompt(record, &self.config);
-        ask(
-            &self.client,
-            &self.generation,
-            record.id,
-            messages,
-            self.prefill,
-        )
-        .await
-    }
-}
-
-impl<C: Client> Explainer for DefaultExplainer<C> {
+/// The default prompt: the latent's train examples (at most
+/// [`ExplainerConfig::max_examples`]), highlighted, after worked examples ([`default_prompt`]).
+impl ExplainerPrompt for ExplainerConfig {
     fn name(&self) -> &'static str {
         "default"
     }
-    fn explain(
-        &self,
-        record: &LatentRecord,
-    ) -> impl Future<Output = Result<ExplainOutcome>> + Send {
-        DefaultExplainer::explain(self, record)
+    fn messages(&self, record: &LatentRecord) -> Vec<Message> {
+        default_prompt(record, self)
     }
 }
 
-/// The contrastive explainer: activating examples beside similar non-activating ones
-/// ([`contrastive_prompt`]), sent to an LLM whose answer is parsed with [`parse_explanation`].
+/// The contrastive prompt: activating examples beside similar non-activating ones
+/// ([`contrastive_prompt`]; a record without non-activating examples is shown with an empty
+/// silent group).
+impl ExplainerPrompt for ContrastiveConfig {
+    fn name(&self) -> &'static str {
+        "contrastive"
+    }
+    fn messages(&self, record: &LatentRecord) -> Vec<Message> {
+        contrastive_prompt(record, self)
+    }
+}
+
+/// An explainer that asks an LLM: the prompt `P` builds the messages from the record, the
+/// answer is parsed with [`parse_explanation`].
 #[derive(Debug, Clone)]
-pub struct ContrastiveExplainer<C> {
+pub struct LlmExplainer<C, P> {
     client: C,
-    config: ContrastiveConfig,
+    prompt: P,
     generation: GenerationConfig,
     prefill: bool,
 }
 
-impl<C> ContrastiveExplainer<C> {
-    /// An explainer asking `client`, with the prompt options `config` and
-    /// [`GenerationConfig::default`].
-    pub fn new(client: C, config: ContrastiveConfig) -> Self {
+/// The default explainer: [`LlmExplainer`] over the default prompt ([`ExplainerConfig`]).
+pub type DefaultExplainer<C> = LlmExplainer<C, ExplainerConfig>;
+
+/// The contrastive explainer: [`LlmExplainer`] over the contrastive prompt
+/// ([`ContrastiveConfig`]).
+pub type ContrastiveExplainer<C> = LlmExplainer<C, ContrastiveConfig>;
+
+impl<C, P> LlmExplainer<C, P> {
+    /// An explainer asking `client` with `prompt` and [`GenerationConfig::default`] (greedy, up
+    /// to 1000 tokens).
+    pub fn new(client: C, prompt: P) -> Self {
         Self {
             client,
-            config,
+            prompt,
             generation: GenerationConfig::default(),
             prefill: false,
         }
@@ -372,9 +329,9 @@ impl<C> ContrastiveExplainer<C> {
         self
     }
 
-    /// The prompt options.
-    pub fn config(&self) -> &ContrastiveConfig {
-        &self.config
+    /// The prompt (its options).
+    pub fn config(&self) -> &P {
+        &self.prompt
     }
 
     /// The sampling options.
@@ -383,17 +340,16 @@ impl<C> ContrastiveExplainer<C> {
     }
 }
 
-impl<C: Client> ContrastiveExplainer<C> {
-    /// Explains one latent from its train and non-activating examples (a record without
-    /// non-activating examples is shown with an empty silent group).
+impl<C: Client, P: ExplainerPrompt> LlmExplainer<C, P> {
+    /// Explains one latent.
     ///
     /// # Errors
     /// [`Error::NoTrainExamples`] for a record without train examples, [`Error::Client`] when the
     /// request fails. An answer without an explanation is an [`ExplainOutcome::Failed`].
-    #[tracing::instrument(skip_all, fields(latent = %record.id, explainer = "contrastive"))]
+    #[tracing::instrument(skip_all, fields(latent = %record.id, explainer = self.prompt.name()))]
     pub async fn explain(&self, record: &LatentRecord) -> Result<ExplainOutcome> {
         require_train(record)?;
-        let messages = contrastive_prompt(record, &self.config);
+        let messages = self.prompt.messages(record);
         ask(
             &self.client,
             &self.generation,
@@ -405,14 +361,14 @@ impl<C: Client> ContrastiveExplainer<C> {
     }
 }
 
-impl<C: Client> Explainer for ContrastiveExplainer<C> {
+impl<C: Client, P: ExplainerPrompt> Explainer for LlmExplainer<C, P> {
     fn name(&self) -> &'static str {
-        "contrastive"
+        self.prompt.name()
     }
     fn explain(
         &self,
         record: &LatentRecord,
     ) -> impl Future<Output = Result<ExplainOutcome>> + Send {
-        ContrastiveExplainer::explain(self, record)
+        LlmExplainer::explain(self, record)
     }
 }

@@ -92,6 +92,7 @@ mod error;
 mod explainer;
 mod generation;
 pub mod highlight;
+mod kind;
 mod load;
 mod parse;
 mod prompt;
@@ -101,11 +102,13 @@ pub use contrastive::{contrastive_prompt, ContrastiveConfig};
 pub use error::{Error, Result};
 pub use explainer::{
     ContrastiveExplainer, DefaultExplainer, DynExplainer, ExplainFuture, ExplainOutcome, Explainer,
+    ExplainerPrompt, LlmExplainer,
 };
 pub use generation::GenerationConfig;
 pub use highlight::{
     above_threshold, escape_text, highlight, render_highlighted, split_highlighted,
 };
+pub use kind::ExplainerKind;
 pub use load::{
     explanation_file_name, load_explanations, random_control, read_explanation_file,
     write_explanation, LoadedExplanations, DELPHI_PLACEHOLDERS,

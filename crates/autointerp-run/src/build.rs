@@ -6,17 +6,10 @@ use std::sync::Arc;
 
 use autointerp_client::{Embedder, OpenAiClient, OpenAiEmbedder, SharedClient};
 use autointerp_engine::{EngineConfig, LocalEmbedder, LocalEngine};
-use autointerp_explain::{
-    ContrastiveConfig, ContrastiveExplainer, DefaultExplainer, DynExplainer, ExplainerConfig,
-    GenerationConfig, TokenExplainer,
-};
-use autointerp_score::{
-    ClassifierConfig, DetectionScorer, DynScorer, EmbeddingConfig, EmbeddingScorer, FuzzConfig,
-    FuzzingScorer, IntruderConfig, IntruderScorer, SimulationConfig, SimulationScorer,
-    SurprisalConfig, SurprisalScorer,
-};
+use autointerp_explain::{DynExplainer, GenerationConfig};
+use autointerp_score::{DynScorer, Needs, ScorerDeps, ScorerOptions};
 
-use crate::config::{ExplainerKind, Provider, RunConfig, ScorerKind};
+use crate::config::{Provider, RunConfig, ScorerKind};
 use crate::error::{bail, ensure, Context};
 use crate::{Event, Progress, Result};
 
@@ -91,82 +84,39 @@ pub(crate) fn explainer(
     chat: Option<&SharedClient>,
 ) -> Option<Box<dyn DynExplainer>> {
     let generation = GenerationConfig::default().with_max_tokens(cfg.explainer_max_tokens);
-    match cfg.explainer {
-        ExplainerKind::Tokens => Some(Box::new(TokenExplainer::default())),
-        ExplainerKind::Default => Some(Box::new(
-            DefaultExplainer::new(Arc::clone(chat?), ExplainerConfig::default())
-                .with_generation(generation)
-                .with_prefill(cfg.explainer_prefill),
-        )),
-        ExplainerKind::Contrastive => Some(Box::new(
-            ContrastiveExplainer::new(Arc::clone(chat?), ContrastiveConfig::default())
-                .with_generation(generation)
-                .with_prefill(cfg.explainer_prefill),
-        )),
-        ExplainerKind::None => None,
-    }
+    cfg.explainer
+        .build(chat.cloned(), generation, cfg.explainer_prefill)
 }
 
-/// The scorers of `kinds`, in order; `chat` is needed when one of them asks the chat model.
+/// The scorers of `kinds`, in order; `chat` is needed when one of them asks the chat model. The
+/// embedder and the base model are built here only when a scorer asks for them.
 pub(crate) fn scorers(
     cfg: &RunConfig,
     kinds: &[ScorerKind],
     chat: Option<&Chat>,
     progress: &dyn Progress,
 ) -> Result<Vec<Box<dyn DynScorer>>> {
-    let classifier = ClassifierConfig {
+    let options = ScorerOptions {
         n_examples_shown: cfg.num_examples_per_scorer_prompt,
         seed: cfg.seed,
         answer: cfg.classifier_answer,
-        ..ClassifierConfig::default()
+        logprobs: cfg.log_probs.then_some(5),
+        simulation_mode: cfg.simulation_mode,
     };
-    let logprobs = cfg.log_probs.then_some(5);
-    let client = || {
-        chat.map(|c| Arc::clone(&c.client))
-            .context("internal: a chat scorer without a client")
+    let mut deps = ScorerDeps {
+        chat: chat.map(|c| Arc::clone(&c.client)),
+        ..ScorerDeps::default()
     };
-    let mut out: Vec<Box<dyn DynScorer>> = Vec::new();
-    for &kind in kinds {
-        out.push(match kind {
-            ScorerKind::Detection => Box::new(
-                DetectionScorer::new(client()?, classifier.clone()).with_logprobs(logprobs),
-            ),
-            ScorerKind::Fuzz => Box::new(
-                FuzzingScorer::new(
-                    client()?,
-                    FuzzConfig {
-                        classifier: classifier.clone(),
-                        ..FuzzConfig::default()
-                    },
-                )
-                .with_logprobs(logprobs),
-            ),
-            ScorerKind::Intruder => Box::new(IntruderScorer::new(
-                client()?,
-                IntruderConfig {
-                    n_examples_shown: cfg.num_examples_per_scorer_prompt,
-                    seed: cfg.seed,
-                    ..IntruderConfig::default()
-                },
-            )),
-            ScorerKind::Simulation => Box::new(SimulationScorer::new(
-                client()?,
-                SimulationConfig {
-                    mode: cfg.simulation_mode,
-                    ..SimulationConfig::default()
-                },
-            )),
-            ScorerKind::Embedding => Box::new(EmbeddingScorer::new(
-                embedder(cfg, progress)?,
-                EmbeddingConfig::default(),
-            )),
-            ScorerKind::Surprisal => Box::new(SurprisalScorer::new(
-                surprisal_engine(cfg, chat, progress)?,
-                SurprisalConfig::default(),
-            )),
-        });
+    if kinds.iter().any(|k| k.needs() == Needs::Embedder) {
+        deps.embedder = Some(embedder(cfg, progress)?);
     }
-    Ok(out)
+    if kinds.iter().any(|k| k.needs() == Needs::TokenScorer) {
+        deps.token_scorer = Some(Arc::new(surprisal_engine(cfg, chat, progress)?));
+    }
+    kinds
+        .iter()
+        .map(|k| Ok(k.build(&options, &deps)?))
+        .collect()
 }
 
 /// The base model of the surprisal scorer: `--surprisal-model`, shared with the explainer when

@@ -12,28 +12,14 @@
 use std::path::{Path, PathBuf};
 
 use autointerp_core::HookPoint;
+pub use autointerp_explain::ExplainerKind;
 use autointerp_latents::{LatentsConfig, TrainType};
+pub use autointerp_score::ScorerKind;
 use autointerp_score::{AnswerMode, SimulationMode};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{bail, ensure, Context};
 use crate::{Error, Result};
-
-/// Which explainer writes the explanations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum ExplainerKind {
-    /// The latent's activating examples, highlighted.
-    Default,
-    /// Activating examples beside similar non-activating ones.
-    Contrastive,
-    /// No LLM: the latent's most frequent activating tokens, by share of its activation, and
-    /// the token that most often precedes them. The baseline every LLM explanation must beat.
-    Tokens,
-    /// No explainer: the explanations already in `explanations/` are scored.
-    None,
-}
 
 /// Who answers the explainer's and the scorers' prompts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,35 +34,6 @@ pub enum Provider {
     #[serde(alias = "offline")]
     #[cfg_attr(feature = "clap", value(alias = "offline"))]
     Local,
-}
-
-/// A scorer, named as delphi names its score folders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
-#[serde(rename_all = "lowercase")]
-pub enum ScorerKind {
-    /// Which plain excerpts activate the latent?
-    Detection,
-    /// Which highlighted excerpts are highlighted correctly?
-    Fuzz,
-    /// Which excerpt is the odd one out?
-    Intruder,
-    /// Each token's predicted activation.
-    Simulation,
-    /// Does the explanation lower a base model's loss on activating excerpts?
-    Surprisal,
-    /// Is the explanation's embedding closer to activating excerpts?
-    Embedding,
-}
-
-impl ScorerKind {
-    /// Whether the scorer asks the chat model.
-    pub fn uses_chat(self) -> bool {
-        matches!(
-            self,
-            Self::Detection | Self::Fuzz | Self::Intruder | Self::Simulation
-        )
-    }
 }
 
 /// A stage to recompute although its outputs exist.

@@ -125,6 +125,7 @@ mod error;
 pub mod files;
 mod fuzz;
 mod intruder;
+mod kind;
 pub mod metrics;
 mod outcome;
 mod scorer;
@@ -154,6 +155,7 @@ pub use intruder::{
     intruder_prompt, intruder_trials, parse_intruder, IntruderConfig, IntruderOutcome,
     IntruderScorer, IntruderTrial, INTRUDER, INTRUDER_MARKER,
 };
+pub use kind::{Needs, ScorerDeps, ScorerKind, ScorerOptions};
 pub use metrics::{
     Bootstrap, ClassificationMetrics, ClassifierSummary, ConfidenceInterval, Confusion,
 };

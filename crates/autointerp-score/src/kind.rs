@@ -1,0 +1,195 @@
+//! Scorers by name: [`ScorerKind`] names each scorer as delphi names its score folder, and
+//! builds it as a boxed [`DynScorer`] from what it needs.
+
+use std::sync::Arc;
+
+use autointerp_client::{Embedder, SharedClient, SharedTokenScorer};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    AnswerMode, ClassifierConfig, DetectionScorer, DynScorer, EmbeddingConfig, EmbeddingScorer,
+    Error, FuzzConfig, FuzzingScorer, IntruderConfig, IntruderScorer, Result, SimulationConfig,
+    SimulationMode, SimulationScorer, SurprisalConfig, SurprisalScorer,
+};
+
+/// A scorer, named as delphi names its score folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "lowercase")]
+pub enum ScorerKind {
+    /// Which plain excerpts activate the latent?
+    Detection,
+    /// Which highlighted excerpts are highlighted correctly?
+    Fuzz,
+    /// Which excerpt is the odd one out?
+    Intruder,
+    /// Each token's predicted activation.
+    Simulation,
+    /// Does the explanation lower a base model's loss on activating excerpts?
+    Surprisal,
+    /// Is the explanation's embedding closer to activating excerpts?
+    Embedding,
+}
+
+/// What a scorer asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Needs {
+    /// A chat model ([`SharedClient`]).
+    Chat,
+    /// A sentence embedder.
+    Embedder,
+    /// A base model that scores tokens ([`SharedTokenScorer`]).
+    TokenScorer,
+}
+
+/// The options the scorers built by [`ScorerKind::build`] share.
+#[derive(Debug, Clone)]
+pub struct ScorerOptions {
+    /// Excerpts per detection/fuzzing prompt and per intruder trial.
+    pub n_examples_shown: usize,
+    /// Seed of the shuffles and draws.
+    pub seed: u64,
+    /// How detection and fuzzing read answers.
+    pub answer: AnswerMode,
+    /// Top logprobs asked of detection and fuzzing answers (for their AUC).
+    pub logprobs: Option<u8>,
+    /// How simulation gets its predictions.
+    pub simulation_mode: SimulationMode,
+}
+
+impl Default for ScorerOptions {
+    fn default() -> Self {
+        let classifier = ClassifierConfig::default();
+        Self {
+            n_examples_shown: classifier.n_examples_shown,
+            seed: classifier.seed,
+            answer: classifier.answer,
+            logprobs: None,
+            simulation_mode: SimulationMode::default(),
+        }
+    }
+}
+
+/// What the scorers ask, built by the caller (a server, a model in this process, a script).
+#[derive(Debug, Clone, Default)]
+pub struct ScorerDeps {
+    /// The chat model of detection, fuzzing, intruder and simulation.
+    pub chat: Option<SharedClient>,
+    /// The embedder of the embedding scorer.
+    pub embedder: Option<Arc<dyn Embedder>>,
+    /// The base model of the surprisal scorer.
+    pub token_scorer: Option<SharedTokenScorer>,
+}
+
+impl ScorerKind {
+    /// Every scorer, in the order of this enum.
+    pub const ALL: [Self; 6] = [
+        Self::Detection,
+        Self::Fuzz,
+        Self::Intruder,
+        Self::Simulation,
+        Self::Surprisal,
+        Self::Embedding,
+    ];
+
+    /// The scorer's folder name (`detection`, `fuzz`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Detection => crate::DETECTION,
+            Self::Fuzz => crate::FUZZ,
+            Self::Intruder => crate::INTRUDER,
+            Self::Simulation => crate::SIMULATION,
+            Self::Surprisal => crate::SURPRISAL,
+            Self::Embedding => crate::EMBEDDING,
+        }
+    }
+
+    /// What the scorer asks.
+    pub fn needs(self) -> Needs {
+        match self {
+            Self::Detection | Self::Fuzz | Self::Intruder | Self::Simulation => Needs::Chat,
+            Self::Embedding => Needs::Embedder,
+            Self::Surprisal => Needs::TokenScorer,
+        }
+    }
+
+    /// Whether the scorer asks the chat model.
+    pub fn uses_chat(self) -> bool {
+        self.needs() == Needs::Chat
+    }
+
+    /// The scorer, asking what `deps` holds.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] naming what the scorer needs when `deps` lacks it.
+    pub fn build(self, options: &ScorerOptions, deps: &ScorerDeps) -> Result<Box<dyn DynScorer>> {
+        let missing =
+            |what: &str| Error::InvalidConfig(format!("the {} scorer needs {what}", self.name()));
+        let chat = || deps.chat.clone().ok_or_else(|| missing("a chat client"));
+        let classifier = ClassifierConfig {
+            n_examples_shown: options.n_examples_shown,
+            seed: options.seed,
+            answer: options.answer,
+            ..ClassifierConfig::default()
+        };
+        Ok(match self {
+            Self::Detection => {
+                Box::new(DetectionScorer::new(chat()?, classifier).with_logprobs(options.logprobs))
+            }
+            Self::Fuzz => Box::new(
+                FuzzingScorer::new(
+                    chat()?,
+                    FuzzConfig {
+                        classifier,
+                        ..FuzzConfig::default()
+                    },
+                )
+                .with_logprobs(options.logprobs),
+            ),
+            Self::Intruder => Box::new(IntruderScorer::new(
+                chat()?,
+                IntruderConfig {
+                    n_examples_shown: options.n_examples_shown,
+                    seed: options.seed,
+                    ..IntruderConfig::default()
+                },
+            )),
+            Self::Simulation => Box::new(SimulationScorer::new(
+                chat()?,
+                SimulationConfig {
+                    mode: options.simulation_mode,
+                    ..SimulationConfig::default()
+                },
+            )),
+            Self::Embedding => Box::new(EmbeddingScorer::new(
+                deps.embedder
+                    .clone()
+                    .ok_or_else(|| missing("an embedder"))?,
+                EmbeddingConfig::default(),
+            )),
+            Self::Surprisal => Box::new(SurprisalScorer::new(
+                deps.token_scorer
+                    .clone()
+                    .ok_or_else(|| missing("a token scorer (a base model)"))?,
+                SurprisalConfig::default(),
+            )),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_the_scorers_and_missing_parts_are_named() {
+        for kind in ScorerKind::ALL {
+            let err = kind
+                .build(&ScorerOptions::default(), &ScorerDeps::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(kind.name()), "{err}");
+        }
+        assert!(ScorerKind::Fuzz.uses_chat() && !ScorerKind::Surprisal.uses_chat());
+    }
+}
