@@ -4,7 +4,15 @@
 //! - `prefill`: prompts of 128 tokens, one generated token each (no decoding step): prompt
 //!   tokens per second;
 //! - `decode`: prompts of 16 tokens, 32 generated tokens each (end tokens ignored): generated
-//!   tokens per second, the short prefill included.
+//!   tokens per second, the short prefill included;
+//! - `shared`: 16 prompts that share a 400-token prefix (as detection prompts share the system
+//!   prompt, shots and explanation) and end in distinct 40-token suffixes, one generated token
+//!   each with its logprobs: prompt tokens per second. `off`: without the prefix cache; `cold`:
+//!   a new prefix every batch (the batch prefills it once); `warm`: the same prefix every
+//!   batch, new suffixes (the cache holds the prefix).
+//!
+//! `prefill` and `decode` run with the prefix cache off: their prompts repeat from one
+//! iteration to the next, which the cache would serve.
 //!
 //! Each batch is sent as concurrent requests that the engine gathers into one batch.
 //!
@@ -17,12 +25,15 @@ use std::time::Duration;
 
 use autointerp_engine::{EngineConfig, GenerateRequest, LocalEngine};
 use autointerp_model::{parse_device, DType};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
 
 const PREFILL_LEN: usize = 128;
 const DECODE_PROMPT: usize = 16;
 const DECODE_TOKENS: usize = 32;
+const SHARED_PREFIX: usize = 400;
+const SHARED_SUFFIX: usize = 40;
+const SHARED_ROWS: usize = 16;
 
 fn smollm2_path() -> PathBuf {
     autointerp_core::assets::fetch(autointerp_core::assets::Asset::Smollm2)
@@ -38,6 +49,32 @@ fn prompts(engine: &LocalEngine, rows: usize, len: usize) -> Vec<Vec<u32>> {
     (0..rows).map(|r| ids[r..r + len].to_vec()).collect()
 }
 
+/// `n` token ids drawn from `seed`: text without repeats, unlike [`prompts`], so that prompts
+/// share exactly the prefix they are given.
+fn random_ids(seed: u64, n: usize) -> Vec<u32> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            1000 + ((x >> 33) % 40_000) as u32
+        })
+        .collect()
+}
+
+/// [`SHARED_ROWS`] requests of the prefix drawn from `prefix_seed` and suffixes drawn from
+/// `suffix_seed` (distinct per row), one answer token with logprobs each.
+fn shared_requests(prefix_seed: u64, suffix_seed: u64) -> Vec<GenerateRequest> {
+    let prefix = random_ids(prefix_seed, SHARED_PREFIX);
+    (0..SHARED_ROWS as u64)
+        .map(|r| {
+            let suffix = random_ids(suffix_seed * 1000 + r + 1, SHARED_SUFFIX);
+            GenerateRequest::new([prefix.clone(), suffix].concat(), 1).with_logprobs(5)
+        })
+        .collect()
+}
+
 fn run(rt: &tokio::runtime::Runtime, engine: &LocalEngine, reqs: &[GenerateRequest]) -> usize {
     rt.block_on(join_all(reqs.iter().map(|r| engine.generate(r.clone()))))
         .into_iter()
@@ -51,8 +88,11 @@ fn local_engine(c: &mut Criterion) {
     let config = EngineConfig::default()
         .with_max_batch_size(16)
         .with_batch_wait(Duration::from_millis(5));
-    let engine =
-        LocalEngine::load(smollm2_path().to_str().unwrap(), device, DType::F32, config).unwrap();
+    let load = |config: EngineConfig| {
+        LocalEngine::load(smollm2_path().to_str().unwrap(), device, DType::F32, config).unwrap()
+    };
+    let engine = load(config.clone().with_prefix_cache(false));
+    let cached = load(config);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .build()
@@ -84,6 +124,33 @@ fn local_engine(c: &mut Criterion) {
             BenchmarkId::new("decode", format!("{batch}x{DECODE_TOKENS}")),
             |b| b.iter(|| run(&rt, &engine, &reqs)),
         );
+    }
+
+    // A new seed per batch: new suffixes (and, for `cold`, a new prefix).
+    let fresh = std::cell::Cell::new(0u64);
+    let next = || {
+        fresh.set(fresh.get() + 1);
+        fresh.get()
+    };
+    group.throughput(Throughput::Elements(
+        (SHARED_ROWS * (SHARED_PREFIX + SHARED_SUFFIX)) as u64,
+    ));
+    let size = format!("{SHARED_ROWS}x({SHARED_PREFIX}+{SHARED_SUFFIX})");
+    for (case, engine, new_prefix) in [
+        ("off", &engine, true),
+        ("cold", &cached, true),
+        ("warm", &cached, false),
+    ] {
+        group.bench_function(BenchmarkId::new(format!("shared/{case}"), &size), |b| {
+            b.iter_batched(
+                || {
+                    let seed = next();
+                    shared_requests(if new_prefix { seed } else { 0 }, seed)
+                },
+                |reqs| run(&rt, engine, &reqs),
+                BatchSize::PerIteration,
+            )
+        });
     }
     group.finish();
 }

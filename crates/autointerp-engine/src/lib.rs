@@ -30,6 +30,7 @@
 
 mod detok;
 mod embed;
+mod prefix;
 mod template;
 mod worker;
 
@@ -62,6 +63,21 @@ const END_OF_TURN: &[&str] = &[
     "<|eom_id|>",
 ];
 
+/// The default [`EngineConfig::max_batch_tokens`]. A prefill of `T` padded tokens in rows of
+/// `s` holds, for SmolLM2-135M in f32 (30 layers, d_model 576, MLP 1536, 9 heads and 3 kv heads
+/// of 64): the keys and values of every layer, 46 KB a token (`30 × 2 × 3 × 64 × 4`); one
+/// layer's activations at a time, about 32 KB a token (`(576 × 6 + 1536 × 3) × 4`); and one
+/// layer's attention scores, `T × 9 × s × 4` bytes when libtorch takes its plain kernel for a
+/// padding mask. At 4096 tokens in rows of up to 2048 that is 0.19 + 0.13 + 0.30 GB beside the
+/// 0.54 GB of weights and the prefix cache's [`DEFAULT_PREFIX_CACHE_BYTES`]; the former
+/// default, 32768, allowed 1.5 GB of keys and values and 2.4 GB of scores, which is how the demo
+/// reached 6.1 GB. Prefill on a CPU gains little beyond a few thousand tokens a batch.
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 4096;
+
+/// The default [`EngineConfig::prefix_cache_bytes`]: 256 MiB, about 5400 tokens of
+/// SmolLM2-135M in f32, room for the shared prompt heads of several explanations at once.
+pub const DEFAULT_PREFIX_CACHE_BYTES: usize = 256 << 20;
+
 /// Options of a [`LocalEngine`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -74,8 +90,18 @@ pub struct EngineConfig {
     #[serde(rename = "batch_wait_ms", with = "millis")]
     pub batch_wait: Duration,
     /// Most padded prompt tokens (rows × longest prompt) in one batch; a longer prompt still
-    /// runs, alone.
+    /// runs, alone. With the activations of a prefill and the batch's keys and values growing
+    /// with it, this is what bounds the engine's working memory (see the default).
     pub max_batch_tokens: usize,
+    /// Keep the keys and values of prompts between batches and reuse them for later prompts
+    /// that start the same way (a radix tree of token ids, least recently used evicted first),
+    /// and prefill a prefix that rows of one batch share once. Outputs are those without it,
+    /// up to float rounding (a different order of sums). Models with sliding-window layers
+    /// never use it.
+    pub prefix_cache: bool,
+    /// Most bytes of keys, values and residual streams the prefix cache keeps (SmolLM2-135M in
+    /// f32: 48 KB a token).
+    pub prefix_cache_bytes: usize,
     /// Requests that may wait for the engine before senders wait too.
     pub queue_size: usize,
     /// `max_tokens` of requests that set none.
@@ -96,7 +122,9 @@ impl Default for EngineConfig {
         Self {
             max_batch_size: 16,
             batch_wait: Duration::from_millis(5),
-            max_batch_tokens: 32_768,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
+            prefix_cache: true,
+            prefix_cache_bytes: DEFAULT_PREFIX_CACHE_BYTES,
             queue_size: 1024,
             default_max_tokens: 512,
             default_temperature: 1.0,
@@ -126,6 +154,20 @@ impl EngineConfig {
     #[must_use]
     pub fn with_max_batch_tokens(mut self, n: usize) -> Self {
         self.max_batch_tokens = n;
+        self
+    }
+
+    /// Switches the prefix cache on or off.
+    #[must_use]
+    pub fn with_prefix_cache(mut self, on: bool) -> Self {
+        self.prefix_cache = on;
+        self
+    }
+
+    /// Sets the most bytes the prefix cache keeps.
+    #[must_use]
+    pub fn with_prefix_cache_bytes(mut self, bytes: usize) -> Self {
+        self.prefix_cache_bytes = bytes;
         self
     }
 
@@ -329,6 +371,11 @@ pub struct EngineStats {
     pub prompt_tokens: u64,
     /// Tokens generated.
     pub generated_tokens: u64,
+    /// Prompt tokens whose keys and values came from the prefix cache instead (counted in
+    /// `prompt_tokens` too).
+    pub cached_prompt_tokens: u64,
+    /// Bytes the prefix cache holds after the latest batch.
+    pub prefix_cache_bytes: u64,
 }
 
 /// What every handle of one engine shares.
@@ -466,12 +513,19 @@ impl LocalEngine {
             config: config.clone(),
             stats: Arc::clone(&stats),
         };
+        let sliding = model
+            .config()
+            .layer_types
+            .contains(&autointerp_model::LayerAttention::Sliding);
+        let prefix = (config.prefix_cache && !sliding)
+            .then(|| prefix::PrefixCache::new(config.prefix_cache_bytes));
         let worker = Worker {
             model,
             tokenizer,
             config,
             pad_id,
             stats,
+            prefix,
         };
         thread::Builder::new()
             .name("autointerp-local-engine".into())

@@ -7,18 +7,23 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use autointerp_core::HookPoint;
-use autointerp_model::{pad_batch, Hooks, Input, Logits, Model, PaddingSide, Tokenizer};
+use autointerp_model::{pad_batch, Hooks, Input, KvCache, Logits, Model, PaddingSide, Tokenizer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Device, Kind, Tensor};
 use tokio::sync::{mpsc, oneshot};
 
 use super::detok::IncrementalDecoder;
+use super::prefix::{Pieces, PrefixCache, Span};
 use super::{EngineConfig, EngineStats, FinishReason, GenerateRequest, Generation, TokenLogprob};
 use crate::{Error, Result};
 
 /// Prompt positions unembedded at once for prompt logprobs (`[chunk, vocab]` floats).
 const PROMPT_CHUNK: i64 = 256;
+/// Tokens that rows of one batch must share beyond what the prefix cache holds before their
+/// common prefix is prefilled once, ahead of the batch: below this the extra forward pass costs
+/// more than it saves.
+const MIN_SHARED: usize = 16;
 /// Temperatures below this are greedy (vLLM's `_SAMPLING_EPS`).
 pub(crate) const GREEDY_BELOW: f32 = 1e-5;
 
@@ -38,6 +43,20 @@ pub(crate) struct Worker {
     pub(crate) config: EngineConfig,
     pub(crate) pad_id: u32,
     pub(crate) stats: Arc<Mutex<EngineStats>>,
+    /// `None` when switched off, or for models with sliding-window layers (their windows are
+    /// counted in cache slots, which the padding between a reused prefix and the rest of a
+    /// prompt would widen).
+    pub(crate) prefix: Option<PrefixCache>,
+}
+
+/// What a prefill leaves.
+struct Prefilled {
+    cache: KvCache,
+    /// `[batch, 1, vocab]`, when asked for.
+    logits: Option<Tensor>,
+    /// Per row, its whole prompt (reused and computed positions), when asked for: keys and
+    /// values only when they are to be stored.
+    rows: Vec<Pieces>,
 }
 
 fn engine_error(e: impl std::fmt::Display) -> Error {
@@ -48,7 +67,7 @@ fn engine_error(e: impl std::fmt::Display) -> Error {
 
 impl Worker {
     /// Serves jobs until every sender is gone.
-    pub(crate) fn run(self, mut rx: mpsc::Receiver<Job>) {
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Job>) {
         let rt = match tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -148,7 +167,7 @@ impl Worker {
 
     /// Runs one batch and answers each of its jobs; a failure (or a panic in libtorch) fails
     /// the whole batch but not the engine.
-    fn run_batch(&self, jobs: Vec<Job>) {
+    fn run_batch(&mut self, jobs: Vec<Job>) {
         let n = jobs.len();
         let started = Instant::now();
         let mut rows: Vec<Row> = jobs.into_iter().map(Row::new).collect();
@@ -156,8 +175,12 @@ impl Worker {
             let _guard = tch::no_grad_guard();
             self.generate(&mut rows)
         }));
+        let mut cached = 0;
         let failure = match outcome {
-            Ok(Ok(())) => None,
+            Ok(Ok(reused)) => {
+                cached = reused;
+                None
+            }
             Ok(Err(e)) => Some(e.to_string()),
             Err(panic) => Some(
                 panic
@@ -167,6 +190,12 @@ impl Worker {
                     .unwrap_or_else(|| "the engine panicked".into()),
             ),
         };
+        if failure.is_some() {
+            // A step that failed half-way may have left the tree inconsistent.
+            if let Some(prefix) = self.prefix.as_mut() {
+                *prefix = PrefixCache::new(self.config.prefix_cache_bytes);
+            }
+        }
         let generated: usize = rows.iter().map(|r| r.tokens.len()).sum();
         let prompt: usize = rows.iter().map(|r| r.job.req.prompt.len()).sum();
         {
@@ -176,6 +205,8 @@ impl Worker {
             stats.largest_batch = stats.largest_batch.max(n);
             stats.prompt_tokens += prompt as u64;
             stats.generated_tokens += generated as u64;
+            stats.cached_prompt_tokens += cached as u64;
+            stats.prefix_cache_bytes = self.prefix.as_ref().map_or(0, PrefixCache::bytes) as u64;
         }
         tracing::debug!(
             rows = n,
@@ -194,64 +225,53 @@ impl Worker {
         }
     }
 
-    /// Prefill and decode.
-    fn generate(&self, rows: &mut [Row]) -> Result<()> {
-        let model = &self.model;
-        let device = model.device();
-        let prompts: Vec<Vec<u32>> = rows.iter().map(|r| r.job.req.prompt.clone()).collect();
-        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    /// Prefill and decode; the number of prompt tokens taken from the prefix cache.
+    fn generate(&mut self, rows: &mut [Row]) -> Result<usize> {
+        let device = self.model.device();
+        let prompts: Vec<&[u32]> = rows.iter().map(|r| r.job.req.prompt.as_slice()).collect();
         let need_prompt_lp = rows.iter().any(|r| r.job.req.prompt_logprobs.is_some());
         let need_decode = rows.iter().any(|r| r.finish.is_none());
         if !need_prompt_lp && !need_decode {
-            return Ok(());
+            return Ok(0);
         }
-        let (ids, mask) =
-            pad_batch(&prompts, self.pad_id, PaddingSide::Left).map_err(engine_error)?;
-        let ids = ids.f_to_device(device).map_err(engine_error)?;
-        let padded = prompts.iter().any(|p| p.len() != longest);
-        let mask = mask.f_to_device(device).map_err(engine_error)?;
-        let mut input = Input::new(&ids);
-        if padded {
-            input = input.with_attention_mask(&mask);
-        }
-        let last_layer = HookPoint::Residual(model.n_layers().saturating_sub(1));
-        let mut hooks = Hooks::new().with_logits(if need_decode {
-            Logits::Last
-        } else {
-            Logits::None
-        });
-        if need_prompt_lp {
-            hooks = hooks.capture(last_layer);
-        }
-        let mut cache = model.new_cache();
-        let mut out = model
-            .forward_step(&input, &mut cache, &hooks)
-            .map_err(engine_error)?;
-
-        if let Some(resid) = out.take(last_layer) {
-            for (r, row) in rows.iter_mut().enumerate() {
-                if let Some(k) = row.job.req.prompt_logprobs {
-                    let pad = longest - row.job.req.prompt.len();
-                    row.prompt_logprobs = Some(self.prompt_logprobs(
-                        &resid,
-                        r,
-                        pad,
-                        &row.job.req.prompt,
-                        k,
-                        row.job.req.prompt_logprobs_start,
-                    )?);
-                }
+        let store = self.prefix.is_some();
+        let reused = self.reuse(&prompts)?;
+        let cached: usize = reused.iter().map(Pieces::len).sum();
+        let Prefilled {
+            mut cache,
+            logits,
+            rows: pieces,
+        } = self.prefill(
+            &prompts,
+            reused,
+            need_decode,
+            store || need_prompt_lp,
+            store,
+        )?;
+        if let Some(prefix) = self.prefix.as_mut() {
+            for (prompt, p) in prompts.iter().zip(&pieces) {
+                prefix.insert(prompt, p).map_err(engine_error)?;
             }
         }
+        for (row, p) in rows.iter_mut().zip(&pieces) {
+            if let Some(k) = row.job.req.prompt_logprobs {
+                row.prompt_logprobs = Some(self.prompt_logprobs(
+                    p,
+                    &row.job.req.prompt,
+                    k,
+                    row.job.req.prompt_logprobs_start,
+                )?);
+            }
+        }
+        // The prefill's keys and values, before decoding copies them into longer tensors.
+        drop(pieces);
         if !need_decode {
-            return Ok(());
+            return Ok(cached);
         }
 
+        let model = &self.model;
         let step_hooks = Hooks::new().with_logits(Logits::Last);
-        let mut logits = out
-            .logits
-            .take()
-            .ok_or_else(|| engine_error("the model returned no logits"))?;
+        let mut logits = logits.ok_or_else(|| engine_error("the model returned no logits"))?;
         loop {
             // [batch, vocab] in f32.
             let last = logits
@@ -286,28 +306,171 @@ impl Worker {
                 .and_then(|t| t.f_view([rows.len() as i64, 1]))
                 .and_then(|t| t.f_to_device(device))
                 .map_err(engine_error)?;
-            out = model
+            logits = model
                 .forward_step(&Input::new(&next), &mut cache, &step_hooks)
-                .map_err(engine_error)?;
-            logits = out
+                .map_err(engine_error)?
                 .logits
                 .take()
                 .ok_or_else(|| engine_error("the model returned no logits"))?;
         }
-        Ok(())
+        Ok(cached)
+    }
+
+    /// What each prompt reuses: the longest prefix the cache holds, or, where rows of the
+    /// batch share more than that, their common prefix, prefilled once now (and stored). At
+    /// least the last token of each prompt is left to prefill, for its logits.
+    fn reuse(&mut self, prompts: &[&[u32]]) -> Result<Vec<Pieces>> {
+        let Some(prefix) = self.prefix.as_mut() else {
+            return Ok(prompts.iter().map(|_| Pieces::default()).collect());
+        };
+        let mut reused = prompts
+            .iter()
+            .map(|p| prefix.lookup(p, p.len() - 1))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(engine_error)?;
+        let have: Vec<usize> = reused.iter().map(Pieces::len).collect();
+        let (groups, members) = shared_prefixes(prompts, &have);
+        if groups.is_empty() {
+            return Ok(reused);
+        }
+        let group_prompts: Vec<&[u32]> =
+            groups.iter().map(|&(r, len)| &prompts[r][..len]).collect();
+        let group_reused = group_prompts
+            .iter()
+            .map(|p| prefix.lookup(p, p.len() - 1))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(engine_error)?;
+        let done = self.prefill(&group_prompts, group_reused, false, true, true)?;
+        let prefix = self.prefix.as_mut().expect("checked above");
+        for (p, pieces) in group_prompts.iter().zip(&done.rows) {
+            prefix.insert(p, pieces).map_err(engine_error)?;
+        }
+        for (r, member) in members.into_iter().enumerate() {
+            if let Some((g, len)) = member {
+                reused[r] = done.rows[g].truncate(len).map_err(engine_error)?;
+            }
+        }
+        Ok(reused)
+    }
+
+    /// Prefills `prompts` after the prefixes they reuse: a cache of the reused keys and values
+    /// (each row padded on the left to the longest reused prefix), then the rest of each
+    /// prompt, padded on the left too, in one forward step. `logits`: compute the last
+    /// position's; `resid`: keep each row's final residual stream in [`Prefilled::rows`];
+    /// `kv`: also its keys and values.
+    fn prefill(
+        &self,
+        prompts: &[&[u32]],
+        reused: Vec<Pieces>,
+        logits: bool,
+        resid: bool,
+        kv: bool,
+    ) -> Result<Prefilled> {
+        let model = &self.model;
+        let device = model.device();
+        let b = prompts.len();
+        let have: Vec<usize> = reused.iter().map(Pieces::len).collect();
+        let past = have.iter().copied().max().unwrap_or(0);
+        let rests: Vec<Vec<u32>> = prompts
+            .iter()
+            .zip(&have)
+            .map(|(p, &c)| p[c..].to_vec())
+            .collect();
+        let longest = rests.iter().map(Vec::len).max().unwrap_or(0);
+        let mut cache = if past == 0 {
+            model.new_cache()
+        } else {
+            let run = || -> std::result::Result<KvCache, Box<dyn std::error::Error>> {
+                let mut layers = Vec::with_capacity(model.n_layers());
+                for l in 0..model.n_layers() {
+                    let like = reused
+                        .iter()
+                        .find_map(|p| p.some_keys(l))
+                        .expect("some row reuses a prefix");
+                    let (ks, vs): (Vec<Tensor>, Vec<Tensor>) = reused
+                        .iter()
+                        .zip(&have)
+                        .map(|(p, &c)| p.layer_padded(l, past - c, like))
+                        .collect::<std::result::Result<Vec<_>, _>>()?
+                        .into_iter()
+                        .unzip();
+                    layers.push((Tensor::f_cat(&ks, 0)?, Tensor::f_cat(&vs, 0)?));
+                }
+                let mask = if have.iter().all(|&c| c == past) {
+                    None
+                } else {
+                    let flags: Vec<i64> = have
+                        .iter()
+                        .flat_map(|&c| (0..past).map(move |i| i64::from(i >= past - c)))
+                        .collect();
+                    Some(Tensor::f_from_slice(&flags)?.f_view([b as i64, past as i64])?)
+                };
+                Ok(model.cache_from_layers(layers, mask)?)
+            };
+            run().map_err(engine_error)?
+        };
+
+        let (ids, mask) =
+            pad_batch(&rests, self.pad_id, PaddingSide::Left).map_err(engine_error)?;
+        let ids = ids.f_to_device(device).map_err(engine_error)?;
+        let mask = mask.f_to_device(device).map_err(engine_error)?;
+        let mut input = Input::new(&ids);
+        if rests.iter().any(|p| p.len() != longest) {
+            input = input.with_attention_mask(&mask);
+        }
+        let last_layer = HookPoint::Residual(model.n_layers().saturating_sub(1));
+        let mut hooks = Hooks::new().with_logits(if logits { Logits::Last } else { Logits::None });
+        if resid {
+            hooks = hooks.capture(last_layer);
+        }
+        let mut out = model
+            .forward_step(&input, &mut cache, &hooks)
+            .map_err(engine_error)?;
+        let mut rows = Vec::new();
+        if let Some(h) = out.take(last_layer) {
+            for (r, (p, rest)) in reused.into_iter().zip(&rests).enumerate() {
+                let n = rest.len() as i64;
+                let run = || -> std::result::Result<Span, tch::TchError> {
+                    let kv = if kv {
+                        (0..model.n_layers())
+                            .map(|l| {
+                                let (k, v) = cache.layer(l).expect("every layer ran");
+                                let at = k.size()[2] - n;
+                                Ok((
+                                    k.f_narrow(0, r as i64, 1)?.f_narrow(2, at, n)?,
+                                    v.f_narrow(0, r as i64, 1)?.f_narrow(2, at, n)?,
+                                ))
+                            })
+                            .collect::<std::result::Result<_, tch::TchError>>()?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok(Span {
+                        kv,
+                        resid: h
+                            .f_select(0, r as i64)?
+                            .f_narrow(0, longest as i64 - n, n)?,
+                        len: rest.len(),
+                    })
+                };
+                let mut p = p;
+                p.push(run().map_err(engine_error)?);
+                rows.push(p);
+            }
+        }
+        Ok(Prefilled {
+            cache,
+            logits: out.logits.take(),
+            rows,
+        })
     }
 
     /// The log-probability of each prompt token from `start` on (and of the `k` likeliest
-    /// tokens there) given the tokens before it, unembedding the final residual stream a chunk
-    /// at a time.
-    ///
-    /// # Shapes
-    /// `resid`: `[batch, longest, d_model]`, row `r` left-padded by `pad`.
+    /// tokens there) given the tokens before it, unembedding the final residual stream (of
+    /// `pieces`, the whole prompt) a chunk at a time.
     fn prompt_logprobs(
         &self,
-        resid: &Tensor,
-        r: usize,
-        pad: usize,
+        pieces: &Pieces,
         prompt: &[u32],
         k: usize,
         start: usize,
@@ -319,7 +482,6 @@ impl Worker {
             return Ok(out);
         }
         let device = self.model.device();
-        let row = resid.f_select(0, r as i64).map_err(engine_error)?;
         let k = k.min(self.model.vocab_size()) as i64;
         let mut j0 = start;
         while j0 < n {
@@ -328,7 +490,7 @@ impl Worker {
             let targets: Vec<i64> = prompt[j0..j1].iter().map(|&t| i64::from(t)).collect();
             let run = || -> std::result::Result<_, Box<dyn std::error::Error>> {
                 // Position j is predicted by the hidden state at j - 1.
-                let h = row.f_narrow(0, (pad + j0 - 1) as i64, c)?;
+                let h = pieces.resid(j0 - 1, j1 - 1)?;
                 let lsm = self.model.unembed(&h)?.f_log_softmax(-1, Kind::Float)?;
                 let tgt = Tensor::f_from_slice(&targets)?
                     .f_view([c, 1])?
@@ -360,6 +522,45 @@ impl Worker {
         }
         Ok(out)
     }
+}
+
+/// Prefixes that rows of a batch share beyond the `have` tokens the cache gives each (by at
+/// least [`MIN_SHARED`] tokens), leaving each row's last token out: the groups to prefill first,
+/// each as (a row, the prefix length), none a prefix of another; and per row, its group and
+/// how much of the group's prefix it shares.
+#[allow(clippy::type_complexity)]
+fn shared_prefixes(
+    prompts: &[&[u32]],
+    have: &[usize],
+) -> (Vec<(usize, usize)>, Vec<Option<(usize, usize)>>) {
+    let lcp = |a: &[u32], b: &[u32]| a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let mut order: Vec<usize> = (0..prompts.len()).collect();
+    order.sort_by(|&a, &b| prompts[a].cmp(prompts[b]));
+    // In sorted order, a row shares the most with one of its neighbours.
+    let mut share = vec![0; prompts.len()];
+    for w in order.windows(2) {
+        let m = lcp(prompts[w[0]], prompts[w[1]]);
+        share[w[0]] = share[w[0]].max(m);
+        share[w[1]] = share[w[1]].max(m);
+    }
+    let mut wanted: Vec<(usize, usize)> = (0..prompts.len())
+        .map(|r| (r, share[r].min(prompts[r].len() - 1)))
+        .filter(|&(r, len)| len >= have[r] + MIN_SHARED)
+        .collect();
+    wanted.sort_by_key(|&(_, len)| std::cmp::Reverse(len));
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut members = vec![None; prompts.len()];
+    for (r, len) in wanted {
+        let within = groups
+            .iter()
+            .position(|&(g, glen)| prompts[g][..glen].starts_with(&prompts[r][..len]));
+        let g = within.unwrap_or_else(|| {
+            groups.push((r, len));
+            groups.len() - 1
+        });
+        members[r] = Some((g, len));
+    }
+    (groups, members)
 }
 
 /// The next token of every row, and what logprobs were asked for.

@@ -49,6 +49,12 @@ impl KvCache {
         self.mask.as_ref()
     }
 
+    /// The keys and values of layer `i`, each `[batch, kv_heads, len, head_dim]`; `None` before
+    /// the first step or beyond the last layer.
+    pub fn layer(&self, i: usize) -> Option<(&Tensor, &Tensor)> {
+        self.layers.get(i)?.as_ref().map(|(k, v)| (k, v))
+    }
+
     /// Empties the cache so that it can serve another batch.
     pub fn clear(&mut self) {
         for layer in &mut self.layers {

@@ -218,6 +218,70 @@ impl Model {
         KvCache::new(self.n_layers())
     }
 
+    /// A KV cache that already holds `layers` (keys and values kept from earlier steps, e.g. a
+    /// shared prompt prefix), as if [`Model::forward_step`] had computed them; `mask` marks
+    /// which positions are real (`None`: all). Rows may have masked positions anywhere, not
+    /// only on the left: positions are counted over the real ones, so a prefix padded on the
+    /// left and a new chunk padded on the left give each token its own position. Models with
+    /// sliding-window layers count the window in cache slots, so padding between real tokens
+    /// widens it: give them masks with padding on the left only.
+    ///
+    /// # Shapes
+    /// `layers`: one `(keys, values)` per layer, each `[batch, kv_heads, len, head_dim]`;
+    /// `mask`: `[batch, len]`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for the wrong number of layers or inconsistent shapes.
+    pub fn cache_from_layers(
+        &self,
+        layers: Vec<(Tensor, Tensor)>,
+        mask: Option<Tensor>,
+    ) -> Result<KvCache> {
+        if layers.len() != self.n_layers() {
+            return Err(Error::Input(format!(
+                "{} cached layers for a model of {}",
+                layers.len(),
+                self.n_layers()
+            )));
+        }
+        let mut cache = self.new_cache();
+        let mut shape: Option<Vec<i64>> = None;
+        for (i, (k, v)) in layers.into_iter().enumerate() {
+            let (ks, vs) = (k.size(), v.size());
+            let kv_heads = self.config.num_kv_heads as i64;
+            let fits = ks.len() == 4 && ks[1] == kv_heads && vs.len() == 4 && vs[1] == kv_heads;
+            let same = shape
+                .as_ref()
+                .is_none_or(|s| s[0] == ks[0] && s[2] == ks[2]);
+            if !fits || !same || ks[..3] != vs[..3] {
+                return Err(Error::Input(format!(
+                    "layer {i}: keys {ks:?} and values {vs:?} do not fit [batch, {kv_heads}, len, \
+                     head_dim] like the other layers"
+                )));
+            }
+            shape.get_or_insert(ks);
+            cache.layers[i] = Some((k.f_to_device(self.device)?, v.f_to_device(self.device)?));
+        }
+        let Some(shape) = shape else {
+            return Ok(cache);
+        };
+        let (batch, len) = (shape[0], shape[2]);
+        if let Some(m) = &mask {
+            if m.size() != [batch, len] {
+                return Err(Error::Input(format!(
+                    "cache mask has shape {:?}, the keys [{batch}, {len}]",
+                    m.size()
+                )));
+            }
+        }
+        cache.mask = mask
+            .map(|m| m.f_to_device(self.device)?.f_to_kind(Kind::Int64))
+            .transpose()?;
+        cache.len = len;
+        cache.batch = Some(batch);
+        Ok(cache)
+    }
+
     /// Runs the model on a batch: captures and intervenes as `hooks` say and computes the logits
     /// they ask for. With [`Logits::None`] the pass stops right after the deepest captured hook
     /// point (and does nothing at all when nothing is captured).
