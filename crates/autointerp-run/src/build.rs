@@ -32,6 +32,14 @@ fn local_engine(cfg: &RunConfig, source: &str, progress: &dyn Progress) -> Resul
     if let Some(n) = cfg.explainer_model_max_len {
         config = config.with_max_context(n);
     }
+    if let Some(n) = cfg.engine_max_batch_tokens {
+        config = config.with_max_batch_tokens(n);
+    }
+    match cfg.engine_prefix_cache_bytes {
+        Some(0) => config = config.with_prefix_cache(false),
+        Some(bytes) => config = config.with_prefix_cache_bytes(bytes),
+        None => {}
+    }
     progress.event(Event::Loading(&format!(
         "loading {source} into the in-process engine"
     )));

@@ -139,6 +139,12 @@ pub struct RunConfig {
     /// With `explainer_provider = "local"`: the longest sequence the engine runs (default: the
     /// model's `max_position_embeddings`).
     pub explainer_model_max_len: Option<usize>,
+    /// In-process engine: most padded prompt tokens per batch (bounds the memory of a batched
+    /// prefill); default: the engine's.
+    pub engine_max_batch_tokens: Option<usize>,
+    /// In-process engine: bytes of shared-prompt-prefix KV kept for reuse (0 turns the prefix
+    /// cache off); default: the engine's.
+    pub engine_prefix_cache_bytes: Option<usize>,
 
     /// The scorers.
     pub scorers: Vec<ScorerKind>,
@@ -221,6 +227,8 @@ impl Default for RunConfig {
             completion_price: None,
             max_attempts: 5,
             explainer_model_max_len: None,
+            engine_max_batch_tokens: None,
+            engine_prefix_cache_bytes: None,
             scorers: vec![ScorerKind::Fuzz, ScorerKind::Detection],
             num_examples_per_scorer_prompt: 5,
             log_probs: false,
@@ -336,6 +344,10 @@ impl RunConfig {
             "max_concurrency must be at least 1"
         );
         ensure!(self.max_attempts >= 1, "max_attempts must be at least 1");
+        ensure!(
+            self.engine_max_batch_tokens != Some(0),
+            "engine_max_batch_tokens must be at least 1"
+        );
         ensure!(
             self.num_examples_per_scorer_prompt >= 1,
             "num_examples_per_scorer_prompt must be at least 1"

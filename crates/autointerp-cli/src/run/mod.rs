@@ -217,6 +217,14 @@ struct ClientOpts {
     /// [default: the model's max_position_embeddings].
     #[arg(long)]
     explainer_model_max_len: Option<usize>,
+    /// In-process engine: most padded prompt tokens per batch; bounds the memory of batched
+    /// prefill [default: 4096].
+    #[arg(long)]
+    engine_max_batch_tokens: Option<usize>,
+    /// In-process engine: bytes of shared prompt prefixes kept for reuse, 0 to turn the prefix
+    /// cache off [default: 268435456].
+    #[arg(long)]
+    engine_prefix_cache_bytes: Option<usize>,
     /// Latents in flight at once [default: 8].
     #[arg(long)]
     max_concurrency: Option<usize>,
@@ -348,7 +356,8 @@ impl ScoreOpts {
 
 impl ClientOpts {
     fn apply(&self, cfg: &mut RunConfig) {
-        set_some!(cfg, self; explainer_base_url, api_key_env, prompt_price, completion_price, explainer_model_max_len);
+        set_some!(cfg, self; explainer_base_url, api_key_env, prompt_price, completion_price, explainer_model_max_len,
+            engine_max_batch_tokens, engine_prefix_cache_bytes);
         set!(cfg, self; explainer_provider, explainer_model, max_attempts, max_concurrency);
     }
 }
