@@ -73,6 +73,8 @@ pub struct LogLines {
     what: String,
     next: u64,
     started: std::time::Instant,
+    /// The position at the first update: work resumed from a checkpoint is not this run's pace.
+    first: Option<u64>,
 }
 
 impl LogLines {
@@ -82,12 +84,14 @@ impl LogLines {
             what: what.into(),
             next: 1,
             started: std::time::Instant::now(),
+            first: None,
         }
     }
 
     /// Logs a line when `bar` is hidden and has passed the next tenth; `msg` is appended.
     pub fn update(&mut self, bar: &ProgressBar, msg: &str) {
         let (pos, len) = (bar.position(), bar.length().unwrap_or(0));
+        let first = *self.first.get_or_insert(pos);
         if !bar.is_hidden() || len == 0 || pos * 10 < self.next * len {
             return;
         }
@@ -95,12 +99,13 @@ impl LogLines {
             self.next += 1;
         }
         let secs = self.started.elapsed().as_secs_f64();
-        let rate = pos as f64 / secs.max(1e-9);
+        let done = pos - first.min(pos);
+        let rate = done as f64 / secs.max(1e-9);
         // Slow items (latents) read better as seconds each.
         let pace = if rate >= 1.0 {
             format!("{rate:.0}/s")
         } else {
-            format!("{:.1} s each", secs / pos.max(1) as f64)
+            format!("{:.1} s each", secs / done.max(1) as f64)
         };
         eprintln!(
             "{}: {:.0}% ({pos}/{len}, {pace}) {msg}",
