@@ -1,4 +1,4 @@
-//! Run with: cargo run --release --example client_chat -- BASE_URL MODEL "prompt"
+//! Run with: cargo run --release -p autointerp-client --example client_chat -- BASE_URL MODEL "prompt"
 //!
 //! Sends one chat request to an OpenAI-compatible server and prints the answer, its token usage
 //! and the top alternatives of the first generated tokens. Set `API_KEY_ENV` to the name of an

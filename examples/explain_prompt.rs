@@ -1,4 +1,4 @@
-//! Run with: cargo run --release --example explain_prompt
+//! Run with: cargo run --release -p autointerp-explain --example explain_prompt
 //!
 //! Prints the default explainer prompt (with activations and chain of thought) for a hand-built
 //! latent record, then parses a made-up answer the way the pipeline parses an LLM's.

@@ -1,4 +1,4 @@
-//! Run with: cargo run --release --example explain_score [-- <base_url> <model>]
+//! Run with: cargo run --release -p autointerp-score --example explain_score [-- <base_url> <model>]
 //!
 //! Explains two hand-built latents and scores the explanations with detection, fuzzing, intruder
 //! and simulation (JSON mode), printing scores, failures and token usage.

@@ -1,4 +1,4 @@
-//! Run with: cargo run --release --example gguf_inspect -- PATH.gguf
+//! Run with: cargo run --release -p autointerp-model --example gguf_inspect -- PATH.gguf
 //!
 //! Prints a GGUF file's header, metadata (long arrays shortened), hyperparameters, tensor
 //! table, and how its tokenizer splits a sample sentence.

@@ -1,4 +1,4 @@
-//! Run with: cargo run --release --example latents_records -- CACHE_DIR HOOKPOINT [LATENT...]
+//! Run with: cargo run --release -p autointerp-latents --example latents_records -- CACHE_DIR HOOKPOINT [LATENT...]
 //!
 //! Builds the records of a hook point's latents (all of them, or those listed) from a latent
 //! cache (ours, delphi's, or a folder of shards), prints the first few, then how many were built,

@@ -1,4 +1,4 @@
-//! Run with: cargo run --release --example model_activations -- MODEL_PATH "text"
+//! Run with: cargo run --release -p autointerp-model --example model_activations -- MODEL_PATH "text"
 //!
 //! Loads a model (an HF folder, a `.gguf` file or a Hub id), runs it on the text capturing every
 //! hook point of the middle layer, prints their shapes and norms, and the top next tokens.

@@ -1,4 +1,4 @@
-//! Run with: cargo run --release --example report_demo -- RESULTS_DIR
+//! Run with: cargo run --release -p autointerp-report --example report_demo -- RESULTS_DIR
 //!
 //! Writes the report of a results directory (explanations/, scores/, latents/, run_config.json)
 //! to RESULTS_DIR/report/ and prints its summary table. Without RESULTS_DIR, it first writes a

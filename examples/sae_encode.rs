@@ -1,4 +1,4 @@
-//! Run with: cargo run --release --example sae_encode
+//! Run with: cargo run --release -p autointerp-sae --example sae_encode
 //!
 //! Builds a random TopK SAE and a random JumpReLU SAE (GemmaScope's activation) in memory,
 //! encodes a batch of random activations with each, and prints the batch metrics: mean L0,

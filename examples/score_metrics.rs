@@ -1,4 +1,4 @@
-//! Run with: cargo run --release --example score_metrics
+//! Run with: cargo run --release -p autointerp-score --example score_metrics
 //!
 //! Scores made-up detection answers for two latents, the way the pipeline will once the LLM
 //! client is wired in: builds the batches and prompts, resolves answers (one unparseable),

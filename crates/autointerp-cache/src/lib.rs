@@ -46,6 +46,8 @@
 //! assert_eq!(first.activations, vec![2.0]);
 //! # Ok(()) }
 //! ```
+//!
+//! Example: `cargo run -p autointerp-cache --example cache_tiny` (a tiny random Llama and a random TopK SAE, offline, in seconds).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -39,6 +39,8 @@
 //!
 //! Models run in this process live in `autointerp-engine` (`LocalEngine`, a [`Client`] and a
 //! [`TokenScorer`]; `LocalEmbedder`, an [`Embedder`]), so that this crate never links libtorch.
+//!
+//! Example: `cargo run --release -p autointerp-client --example client_chat -- BASE_URL MODEL "prompt"`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -17,6 +17,8 @@
 //! assert_eq!(id.to_string(), "layers.6_latent1234");
 //! # Ok::<(), autointerp_core::Error>(())
 //! ```
+//!
+//! Example: `cargo run -p autointerp-core --example core_split`.
 #![warn(missing_docs)]
 // Only `split::read` maps files into memory.
 #![deny(unsafe_code)]

@@ -25,6 +25,8 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Example: `cargo run --release -p autointerp-engine --example client_local -- MODEL "prompt"`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -84,6 +84,8 @@
 //! assert_eq!(explanation, "Names of rivers.");
 //! # Ok::<(), autointerp_explain::Error>(())
 //! ```
+//!
+//! Example: `cargo run -p autointerp-explain --example explain_prompt`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

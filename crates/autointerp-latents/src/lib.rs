@@ -54,6 +54,8 @@
 //! an embedder, a sentence-transformers model (all-MiniLM-L6-v2) run in this process, as is any
 //! `/embeddings` server through autointerp-client's `OpenAiEmbedder`. This crate itself is pure
 //! Rust and never links libtorch.
+//!
+//! Example: `cargo run --release -p autointerp-latents --example latents_records -- CACHE_DIR HOOKPOINT`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -39,6 +39,8 @@
 //! [`SentenceEmbedder`] runs a sentence-transformers model with a BERT encoder
 //! (all-MiniLM-L6-v2) in this process: texts in, unit vectors out, as
 //! `SentenceTransformer.encode` computes them.
+//!
+//! Examples: `cargo run --release -p autointerp-model --example model_activations -- MODEL "text"`, `gguf_inspect`, `sentence_embed`.
 #![warn(missing_docs)]
 
 mod arch;

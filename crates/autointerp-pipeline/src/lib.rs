@@ -22,6 +22,8 @@
 //! assert_eq!(lengths, vec![8, 8, 8]);
 //! # Ok(()) }
 //! ```
+//!
+//! Example: `cargo run -p autointerp-pipeline --example pipeline_stages`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

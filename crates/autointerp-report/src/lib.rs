@@ -53,6 +53,8 @@
 //! Partial results are expected: latents without scores or records, undefined (`"nan"`) scores,
 //! unreadable or malformed files are listed in [`Summary::problems`] and skipped, never a panic.
 //! Only a missing results directory and failures to write the report are errors.
+//!
+//! Example: `cargo run --release -p autointerp-report --example report_demo`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

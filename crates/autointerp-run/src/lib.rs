@@ -32,6 +32,8 @@
 //!
 //! This crate links libtorch (through the in-process engine and the tokenizer's model crate);
 //! caching itself is autointerp-cache's.
+//!
+//! Example: `cargo run -p autointerp-run --example run_pipeline`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 

@@ -60,6 +60,8 @@
 //! - `hub` (default): download from the Hugging Face Hub. Without it, or offline, a repo id
 //!   loads only from a snapshot already in the local Hugging Face cache; otherwise the error asks
 //!   for a local path.
+//!
+//! Example: `cargo run --release -p autointerp-sae --example sae_encode`.
 #![warn(missing_docs)]
 
 mod coder;

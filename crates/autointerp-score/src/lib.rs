@@ -115,6 +115,8 @@
 //! assert_eq!(summary.confusion.failed, 0);
 //! # Ok::<(), autointerp_score::Error>(())
 //! ```
+//!
+//! Examples: `cargo run -p autointerp-score --example score_metrics` and `--example explain_score`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
