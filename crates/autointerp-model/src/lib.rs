@@ -36,11 +36,15 @@
 //! replaces any of them through a closure; [`KvCache`] and [`Model::forward_step`] decode
 //! incrementally, [`Model::generate`] decodes greedily.
 //!
+//! [`save_activations`] runs a text or rows of token ids and saves the hook points' activations
+//! to a safetensors file.
+//!
 //! [`SentenceEmbedder`] runs a sentence-transformers model with a BERT encoder
 //! (all-MiniLM-L6-v2) in this process: texts in, unit vectors out, as
 //! `SentenceTransformer.encode` computes them.
 #![warn(missing_docs)]
 
+mod activations;
 mod arch;
 mod cache;
 mod config;
@@ -57,6 +61,7 @@ mod sentence;
 mod tokenizer;
 mod weights;
 
+pub use activations::{save_activations, ActivationInput, Activations};
 pub use arch::Arch;
 pub use cache::KvCache;
 pub use config::{Activation, Config, LayerAttention, RopeConfig, RopeScaling};
