@@ -3,8 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use autointerp_model::{Hooks, Input, Logits};
-use tch::{Device, Kind, Tensor};
+use autointerp_model::{save_activations, ActivationInput};
 
 use crate::common::{load_model, parse_hookpoints, DeviceArgs};
 
@@ -61,80 +60,22 @@ fn parse_ids(s: &str) -> Result<Vec<Vec<i64>>> {
 pub fn run(args: ActivationsArgs) -> Result<()> {
     let (model, tokenizer) = load_model(&args.model, &args.device)?;
     let hooks = parse_hookpoints(&args.hookpoints, &model)?;
-    let rows = match (&args.text, &args.input_ids) {
-        (Some(text), _) => {
-            let tok = tokenizer
-                .context("--text needs a tokenizer; this model has none: use --input-ids")?;
-            // With special tokens, as HF's `tokenizer(text)` does: BOS where the model adds one.
-            vec![tok.encode(text, true)?.into_iter().map(i64::from).collect()]
+    let rows;
+    let input = match (&args.text, &args.input_ids) {
+        (Some(text), _) => ActivationInput::Text {
+            text,
+            tokenizer: tokenizer
+                .as_ref()
+                .context("--text needs a tokenizer; this model has none: use --input-ids")?,
+        },
+        (None, Some(ids)) => {
+            rows = parse_ids(ids)?;
+            ActivationInput::Ids(&rows)
         }
-        (None, Some(ids)) => parse_ids(ids)?,
         (None, None) => bail!("pass --text or --input-ids"),
     };
-    let vocab = model.vocab_size() as i64;
-    if let Some(bad) = rows.iter().flatten().find(|&&t| t < 0 || t >= vocab) {
-        bail!("token id {bad} is outside the model's vocabulary of {vocab}");
-    }
-    let seq = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(rows.len() * seq);
-    let mut mask = Vec::with_capacity(rows.len() * seq);
-    for row in &rows {
-        ids.extend(
-            row.iter()
-                .copied()
-                .chain(std::iter::repeat_n(0, seq - row.len())),
-        );
-        mask.extend((0..seq).map(|i| i64::from(i < row.len())));
-    }
-    let shape = [rows.len() as i64, seq as i64];
-    let ids = Tensor::from_slice(&ids)
-        .reshape(shape)
-        .to_device(model.device());
-    let mask = Tensor::from_slice(&mask)
-        .reshape(shape)
-        .to_device(model.device());
-    let padded = rows.iter().any(|r| r.len() != seq);
-    let input = if padded {
-        Input::new(&ids).with_attention_mask(&mask)
-    } else {
-        Input::new(&ids)
-    };
-    let hook_set = Hooks::new()
-        .capture_all(hooks.iter().copied())
-        .with_logits(if args.logits {
-            Logits::All
-        } else {
-            Logits::None
-        });
-    let mut out = model.forward(&input, &hook_set)?;
-
-    let mut tensors: Vec<(String, Tensor)> = Vec::new();
-    for hook in &hooks {
-        let t = out
-            .take(*hook)
-            .with_context(|| format!("the forward pass did not capture {hook}"))?;
-        tensors.push((
-            hook.to_string(),
-            t.to_device(Device::Cpu).to_kind(Kind::Float).contiguous(),
-        ));
-    }
-    if let Some(logits) = out.logits.take() {
-        tensors.push((
-            "logits".into(),
-            logits
-                .to_device(Device::Cpu)
-                .to_kind(Kind::Float)
-                .contiguous(),
-        ));
-    }
-    if padded {
-        tensors.push(("attention_mask".into(), mask.to_device(Device::Cpu)));
-    }
-    let tmp = args.out.with_extension("safetensors.tmp");
-    Tensor::write_safetensors(&tensors, &tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.out).with_context(|| format!("writing {}", args.out.display()))?;
-    for (name, t) in &tensors {
+    let saved = save_activations(&model, input, &hooks, args.logits, &args.out)?;
+    for (name, t) in saved.tensors() {
         eprintln!("{name}: {:?}", t.size());
     }
     eprintln!("wrote {}", args.out.display());

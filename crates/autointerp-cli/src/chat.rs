@@ -1,5 +1,5 @@
-use anyhow::{bail, Context, Result};
-use autointerp_client::{ChatRequest, Client, OpenAiClient};
+use anyhow::{Context, Result};
+use autointerp_client::{ChatRequest, Client, ModelSpec};
 use autointerp_core::Message;
 
 /// `autointerp chat`.
@@ -27,31 +27,6 @@ pub struct ChatArgs {
     device: crate::common::DeviceArgs,
 }
 
-/// Parses `--model` into a client.
-pub fn client_for(spec: &str, api_key_env: Option<&str>) -> Result<OpenAiClient> {
-    let (provider, rest) = spec
-        .split_once(':')
-        .with_context(|| format!("--model {spec:?}: expected `openai:BASE_URL/MODEL`, `openai:MODEL` or `openrouter:MODEL`"))?;
-    let client = match provider {
-        "openrouter" => OpenAiClient::openrouter(rest)?,
-        "openai" if rest.starts_with("http://") || rest.starts_with("https://") => {
-            let (base, model) = rest
-                .rsplit_once('/')
-                .filter(|(_, m)| !m.is_empty())
-                .with_context(|| format!("--model {spec:?}: expected `openai:BASE_URL/MODEL`"))?;
-            let client = OpenAiClient::new(base, model)?;
-            match api_key_env {
-                Some(var) => client.with_api_key_env(var)?,
-                None => client,
-            }
-        }
-        "openai" => OpenAiClient::openai(rest)?,
-        "local" => bail!("--model {spec:?}: local models are answered by the in-process engine, not an HTTP client"),
-        other => bail!("--model {spec:?}: unknown provider {other:?} (openai, openrouter)"),
-    };
-    Ok(client)
-}
-
 pub fn run(args: ChatArgs) -> Result<()> {
     let request = ChatRequest::new(vec![Message::user(args.prompt.clone())])
         .with_max_tokens(args.max_tokens)
@@ -59,10 +34,13 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let answer = match args.model.strip_prefix("local:") {
-        Some(source) => local_chat(source, &args, request, &runtime)?,
-        None => {
-            let client = client_for(&args.model, args.api_key_env.as_deref())?;
+    let spec: ModelSpec = args.model.parse().context("--model")?;
+    let answer = match &spec {
+        ModelSpec::Local { source } => local_chat(source, &args, request, &runtime)?,
+        _ => {
+            let client = spec
+                .client(args.api_key_env.as_deref())
+                .context("--model")?;
             runtime
                 .block_on(client.chat(request))
                 .context("chat request failed")?
@@ -90,27 +68,4 @@ fn local_chat(
     runtime
         .block_on(engine.chat(request))
         .context("chat request failed")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn model_specs_parse_into_clients() {
-        let c = client_for("openai:http://127.0.0.1:8000/v1/Qwen2.5-7B", None).unwrap();
-        assert_eq!(
-            (c.base_url(), c.model()),
-            ("http://127.0.0.1:8000/v1", "Qwen2.5-7B")
-        );
-        for bad in ["gpt-4o", "claude:x", "openai:http://host/"] {
-            assert!(client_for(bad, None).is_err(), "{bad}");
-        }
-        let err =
-            client_for("openai:http://h/v1/m", Some("AUTOINTERP_TEST_NO_SUCH_VAR")).unwrap_err();
-        assert!(
-            format!("{err:#}").contains("AUTOINTERP_TEST_NO_SUCH_VAR"),
-            "{err:#}"
-        );
-    }
 }

@@ -2,11 +2,10 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use autointerp_core::{Example, HookPoint, LatentId};
-use autointerp_latents::{LatentCache, LatentDataset, LatentsConfig, TrainType};
+use autointerp_core::{HookPoint, LatentId};
+use autointerp_latents::{render_example, LatentCache, LatentDataset, LatentsConfig, Style};
 use autointerp_model::Tokenizer;
 
 /// `autointerp latents ...`.
@@ -48,35 +47,6 @@ struct ShowArgs {
     tokenizer: Option<String>,
 }
 
-/// A token decoder for records: each id decoded on its own.
-pub fn decoder(tok: Tokenizer) -> impl Fn(u32) -> String + Send + Sync + 'static {
-    let tok = Arc::new(tok);
-    move |id| {
-        tok.decode(&[id], false)
-            .unwrap_or_else(|_| format!("<{id}>"))
-    }
-}
-
-/// One example on one line: tokens above 0 marked, by colour on a terminal, else `<<...>>`.
-pub fn render(example: &Example, colour: bool) -> String {
-    let mut out = String::new();
-    let max = example.max_activation();
-    for (text, &act) in example.str_tokens.iter().zip(&example.activations) {
-        let text = text.replace('\n', "↵");
-        if act > 0.0 && colour {
-            // Brighter red for stronger activations: 5 shades of the 256-colour palette.
-            let shade = [224, 217, 210, 203, 196]
-                [((act / max.max(f32::MIN_POSITIVE)) * 4.0).round() as usize % 5];
-            out.push_str(&format!("\x1b[1;38;5;{shade}m{text}\x1b[0m"));
-        } else if act > 0.0 {
-            out.push_str(&format!("<<{text}>>"));
-        } else {
-            out.push_str(&text);
-        }
-    }
-    out
-}
-
 fn show(args: ShowArgs) -> Result<()> {
     let hook: HookPoint = args.hookpoint.parse()?;
     let cache = LatentCache::open(&args.cache)?;
@@ -84,24 +54,24 @@ fn show(args: ShowArgs) -> Result<()> {
         Some(m) => m.clone(),
         None => cache
             .hook(hook)?
-            .config()
-            .and_then(|c| c.get("model_name")?.as_str().map(str::to_owned))
+            .model_name()
+            .map(str::to_owned)
             .context("the cache's config.json names no model_name: pass --model")?,
     };
     let tok = Tokenizer::load(&model).with_context(|| format!("the tokenizer of {model:?}"))?;
-    let mut cfg = LatentsConfig::default();
-    cfg.constructor.example_ctx_len = args.example_ctx_len;
-    cfg.constructor.min_examples = 1;
-    cfg.sampler.train_type = TrainType::Top;
-    cfg.sampler.n_examples_train = args.n;
-    let dataset = LatentDataset::builder(cache, cfg, decoder(tok))
+    let cfg = LatentsConfig::top_examples(args.n, args.example_ctx_len);
+    let dataset = LatentDataset::builder(cache, cfg, tok.into_token_decoder())
         .latents(hook, [args.latent])
         .build()?;
     let id = LatentId::new(hook, args.latent);
     let built = dataset
         .record(id)?
         .with_context(|| format!("latent {id} never fires in this cache"))?;
-    let colour = std::io::stdout().is_terminal();
+    let style = if std::io::stdout().is_terminal() {
+        Style::Colour
+    } else {
+        Style::Plain
+    };
     let r = &built.record;
     println!(
         "{id}: fires on {} of {} tokens ({:.4}%), max activation {:.3}",
@@ -115,7 +85,7 @@ fn show(args: ShowArgs) -> Result<()> {
             "{:>3} [{:>8.3}] {}",
             i + 1,
             ex.max_activation(),
-            render(ex, colour)
+            render_example(ex, style)
         );
     }
     Ok(())
@@ -124,24 +94,5 @@ fn show(args: ShowArgs) -> Result<()> {
 pub fn run(args: LatentsArgs) -> Result<()> {
     match args.command {
         LatentsCommand::Show(a) => show(a),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn plain_rendering_marks_activating_tokens() {
-        let ex = Example {
-            tokens: vec![1, 2, 3],
-            str_tokens: vec!["a".into(), " b".into(), "\n".into()],
-            activations: vec![0.0, 2.0, 0.0],
-            normalized: vec![0, 10, 0],
-            quantile: None,
-            distance: None,
-        };
-        assert_eq!(render(&ex, false), "a<< b>>↵");
-        assert!(render(&ex, true).contains("\x1b["));
     }
 }

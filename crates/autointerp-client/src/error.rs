@@ -67,6 +67,14 @@ pub enum Error {
     /// The client is misconfigured: a missing API key variable, an invalid base URL or header.
     #[error("configuration error: {0}")]
     Config(String),
+    /// A model spec ([`crate::ModelSpec`]) that cannot be parsed, or that no HTTP client can ask.
+    #[error("model spec {spec:?}: {problem}")]
+    ModelSpec {
+        /// The spec given.
+        spec: String,
+        /// What is wrong with it, and the accepted forms.
+        problem: String,
+    },
     /// The in-process engine (feature `local`) failed: loading the model, libtorch, the
     /// tokenizer, or a request it cannot serve (a prompt longer than the model's context, a
     /// token id beyond its vocabulary).

@@ -307,6 +307,12 @@ impl HookCache {
         self.config.as_ref()
     }
 
+    /// The model named in `config.json` (`model_name`), whose tokenizer decodes the cached
+    /// tokens; `None` without a config or that field.
+    pub fn model_name(&self) -> Option<&str> {
+        self.config.as_ref()?.get("model_name")?.as_str()
+    }
+
     pub(crate) fn splits(&self) -> &[SplitRange] {
         &self.splits
     }
@@ -723,5 +729,49 @@ fn split_error(e: autointerp_core::Error) -> Error {
             problem: format!("tensor `{tensor}`: {problem}"),
         },
         other => Error::Core(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use autointerp_core::split::{Location, Split, Tokens};
+
+    use super::*;
+
+    #[test]
+    fn the_model_name_comes_from_config_json_when_there_is_one() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("latents").join("layers.0");
+        std::fs::create_dir_all(&dir).unwrap();
+        let tokens = Tokens {
+            rows: 1,
+            ctx_len: 4,
+            ids: vec![0; 4],
+        };
+        let locations = vec![Location {
+            row: 0,
+            position: 1,
+            latent: 0,
+        }];
+        Split {
+            start: 0,
+            end: 0,
+            locations,
+            activations: vec![1.0],
+            tokens: Some(tokens),
+        }
+        .write_to_dir(&dir)
+        .unwrap();
+        let hook = HookPoint::Residual(0);
+        let cache = LatentCache::open(root.path()).unwrap();
+        assert_eq!(cache.hook(hook).unwrap().model_name(), None);
+
+        std::fs::write(dir.join("config.json"), r#"{"ctx_len": 4}"#).unwrap();
+        let cache = LatentCache::open(root.path()).unwrap();
+        assert_eq!(cache.hook(hook).unwrap().model_name(), None);
+
+        std::fs::write(dir.join("config.json"), r#"{"model_name": "gpt2"}"#).unwrap();
+        let cache = LatentCache::open(root.path()).unwrap();
+        assert_eq!(cache.hook(hook).unwrap().model_name(), Some("gpt2"));
     }
 }

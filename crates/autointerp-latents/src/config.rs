@@ -136,6 +136,17 @@ pub enum TrainType {
 }
 
 impl LatentsConfig {
+    /// The `n` strongest examples of `example_ctx_len` tokens as train examples, for any latent
+    /// that fires at least once: a latent's top activations, as a viewer shows them.
+    pub fn top_examples(n: usize, example_ctx_len: usize) -> Self {
+        let mut cfg = Self::default();
+        cfg.constructor.example_ctx_len = example_ctx_len;
+        cfg.constructor.min_examples = 1;
+        cfg.sampler.train_type = TrainType::Top;
+        cfg.sampler.n_examples_train = n;
+        cfg
+    }
+
     /// Checks values that would make record building fail or loop.
     pub fn validate(&self) -> Result<()> {
         let c = &self.constructor;
@@ -195,5 +206,17 @@ mod tests {
         bad = LatentsConfig::default();
         bad.sampler.ratio_top = 1.5;
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn top_examples_takes_the_strongest_and_rejects_empty_windows() {
+        let cfg = LatentsConfig::top_examples(7, 16);
+        assert_eq!(cfg.sampler.train_type, TrainType::Top);
+        assert_eq!(cfg.sampler.n_examples_train, 7);
+        assert_eq!(cfg.constructor.example_ctx_len, 16);
+        assert_eq!(cfg.constructor.min_examples, 1);
+        cfg.validate().unwrap();
+        let err = LatentsConfig::top_examples(7, 0).validate().unwrap_err();
+        assert!(err.to_string().contains("example_ctx_len"), "{err}");
     }
 }

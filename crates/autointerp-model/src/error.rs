@@ -153,6 +153,22 @@ pub enum Error {
         /// Shape, dtype and device of the tensor it returned.
         found: String,
     },
+    /// A token id outside the model's vocabulary.
+    #[error("token id {id} is outside the model's vocabulary of {vocab}")]
+    TokenId {
+        /// The id given.
+        id: i64,
+        /// The model's vocabulary size.
+        vocab: usize,
+    },
+    /// A file that could not be written (or renamed into place).
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// Model inputs of the wrong rank, dtype or shape (input ids, masks, positions, KV cache).
     #[error("bad model input: {0}")]
     Input(String),

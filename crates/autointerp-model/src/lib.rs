@@ -36,6 +36,9 @@
 //! replaces any of them through a closure; [`KvCache`] and [`Model::forward_step`] decode
 //! incrementally, [`Model::generate`] decodes greedily.
 //!
+//! [`save_activations`] runs a text or rows of token ids and saves the hook points' activations
+//! to a safetensors file.
+//!
 //! [`SentenceEmbedder`] runs a sentence-transformers model with a BERT encoder
 //! (all-MiniLM-L6-v2) in this process: texts in, unit vectors out, as
 //! `SentenceTransformer.encode` computes them.
@@ -43,6 +46,7 @@
 //! Examples: `cargo run --release -p autointerp-model --example model_activations -- MODEL "text"`, `gguf_inspect`, `sentence_embed`.
 #![warn(missing_docs)]
 
+mod activations;
 mod arch;
 mod cache;
 mod config;
@@ -59,6 +63,7 @@ mod sentence;
 mod tokenizer;
 mod weights;
 
+pub use activations::{save_activations, ActivationInput, Activations};
 pub use arch::Arch;
 pub use cache::KvCache;
 pub use config::{Activation, Config, LayerAttention, RopeConfig, RopeScaling};

@@ -119,6 +119,16 @@ impl Tokenizer {
             .map_err(|e| self.error(e.to_string()))
     }
 
+    /// This tokenizer as a per-token decoder (what autointerp-latents' `Decode` takes): each id
+    /// decoded on its own, special tokens kept. An id that fails to decode shows as `<id>`, so that
+    /// one odd token never stops a whole record from being displayed.
+    pub fn into_token_decoder(self) -> impl Fn(u32) -> String + Send + Sync + 'static {
+        move |id| {
+            self.decode(&[id], false)
+                .unwrap_or_else(|_| format!("<{id}>"))
+        }
+    }
+
     /// The id of a vocabulary entry.
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
@@ -216,6 +226,26 @@ pub fn pad_batch(rows: &[Vec<u32>], pad_id: u32, side: PaddingSide) -> Result<(T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_decoders_decode_each_id_on_its_own() {
+        use tokenizers::models::wordlevel::WordLevel;
+        let vocab = [("<unk>", 0), ("hello", 1), ("world", 2)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let model = WordLevel::builder()
+            .vocab(vocab)
+            .unk_token("<unk>".into())
+            .build()
+            .unwrap();
+        let decode =
+            Tokenizer::from_tokenizer(tokenizers::Tokenizer::new(model)).into_token_decoder();
+        assert_eq!(decode(1), "hello");
+        assert_eq!(decode(2), "world");
+        // An id beyond the vocabulary is not an error for `tokenizers`: it decodes to nothing.
+        assert_eq!(decode(99), "");
+    }
 
     #[test]
     fn pads_left_and_right() {
