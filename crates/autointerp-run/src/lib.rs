@@ -292,7 +292,7 @@ fn cache_model(cache: &LatentCache) -> Result<String> {
     cache
         .hooks()
         .iter()
-        .find_map(|h| h.config()?.get("model_name")?.as_str().map(str::to_owned))
+        .find_map(|h| h.model_name().map(str::to_owned))
         .context("no model known to decode the cache's tokens: pass --model")
 }
 
@@ -450,11 +450,7 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
     }
     let mut failures = FailureLog::open(&layout.failures(), &retried)?;
 
-    let tok = Arc::new(tok);
-    let decode: Decode = Arc::new(move |id| {
-        tok.decode(&[id], false)
-            .unwrap_or_else(|_| format!("<{id}>"))
-    });
+    let decode: Decode = Arc::new(tok.into_token_decoder());
     let limit =
         NonZeroUsize::new(cfg.max_concurrency).context("max_concurrency must be at least 1")?;
     let batch = (cfg.max_concurrency * 4).clamp(16, 256);
