@@ -198,6 +198,28 @@ pub fn run(
     cfg: &CacheConfig,
     mut on_progress: impl FnMut(Progress),
 ) -> Result<Vec<HookStats>> {
+    if tokens.rows == 0 || tokens.ctx_len == 0 {
+        return Err(Error::InvalidRun(format!(
+            "no tokens to cache: {} rows of {} tokens",
+            tokens.rows, tokens.ctx_len
+        )));
+    }
+    for t in targets {
+        let width = t.coder.width();
+        if width == 0 {
+            return Err(Error::InvalidRun(format!(
+                "the sparse coder at {} has no latents",
+                t.hook
+            )));
+        }
+        // More splits than latents would name files `a_(a-1)` and write `0_0` twice.
+        if cfg.n_splits == 0 || cfg.n_splits as usize > width {
+            return Err(Error::InvalidRun(format!(
+                "n_splits {} must be between 1 and the width of the sparse coder at {} ({width})",
+                cfg.n_splits, t.hook
+            )));
+        }
+    }
     let started = Instant::now();
     let fp = fingerprint(tokens, targets, cfg);
     let ckpt_path = out.join("latents").join(".checkpoint.json");

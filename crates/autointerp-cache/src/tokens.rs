@@ -293,6 +293,11 @@ pub fn read_pretokenized(path: &Path) -> Result<Tokens> {
             t.shape()
         )));
     };
+    if *rows == 0 || *ctx_len == 0 {
+        return Err(bad(format!(
+            "`tokens` has shape [{rows}, {ctx_len}]: there is nothing to cache"
+        )));
+    }
     let d = t.data();
     let ids: Option<Vec<u32>> = match t.dtype() {
         safetensors::Dtype::I64 => d
@@ -329,6 +334,21 @@ pub fn read_pretokenized(path: &Path) -> Result<Tokens> {
 mod tests {
     use super::*;
     use tokenizers::models::wordlevel::WordLevel;
+
+    #[test]
+    fn empty_pretokenized_datasets_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for shape in [[0usize, 8], [4, 0]] {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::I64, shape.to_vec(), &[])
+                    .unwrap();
+            let bytes = safetensors::serialize([("tokens", view)], None).unwrap();
+            let path = dir.path().join("tokens.safetensors");
+            std::fs::write(&path, bytes).unwrap();
+            let err = read_pretokenized(&path).unwrap_err().to_string();
+            assert!(err.contains("nothing to cache"), "{shape:?}: {err}");
+        }
+    }
     use tokenizers::pre_tokenizers::whitespace::Whitespace;
 
     fn fixtures() -> PathBuf {

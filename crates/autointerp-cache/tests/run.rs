@@ -271,3 +271,62 @@ fn wrong_activation_shapes_are_clear_errors() {
     .to_string();
     assert!(err.contains("embed") && err.contains("d_in 8"), "{err}");
 }
+
+#[test]
+fn inputs_the_loop_cannot_split_are_clear_errors() {
+    let (tokens, embed, coder, cfg) = setup();
+    let out = tempfile::tempdir().unwrap();
+    let target = [Target {
+        hook: HookPoint::Embed,
+        coder: &coder,
+    }];
+    let too_many = CacheConfig {
+        n_splits: 41,
+        ..cfg.clone()
+    };
+    let err = run(
+        out.path(),
+        &tokens,
+        &target,
+        forward(&embed),
+        &too_many,
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("n_splits 41") && err.contains("(40)"), "{err}");
+    let none = CacheConfig {
+        n_splits: 0,
+        ..cfg.clone()
+    };
+    assert!(run(out.path(), &tokens, &target, forward(&embed), &none, |_| {}).is_err());
+    let empty = Tokens {
+        rows: 0,
+        ctx_len: 6,
+        ids: Vec::new(),
+    };
+    let err = run(out.path(), &empty, &target, forward(&embed), &cfg, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no tokens"), "{err}");
+    let narrow = RandomTopK {
+        w: Tensor::zeros([8, 0], (Kind::Float, Device::Cpu)),
+        k: 0,
+    };
+    let err = run(
+        out.path(),
+        &tokens,
+        &[Target {
+            hook: HookPoint::Embed,
+            coder: &narrow,
+        }],
+        forward(&embed),
+        &cfg,
+        |_| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no latents"), "{err}");
+    // Nothing was written by the refused runs.
+    assert!(!out.path().join("latents").exists());
+}

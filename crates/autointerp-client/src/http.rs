@@ -133,13 +133,17 @@ impl RetryPolicy {
 /// The wait a response asks for: `retry-after-ms` (OpenAI) or `Retry-After` in seconds. HTTP
 /// dates are not read.
 pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    // A server may send anything here (`1e20` made `Duration::from_secs_f64` panic): values are
+    // capped at a day before they become durations; callers cap the wait further.
+    const MAX_SECS: f64 = 86_400.0;
     let number = |name: &str| -> Option<f64> {
         let x: f64 = headers.get(name)?.to_str().ok()?.trim().parse().ok()?;
         (x.is_finite() && x >= 0.0).then_some(x)
     };
+    let secs = |s: f64| Duration::from_secs_f64(s.min(MAX_SECS));
     number("retry-after-ms")
-        .map(|ms| Duration::from_secs_f64(ms / 1e3))
-        .or_else(|| number("retry-after").map(Duration::from_secs_f64))
+        .map(|ms| secs(ms / 1e3))
+        .or_else(|| number("retry-after").map(secs))
 }
 
 /// `base_url` without its trailing slash, checked to be an http(s) URL, and an HTTP client.
@@ -157,4 +161,28 @@ pub(crate) fn http_client(base_url: String) -> Result<(String, reqwest::Client),
         .build()
         .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))?;
     Ok((base_url, http))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn absurd_retry_after_values_are_capped_not_a_panic() {
+        for (name, value, want) in [
+            ("retry-after", "1e20", Some(86_400.0)),
+            ("retry-after-ms", "1e300", Some(86_400.0)),
+            ("retry-after", "2.5", Some(2.5)),
+            ("retry-after", "-1", None),
+            ("retry-after", "inf", None),
+            ("retry-after", "NaN", None),
+            ("retry-after", "soon", None),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(name, HeaderValue::from_static(value));
+            let got = retry_after(&headers).map(|d| d.as_secs_f64());
+            assert_eq!(got, want, "{name}: {value}");
+        }
+    }
 }
