@@ -12,11 +12,11 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
-    /// A latent index outside the coder's width.
     /// A setting or an input the run cannot work with (no tokens, a coder without latents, more
     /// splits than latents); the message names it.
     #[error("{0}")]
     InvalidRun(String),
+    /// A latent index outside the coder's width.
     #[error("latent {latent} is outside the sparse coder's width {width}")]
     LatentOutOfRange {
         /// The index.
