@@ -58,6 +58,8 @@ fn main() -> Result<()> {
         model_name: "tiny-random-llama".into(),
         skip_first_token: true,
         extra: Default::default(),
+        checkpoint_every: CacheConfig::DEFAULT_CHECKPOINT_EVERY,
+        identity: String::new(),
     };
     let temp = tempfile::tempdir()?;
     let out = std::env::args_os()

@@ -46,6 +46,9 @@ fi
 step "cargo test"
 # Libraries, binaries, integration tests and doc tests; examples and benches are built.
 cargo test --workspace --locked
+step "examples/run_pipeline.rs"
+# The run engine as a library, end to end against a scripted client (#14): it must run, not only build.
+cargo run --quiet --locked -p autointerp-run --example run_pipeline >/dev/null
 
 if [[ $ci == 1 ]]; then
   step "cargo doc"

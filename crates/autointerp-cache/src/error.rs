@@ -101,7 +101,8 @@ pub enum Error {
     /// The forward pass or an encoder failed, or returned tensors of the wrong shape.
     #[error("forward pass: {0}")]
     Forward(String),
-    /// A split file could not be written or read.
+    /// A split file could not be written or read, or the output folder is in use by another
+    /// process (`autointerp_core::Error::Locked`, naming it).
     #[error(transparent)]
     Split(#[from] autointerp_core::Error),
 }

@@ -9,19 +9,27 @@ use autointerp_sae::train::{fit, FitProgress, FitRows, TrainConfig, TrainSummary
 use autointerp_sae::SparseCoder;
 use tch::Tensor;
 
-use crate::run::row_ids;
-use crate::{run, BoxError, CacheConfig, HookStats, LatentEncoder, Progress, Result, Target};
+use autointerp_core::fs::DirLock;
 
-/// Caches the latents of `coders` over `tokens` into `<out>/latents/` as [`run`] does, with
-/// `model` as the forward pass, then writes every hook point's stats to
+use crate::run::{check_inputs, row_ids, run_locked};
+use crate::{
+    source_identity, BoxError, CacheConfig, HookStats, LatentEncoder, Progress, Result, Target,
+};
+
+/// Caches the latents of `coders` over `tokens` into `<out>/latents/` as [`crate::run`] does,
+/// with `model` as the forward pass, then writes every hook point's stats to
 /// `<out>/latents/stats.json`.
+///
+/// The checkpoint's fingerprint covers the model: its files when `cfg.model_name` is the source
+/// it was loaded from (see [`source_identity`]), its config and dtype, and each coder's settings.
+/// The coders' weights come in through [`CacheConfig::with_sparse_model`].
 ///
 /// Each coder comes with the hook point it is cached under and reads the activations at its own
 /// [`SparseCoder::hook`] (a transcoder's differs), as [`autointerp_sae::load_coders`] returns
 /// them; a coder without a hook reads the embeddings.
 ///
 /// # Errors
-/// The errors of [`run`], and writing `stats.json`.
+/// The errors of [`crate::run`], and writing `stats.json`.
 pub fn cache_dataset(
     out: &Path,
     model: &Model,
@@ -57,7 +65,31 @@ pub fn cache_dataset(
             })
             .collect()
     };
-    let stats = run(out, tokens, &targets, forward, cfg, on_progress)?;
+    let mut cfg = cfg.clone().with_identity(&format!(
+        "model {} {:?} {:?}",
+        source_identity(&cfg.model_name),
+        model.kind(),
+        model.config()
+    ));
+    for (hook, c) in coders {
+        cfg = cfg.with_identity(&format!(
+            "coder {hook}: {} {}x{}->{} k {:?} {:?} {:?} b_dec {} reads {:?} transcoder {}",
+            c.format(),
+            c.d_in(),
+            c.width(),
+            c.d_out(),
+            c.k(),
+            c.activation().map(|a| a.name()),
+            c.input_norm(),
+            c.applies_b_dec_to_input(),
+            c.hook(),
+            c.is_transcoder()
+        ));
+    }
+    check_inputs(tokens, &targets, &cfg)?;
+    // Held until `stats.json` is written too.
+    let _lock = DirLock::acquire(out)?;
+    let stats = run_locked(out, tokens, &targets, forward, &cfg, on_progress)?;
     let summary = serde_json::to_vec_pretty(&stats).unwrap_or_default();
     autointerp_core::fs::write_atomic(&out.join("latents").join("stats.json"), &summary)?;
     Ok(stats)

@@ -20,8 +20,8 @@ use crate::{Error, Result};
 /// The branch where the datasets server writes its parquet conversion.
 const CONVERTED: &str = "refs/convert/parquet";
 
-/// Where and as whom to reach the Hub.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where and as whom to reach the Hub. Its `Debug` never shows the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HubOptions {
     /// Base URL, `https://huggingface.co` unless `HF_ENDPOINT` says otherwise.
     pub endpoint: String,
@@ -31,6 +31,17 @@ pub struct HubOptions {
     pub token: Option<String>,
     /// Never touch the network; read the cache only (`HF_HUB_OFFLINE=1`).
     pub offline: bool,
+}
+
+impl std::fmt::Debug for HubOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubOptions")
+            .field("endpoint", &self.endpoint)
+            .field("cache_dir", &self.cache_dir)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .field("offline", &self.offline)
+            .finish()
+    }
 }
 
 impl HubOptions {
@@ -471,6 +482,21 @@ impl SplitSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_the_token() {
+        let opts = HubOptions {
+            endpoint: "https://huggingface.co".into(),
+            cache_dir: PathBuf::from("/tmp/hub"),
+            token: Some("hf_secret123".into()),
+            offline: false,
+        };
+        let shown = format!("{opts:?}");
+        assert!(
+            !shown.contains("hf_secret123") && shown.contains("[redacted]"),
+            "{shown}"
+        );
+    }
 
     fn ds(config: Option<&str>, split: &str) -> HubDataset {
         HubDataset {

@@ -26,8 +26,11 @@
 //!     model_name: "HuggingFaceTB/SmolLM2-135M".into(),
 //!     skip_first_token: true,
 //!     extra: Default::default(),
+//!     checkpoint_every: CacheConfig::DEFAULT_CHECKPOINT_EVERY,
+//!     identity: String::new(),
 //! }
-//! .with_dataset(&dataset);
+//! .with_dataset(&dataset)
+//! .with_sparse_model("neurons:32");
 //! let stats = cache_dataset("out".as_ref(), &model, &coders, &tokens, &cfg, |_| {})?;
 //! # Ok(()) }
 //! ```
@@ -55,6 +58,7 @@ mod dataset;
 mod error;
 mod forward;
 pub mod hub;
+mod identity;
 mod run;
 mod spill;
 pub mod tokens;
@@ -62,5 +66,6 @@ pub mod tokens;
 pub use dataset::{DatasetSpec, Shard};
 pub use error::{Error, Result};
 pub use forward::{cache_dataset, train_sae, SaeTraining};
+pub use identity::source_identity;
 pub use run::{hook_dir, run, BoxError, CacheConfig, HookStats, LatentEncoder, Progress, Target};
 pub use spill::{Checkpoint, Finished, SplitSpiller};

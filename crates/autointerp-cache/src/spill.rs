@@ -1,10 +1,11 @@
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use autointerp_core::fs::write_atomic;
 use autointerp_core::split::{
-    file_name, split_ranges, LocationDtype, SplitLayout, SplitWriter, Tokens,
+    file_name, parse_file_name, split_ranges, LocationDtype, SplitLayout, SplitWriter, Tokens,
+    SPILL_DIR,
 };
 use half::f16;
 
@@ -62,20 +63,26 @@ impl SplitSpiller {
     /// Starts spilling a coder of `width` latents into `n_splits` splits under `dir`, discarding
     /// any earlier spill there.
     pub fn create(dir: &Path, width: u32, n_splits: u32, fingerprint: &str) -> Result<Self> {
-        let spill_dir = dir.join(".spill");
-        if spill_dir.exists() {
-            std::fs::remove_dir_all(&spill_dir).map_err(|source| Error::Io {
-                path: spill_dir.clone(),
-                source,
-            })?;
-        }
+        Self::remove_spill(dir)?;
         Self::open_with(dir, width, n_splits, fingerprint, None)
+    }
+
+    /// Removes the spill folder under `dir`, if there is one.
+    pub fn remove_spill(dir: &Path) -> Result<()> {
+        let spill_dir = dir.join(SPILL_DIR);
+        match std::fs::remove_dir_all(&spill_dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+                path: spill_dir,
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Resumes the spill under `dir` from its last checkpoint when that checkpoint belongs to the
     /// same run (`fingerprint`), else starts afresh. Returns the spiller and the rows already done.
     pub fn open(dir: &Path, width: u32, n_splits: u32, fingerprint: &str) -> Result<(Self, usize)> {
-        let path = dir.join(".spill").join("checkpoint.json");
+        let path = dir.join(SPILL_DIR).join("checkpoint.json");
         let checkpoint: Option<Checkpoint> = std::fs::read(&path)
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
@@ -100,7 +107,7 @@ impl SplitSpiller {
         fingerprint: &str,
         lengths: Option<&[u64]>,
     ) -> Result<Self> {
-        let spill_dir = dir.join(".spill");
+        let spill_dir = dir.join(SPILL_DIR);
         std::fs::create_dir_all(&spill_dir).map_err(|source| Error::Io {
             path: spill_dir.clone(),
             source,
@@ -161,11 +168,7 @@ impl SplitSpiller {
             let s = self.ranges.partition_point(|&(_, end)| end < latent);
             let offset = latent - self.ranges[s].0;
             let spill = &mut self.spills[s];
-            let mut rec = [0u8; RECORD];
-            rec[0..4].copy_from_slice(&row.to_le_bytes());
-            rec[4..8].copy_from_slice(&position.to_le_bytes());
-            rec[8..12].copy_from_slice(&offset.to_le_bytes());
-            rec[12..14].copy_from_slice(&f16::from_f32(value).to_le_bytes());
+            let rec = record(row, position, offset, value);
             spill.out.write_all(&rec).map_err(|source| Error::Io {
                 path: spill.path.clone(),
                 source,
@@ -173,6 +176,125 @@ impl SplitSpiller {
             spill.len += RECORD as u64;
         }
         Ok(())
+    }
+
+    /// Records a batch of rows at once: `indices` and `values` hold `k` entries per token, for
+    /// every token of rows `first_row..` of `ctx_len` tokens, as a TopK encoder returns them
+    /// (any order; value 0 = padding, negative indices are refused). With `skip_first`, position
+    /// 0 of each row records nothing. The same as [`SplitSpiller::push_token`] per token, with
+    /// one write per split instead of one per nonzero.
+    pub fn push_rows(
+        &mut self,
+        first_row: u32,
+        ctx_len: usize,
+        k: usize,
+        indices: &[i64],
+        values: &[f32],
+        skip_first: bool,
+    ) -> Result<()> {
+        if k == 0 {
+            return Ok(());
+        }
+        let n_tokens = indices.len() / k;
+        // Big batches are staged by several threads, each over its own run of tokens; their
+        // bytes are then appended in token order, so the files do not depend on the threads.
+        let threads = if n_tokens >= 4096 {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(8))
+        } else {
+            1
+        };
+        let per = n_tokens.div_ceil(threads);
+        let stage = |part: usize| {
+            let tokens = part * per..((part + 1) * per).min(n_tokens);
+            self.stage(
+                first_row,
+                ctx_len,
+                tokens.start,
+                &indices[tokens.start * k..tokens.end * k],
+                &values[tokens.start * k..tokens.end * k],
+                k,
+                skip_first,
+            )
+        };
+        let parts: Vec<Result<Vec<Vec<u8>>>> = if threads == 1 {
+            vec![stage(0)]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..threads)
+                    .map(|p| scope.spawn(move || stage(p)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(Error::InvalidRun("a spill staging thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+        for (s, spill) in self.spills.iter_mut().enumerate() {
+            for part in &parts {
+                let bytes = &part[s];
+                spill.out.write_all(bytes).map_err(|source| Error::Io {
+                    path: spill.path.clone(),
+                    source,
+                })?;
+                spill.len += bytes.len() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// The spill records of tokens `first_token..` of a batch (`k` latents each), per split.
+    #[allow(clippy::too_many_arguments)]
+    fn stage(
+        &self,
+        first_row: u32,
+        ctx_len: usize,
+        first_token: usize,
+        indices: &[i64],
+        values: &[f32],
+        k: usize,
+        skip_first: bool,
+    ) -> Result<Vec<Vec<u8>>> {
+        let mut staged = vec![
+            Vec::with_capacity(indices.len() * RECORD / self.spills.len().max(1));
+            self.spills.len()
+        ];
+        // (latent << 32 | value bits): one integer sort orders a token's latents.
+        let mut token_latents: Vec<u64> = Vec::with_capacity(k);
+        for (i, (idx, val)) in indices.chunks(k).zip(values.chunks(k)).enumerate() {
+            let token = first_token + i;
+            let position = (token % ctx_len) as u32;
+            if skip_first && position == 0 {
+                continue;
+            }
+            let row = first_row + (token / ctx_len) as u32;
+            token_latents.clear();
+            for (&i, &v) in idx.iter().zip(val) {
+                if v == 0.0 {
+                    continue;
+                }
+                let latent = u32::try_from(i)
+                    .ok()
+                    .filter(|&l| l < self.width)
+                    .ok_or_else(|| Error::LatentOutOfRange {
+                        latent: u32::try_from(i).unwrap_or(u32::MAX),
+                        width: self.width,
+                    })?;
+                token_latents.push(u64::from(latent) << 32 | u64::from(v.to_bits()));
+            }
+            token_latents.sort_unstable();
+            for &packed in &token_latents {
+                let (latent, value) = ((packed >> 32) as u32, f32::from_bits(packed as u32));
+                let s = self.ranges.partition_point(|&(_, end)| end < latent);
+                let rec = record(row, position, latent - self.ranges[s].0, value);
+                staged[s].extend_from_slice(&rec);
+            }
+        }
+        Ok(staged)
     }
 
     /// Makes everything pushed so far durable; returns each spill file's length, from which
@@ -212,7 +334,7 @@ impl SplitSpiller {
             lengths,
         };
         let bytes = serde_json::to_vec(&checkpoint).unwrap_or_default();
-        write_atomic(&self.dir.join(".spill").join("checkpoint.json"), &bytes)?;
+        write_atomic(&self.dir.join(SPILL_DIR).join("checkpoint.json"), &bytes)?;
         Ok(())
     }
 
@@ -220,34 +342,93 @@ impl SplitSpiller {
     /// per-latent firing counts. If killed midway, reopening and finishing again is safe: the
     /// spill is only removed once every split is written.
     pub fn finish(mut self, tokens: Option<&Tokens>) -> Result<Finished> {
+        let done = self.write_splits(tokens)?;
+        let dir = self.dir.clone();
+        drop(self); // closes the spill files
+        Self::remove_spill(&dir)?;
+        Ok(done)
+    }
+
+    /// Writes every split file (each atomically) and removes split files of other latent ranges
+    /// (an earlier cache with another `n_splits`), keeping the spill: a caller that must record
+    /// the splits as written before the spill goes (see [`crate::run`]) then removes it with
+    /// [`SplitSpiller::remove_spill`]. Returns the split paths and per-latent firing counts.
+    pub fn write_splits(&mut self, tokens: Option<&Tokens>) -> Result<Finished> {
         for spill in &mut self.spills {
             spill.out.flush().map_err(|source| Error::Io {
                 path: spill.path.clone(),
                 source,
             })?;
         }
-        let mut files = Vec::with_capacity(self.spills.len());
         let mut counts = vec![0u64; self.width as usize];
-        for (spill, &(start, end)) in self.spills.iter().zip(&self.ranges) {
-            let target = self.dir.join(file_name(start, end));
-            let n = (spill.len / RECORD as u64) as usize;
-            write_split(
-                &spill.path,
-                n,
-                tokens,
-                &target,
-                &mut counts[start as usize..=end as usize],
-            )?;
-            files.push(target);
+        // Splits are independent files: written side by side, each with its latents' counts.
+        let mut slices = Vec::with_capacity(self.ranges.len());
+        let mut rest: &mut [u64] = &mut counts;
+        for &(start, end) in &self.ranges {
+            let (mine, after) = rest.split_at_mut((end - start) as usize + 1);
+            slices.push(mine);
+            rest = after;
         }
-        let spill_dir = self.dir.join(".spill");
-        drop(self.spills);
-        std::fs::remove_dir_all(&spill_dir).map_err(|source| Error::Io {
-            path: spill_dir,
-            source,
-        })?;
+        let dir = &self.dir;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let mut jobs = self.spills.iter().zip(&self.ranges).zip(slices).peekable();
+        let mut results: Vec<Result<PathBuf>> = Vec::with_capacity(self.spills.len());
+        while jobs.peek().is_some() {
+            let wave: Vec<_> = jobs.by_ref().take(threads).collect();
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = wave
+                    .into_iter()
+                    .map(|((spill, &(start, end)), counts)| {
+                        scope.spawn(move || {
+                            let target = dir.join(file_name(start, end));
+                            let n = (spill.len / RECORD as u64) as usize;
+                            write_split(&spill.path, n, tokens, &target, counts)?;
+                            Ok(target)
+                        })
+                    })
+                    .collect();
+                results.extend(handles.into_iter().map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::InvalidRun("a split-writing thread panicked".into()))
+                    })
+                }));
+            });
+        }
+        let files = results.into_iter().collect::<Result<Vec<_>>>()?;
+        crate::run::fail_point("splits written")?;
+        self.remove_other_splits()?;
         Ok(Finished { files, counts })
     }
+
+    /// Removes the split files of `dir` whose latent ranges are not this spiller's: readers
+    /// would take them for overlapping splits of this cache.
+    fn remove_other_splits(&self) -> Result<()> {
+        let io = |path: &Path, source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        for entry in std::fs::read_dir(&self.dir).map_err(|e| io(&self.dir, e))? {
+            let path = entry.map_err(|e| io(&self.dir, e))?.path();
+            let range = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(parse_file_name);
+            if range.is_some_and(|r| !self.ranges.contains(&r)) {
+                std::fs::remove_file(&path).map_err(|e| io(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One spilled nonzero, as [`RECORD`] bytes.
+fn record(row: u32, position: u32, offset: u32, value: f32) -> [u8; RECORD] {
+    let mut rec = [0u8; RECORD];
+    rec[0..4].copy_from_slice(&row.to_le_bytes());
+    rec[4..8].copy_from_slice(&position.to_le_bytes());
+    rec[8..12].copy_from_slice(&offset.to_le_bytes());
+    rec[12..14].copy_from_slice(&f16::from_f32(value).to_le_bytes());
+    rec
 }
 
 /// Streams a spill file of `n` records into a split file: the layout is computed from the
@@ -260,26 +441,35 @@ fn write_split(
     target: &Path,
     counts: &mut [u64],
 ) -> Result<()> {
-    let for_each = |f: &mut dyn FnMut(&[u8; RECORD]) -> Result<()>| -> Result<()> {
+    // The spill is read in chunks of records, three times over: sizes, locations, activations.
+    const CHUNK: usize = 1 << 16;
+    let for_each_chunk = |f: &mut dyn FnMut(&[u8]) -> Result<()>| -> Result<()> {
         let io = |source| Error::Io {
             path: spill.to_path_buf(),
             source,
         };
-        let mut input = BufReader::with_capacity(1 << 20, File::open(spill).map_err(io)?);
-        let mut rec = [0u8; RECORD];
-        for _ in 0..n {
-            input.read_exact(&mut rec).map_err(io)?;
-            f(&rec)?;
+        let mut input = File::open(spill).map_err(io)?;
+        let mut buf = vec![0u8; CHUNK * RECORD];
+        let mut left = n;
+        while left > 0 {
+            let take = left.min(CHUNK);
+            input.read_exact(&mut buf[..take * RECORD]).map_err(io)?;
+            f(&buf[..take * RECORD])?;
+            left -= take;
         }
         Ok(())
     };
-    let field = |rec: &[u8; RECORD], i: usize| {
+    let field = |rec: &[u8], i: usize| {
         u32::from_le_bytes([rec[4 * i], rec[4 * i + 1], rec[4 * i + 2], rec[4 * i + 3]])
     };
     let mut max = 0;
-    for_each(&mut |rec| {
-        max = max.max(field(rec, 0)).max(field(rec, 1)).max(field(rec, 2));
-        counts[field(rec, 2) as usize] += 1;
+    for_each_chunk(&mut |chunk| {
+        for rec in chunk.chunks_exact(RECORD) {
+            max = max.max(field(rec, 0)).max(field(rec, 1)).max(field(rec, 2));
+            if let Some(c) = counts.get_mut(field(rec, 2) as usize) {
+                *c += 1;
+            }
+        }
         Ok(())
     })?;
 
@@ -289,8 +479,26 @@ fn write_split(
         tokens: tokens.map(|t| (t.rows, t.ctx_len)),
     };
     let mut out = SplitWriter::create(target, layout)?;
-    for_each(&mut |rec| Ok(out.write_location(field(rec, 0), field(rec, 1), field(rec, 2))?))?;
-    for_each(&mut |rec| Ok(out.write_activation(f16::from_le_bytes([rec[12], rec[13]]))?))?;
+    let mut locations = Vec::with_capacity(CHUNK);
+    for_each_chunk(&mut |chunk| {
+        locations.clear();
+        locations.extend(
+            chunk
+                .chunks_exact(RECORD)
+                .map(|rec| [field(rec, 0), field(rec, 1), field(rec, 2)]),
+        );
+        Ok(out.write_locations(&locations)?)
+    })?;
+    let mut values = Vec::with_capacity(CHUNK);
+    for_each_chunk(&mut |chunk| {
+        values.clear();
+        values.extend(
+            chunk
+                .chunks_exact(RECORD)
+                .map(|rec| f16::from_le_bytes([rec[12], rec[13]])),
+        );
+        Ok(out.write_activations(&values)?)
+    })?;
     if let Some(t) = tokens {
         out.write_tokens(&t.ids)?;
     }
@@ -302,6 +510,69 @@ fn write_split(
 mod tests {
     use super::*;
     use autointerp_core::split::{Location, Split};
+
+    /// A batch big enough to be staged by several threads writes the same files as the same
+    /// latents pushed one token at a time.
+    #[test]
+    fn batches_staged_in_parallel_write_what_single_tokens_write() {
+        let (width, k, ctx_len, rows) = (300u32, 8usize, 64usize, 200usize);
+        let n_tokens = rows * ctx_len;
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut indices = Vec::with_capacity(n_tokens * k);
+        let mut values = Vec::with_capacity(n_tokens * k);
+        for _ in 0..n_tokens {
+            let mut chosen: Vec<i64> = Vec::new();
+            while chosen.len() < k {
+                let l = (next() % u64::from(width)) as i64;
+                if !chosen.contains(&l) {
+                    chosen.push(l);
+                }
+            }
+            indices.extend(chosen);
+            // Some padding zeros, as a TopK coder with fewer than k positive latents gives.
+            values.extend((0..k).map(|_| (next() % 5) as f32 * 0.25));
+        }
+        let tokens = Tokens {
+            rows,
+            ctx_len,
+            ids: (0..n_tokens as u32).collect(),
+        };
+        let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+        let mut batched = SplitSpiller::create(dirs[0].path(), width, 3, "fp").unwrap();
+        batched
+            .push_rows(0, ctx_len, k, &indices, &values, true)
+            .unwrap();
+        let mut single = SplitSpiller::create(dirs[1].path(), width, 3, "fp").unwrap();
+        for t in 0..n_tokens {
+            if t % ctx_len == 0 {
+                continue;
+            }
+            let pairs: Vec<(u32, f32)> = (0..k)
+                .map(|j| (indices[t * k + j] as u32, values[t * k + j]))
+                .collect();
+            single
+                .push_token((t / ctx_len) as u32, (t % ctx_len) as u32, &pairs)
+                .unwrap();
+        }
+        let a = batched.finish(Some(&tokens)).unwrap();
+        let b = single.finish(Some(&tokens)).unwrap();
+        assert_eq!(a.counts, b.counts);
+        for (x, y) in a.files.iter().zip(&b.files) {
+            assert_eq!(
+                std::fs::read(x).unwrap(),
+                std::fs::read(y).unwrap(),
+                "{}",
+                x.display()
+            );
+        }
+        assert!(a.counts.iter().sum::<u64>() > 0);
+    }
 
     /// Deterministic pseudo-random firing pattern with unsorted latents and some zeros.
     fn fired(row: u32, pos: u32, width: u32) -> Vec<(u32, f32)> {

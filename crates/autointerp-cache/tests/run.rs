@@ -55,6 +55,8 @@ fn setup() -> (Tokens, Tensor, RandomTopK, CacheConfig) {
         model_name: "synthetic".into(),
         skip_first_token: false,
         extra: Default::default(),
+        checkpoint_every: CacheConfig::DEFAULT_CHECKPOINT_EVERY,
+        identity: String::new(),
     };
     (tokens, embed, coder, cfg)
 }
@@ -329,4 +331,110 @@ fn inputs_the_loop_cannot_split_are_clear_errors() {
     assert!(err.contains("no latents"), "{err}");
     // Nothing was written by the refused runs.
     assert!(!out.path().join("latents").exists());
+}
+
+#[test]
+fn a_checkpoint_of_other_weights_is_not_resumed() {
+    let (tokens, embed, coder_a, cfg) = setup();
+    let coder_b = RandomTopK {
+        w: Tensor::randn([8, 40], (Kind::Float, Device::Cpu)),
+        k: 3,
+    };
+    let hook = HookPoint::Mlp(0);
+    // Both coders come from one path, as when a checkpoint folder is overwritten: only its
+    // files tell them apart.
+    let weights = tempfile::tempdir().unwrap();
+    let sae = weights.path().join("sae.safetensors");
+    let source = sae.to_str().unwrap();
+    let (bytes_a, bytes_b) = (vec![b'a'; 4096], vec![b'b'; 4096]);
+
+    std::fs::write(&sae, &bytes_b).unwrap();
+    let clean = tempfile::tempdir().unwrap();
+    let target_b = [Target {
+        hook,
+        coder: &coder_b,
+    }];
+    let cfg_b = cfg.clone().with_sparse_model(source);
+    run(
+        clean.path(),
+        &tokens,
+        &target_b,
+        forward(&embed),
+        &cfg_b,
+        |_| {},
+    )
+    .unwrap();
+
+    std::fs::write(&sae, &bytes_a).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut calls = 0;
+    let mut f = forward(&embed);
+    let cfg_a = cfg.clone().with_sparse_model(source);
+    run(
+        out.path(),
+        &tokens,
+        &[Target {
+            hook,
+            coder: &coder_a,
+        }],
+        |ids: &Tensor| {
+            calls += 1;
+            if calls == 3 {
+                Err("simulated crash".into())
+            } else {
+                f(ids)
+            }
+        },
+        &cfg_a,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(out.path().join("latents/.checkpoint.json").is_file());
+
+    std::fs::write(&sae, &bytes_b).unwrap();
+    let cfg_b = cfg.clone().with_sparse_model(source);
+    assert_ne!(cfg_a.identity, cfg_b.identity);
+    let mut first = None;
+    run(
+        out.path(),
+        &tokens,
+        &target_b,
+        forward(&embed),
+        &cfg_b,
+        |p| {
+            first.get_or_insert(p);
+        },
+    )
+    .unwrap();
+    let first = first.unwrap();
+    assert_eq!(first.rows_done, first.rows_this_run, "started afresh");
+    assert_eq!(
+        files(&hook_dir(clean.path(), hook)),
+        files(&hook_dir(out.path(), hook))
+    );
+}
+
+#[test]
+fn a_second_run_on_the_same_folder_is_refused() {
+    let (tokens, embed, coder, cfg) = setup();
+    let out = tempfile::tempdir().unwrap();
+    let target = [Target {
+        hook: HookPoint::Embed,
+        coder: &coder,
+    }];
+    // Another run holds the folder: the same lock in this process stands in for it.
+    let other = autointerp_core::fs::DirLock::acquire(out.path()).unwrap();
+    let err = run(out.path(), &tokens, &target, forward(&embed), &cfg, |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("process {}", std::process::id()))
+            && err.contains(".autointerp.lock")
+            && err.contains("in use"),
+        "{err}"
+    );
+    assert!(!out.path().join("latents").exists(), "nothing touched");
+    drop(other);
+    run(out.path(), &tokens, &target, forward(&embed), &cfg, |_| {}).unwrap();
+    assert!(!out.path().join(".autointerp.lock").exists());
 }

@@ -56,6 +56,10 @@ pub struct CacheArgs {
     /// Split files per hook point.
     #[arg(long, default_value_t = 5)]
     pub n_splits: u32,
+    /// Seconds between checkpoints (fsync of the spills): a killed run redoes at most this
+    /// much; 0 checkpoints after every batch.
+    #[arg(long, default_value_t = 5.0)]
+    pub checkpoint_every: f64,
     /// Drop BOS tokens from the token stream.
     #[arg(long)]
     pub filter_bos: bool,
@@ -153,6 +157,9 @@ pub fn run_cache(
         model_name: args.model.clone(),
         skip_first_token: args.skip_first_token,
         extra: BTreeMap::new(),
+        checkpoint_every: std::time::Duration::try_from_secs_f64(args.checkpoint_every)
+            .context("--checkpoint-every must be a number of seconds, 0 or more")?,
+        identity: String::new(),
     }
     .with_dataset(&args.dataset_spec())
     .with_model_has_tokenizer(tok.is_some())

@@ -1,5 +1,5 @@
 //! `autointerp demo`: the whole pipeline, offline, on SmolLM2-135M-Instruct and the State of the
-//! Union corpus: train a small TopK SAE on a middle layer (once), cache its latents, explain and
+//! Union corpus: train a small TopK SAE on an early layer (once), cache its latents, explain and
 //! score a few of them with the in-process engine (plus the random-explanation control), and
 //! write the report.
 
@@ -15,8 +15,10 @@ use crate::train::{train, TrainArgs};
 /// `autointerp demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Hook point of the SAE.
-    #[arg(long, default_value = "layers.15")]
+    /// Hook point of the SAE. Early layers have the most token-like latents, which the token
+    /// explainer and the two scorers can tell apart from the control; at `layers.15` a
+    /// 100k-token SAE's latents are too mixed for 20 latents to show it.
+    #[arg(long, default_value = "layers.1")]
     hookpoint: String,
     /// Tokens the SAE trains on (only when no SAE is cached yet).
     #[arg(long, default_value_t = 100_000)]
@@ -26,7 +28,7 @@ pub struct DemoArgs {
     n_tokens: usize,
     /// Latents to explain and score (among the first ones, those with enough examples). With
     /// the 135M in-process explainer on two CPU cores each takes about 15 s.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 30)]
     n_latents: u32,
     /// Who explains: `tokens` names each latent's most frequent activating tokens (no LLM; the
     /// baseline every LLM explanation must beat); `default` and `contrastive` ask SmolLM2-135M
@@ -131,8 +133,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         min_examples: 20,
         // A 135M explainer on two CPU cores: small prompts, short answers.
         n_examples_train: 12,
-        n_examples_test: 6,
-        n_non_activating: 6,
+        n_examples_test: 20,
+        n_non_activating: 20,
         explainer_max_tokens: 64,
         // Asked plainly, the 135M explainer often goes on listing excerpts instead of answering.
         explainer_prefill: true,

@@ -4,26 +4,30 @@
 //! `LocalEmbedder`.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::StatusCode;
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use serde_json::{Map, Value};
 
 use autointerp_core::{EmbedFuture, Embedder};
 
-use crate::http::{http_client, retry_after, RetryPolicy};
-use crate::{Error, Result};
+use crate::http::{endpoint, http_client, ApiKey, Transport};
+use crate::{Error, HttpSettings, Result};
+
+/// Body fields an embedder writes itself, which `extra_body` may not replace: asking for
+/// base64 vectors would make every answer unreadable.
+const EMBEDDING_RESERVED: &[&str] = &["model", "input", "encoding_format"];
 
 /// An embedder for any server that speaks OpenAI's `POST {base_url}/embeddings`.
 ///
 /// Texts are sent in requests of at most [`OpenAiEmbedder::with_batch_size`] inputs, at most
 /// [`OpenAiEmbedder::with_max_concurrency`] requests at a time across clones. Each request is
 /// retried on 429, 5xx, timeouts and dropped connections, with exponential backoff and full jitter
-/// (or the server's `Retry-After`, up to 60 s). The API key is sent only in the `Authorization`
-/// header, never printed, and redacted from error snippets.
+/// (or the server's `Retry-After`, up to 60 s). Timeouts, the queue allowance, the answer size
+/// limit and extra body fields are the [`HttpSettings`] ([`HttpSettings::embeddings`] by
+/// default). The API key is sent only in the `Authorization` header, never printed, and
+/// redacted from error snippets; credentials in the base URL are redacted wherever it is shown.
 ///
 /// ```no_run
 /// use autointerp_client::{Embedder, OpenAiEmbedder};
@@ -37,38 +41,34 @@ use crate::{Error, Result};
 /// ```
 #[derive(Clone)]
 pub struct OpenAiEmbedder {
-    http: reqwest::Client,
-    endpoint: String,
+    transport: Transport,
     model: String,
-    key: Option<(String, HeaderValue)>,
     dimensions: Option<u32>,
     batch_size: usize,
-    retry: RetryPolicy,
-    timeout: Duration,
-    in_flight: Arc<Semaphore>,
 }
 
 impl OpenAiEmbedder {
     /// An embedder for `model` at `base_url` (the part before `/embeddings`, e.g.
     /// `http://localhost:8000/v1`), without an API key.
     ///
-    /// Defaults: 256 texts per request, 8 requests in flight, 5 attempts, backoff from 500 ms up
-    /// to 30 s, a 120 s timeout per attempt.
+    /// Defaults: 256 texts per request, 5 attempts, backoff from 500 ms up to 30 s, and
+    /// [`HttpSettings::embeddings`]: 8 requests in flight, a 120 s timeout per attempt, an hour's
+    /// queue allowance, answers up to 32 MiB.
     ///
     /// # Errors
     /// [`Error::Config`] when `base_url` is not an http(s) URL or the HTTP client cannot be built.
     pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Result<Self> {
         let (base_url, http) = http_client(base_url.into())?;
         Ok(Self {
-            http,
-            endpoint: format!("{base_url}/embeddings"),
+            transport: Transport::new(
+                http,
+                endpoint(&base_url, "embeddings"),
+                HttpSettings::embeddings(),
+                EMBEDDING_RESERVED,
+            ),
             model: model.into(),
-            key: None,
             dimensions: None,
             batch_size: 256,
-            retry: RetryPolicy::default(),
-            timeout: Duration::from_secs(120),
-            in_flight: Arc::new(Semaphore::new(8)),
         })
     }
 
@@ -84,16 +84,9 @@ impl OpenAiEmbedder {
     ///
     /// # Errors
     /// [`Error::Config`] naming `var` when it is unset, empty, not Unicode, or not a valid header.
-    pub fn with_api_key_env(self, var: &str) -> Result<Self> {
-        match std::env::var(var) {
-            Ok(s) if !s.trim().is_empty() => self.with_api_key(s),
-            Ok(_) => Err(Error::Config(format!(
-                "environment variable {var} (the API key) is empty"
-            ))),
-            Err(_) => Err(Error::Config(format!(
-                "environment variable {var} (the API key) is not set or not Unicode"
-            ))),
-        }
+    pub fn with_api_key_env(mut self, var: &str) -> Result<Self> {
+        self.transport.set_key(ApiKey::from_env(var.to_owned())?);
+        Ok(self)
     }
 
     /// Uses `key` as the API key.
@@ -101,12 +94,8 @@ impl OpenAiEmbedder {
     /// # Errors
     /// [`Error::Config`] when the key holds characters a header cannot carry.
     pub fn with_api_key(mut self, key: impl Into<String>) -> Result<Self> {
-        let secret = key.into().trim().to_owned();
-        let mut header = HeaderValue::from_str(&format!("Bearer {secret}")).map_err(|_| {
-            Error::Config("the API key holds characters an HTTP header cannot carry".into())
-        })?;
-        header.set_sensitive(true);
-        self.key = Some((secret, header));
+        self.transport
+            .set_key(ApiKey::new(key.into().trim().to_owned(), None)?);
         Ok(self)
     }
 
@@ -124,36 +113,77 @@ impl OpenAiEmbedder {
         self
     }
 
+    /// Applies every [`HttpSettings`] field: requests in flight (a fresh limiter, as
+    /// [`OpenAiEmbedder::with_max_concurrency`]), request timeout, queue allowance, answer size
+    /// limit and extra body fields.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field when one is out of range (zero in flight, a zero
+    /// timeout or limit) or `extra_body` sets `model`, `input` or `encoding_format`.
+    pub fn with_settings(mut self, settings: &HttpSettings) -> Result<Self> {
+        self.transport.apply(settings)?;
+        Ok(self)
+    }
+
+    /// The [`HttpSettings`] in effect.
+    pub fn settings(&self) -> HttpSettings {
+        self.transport.settings()
+    }
+
     /// Sets how many requests may be in flight at once across this embedder and its later clones
-    /// (at least 1).
+    /// ([`HttpSettings::max_requests_in_flight`], at least 1).
     #[must_use]
     pub fn with_max_concurrency(mut self, max_concurrency: usize) -> Self {
-        self.in_flight = Arc::new(Semaphore::new(
-            max_concurrency.clamp(1, Semaphore::MAX_PERMITS),
-        ));
+        self.transport.set_max_in_flight(max_concurrency);
         self
     }
 
     /// Sets how many requests one batch may send in all (at least 1).
     #[must_use]
     pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
-        self.retry.max_attempts = max_attempts.max(1);
+        self.transport.retry.max_attempts = max_attempts.max(1);
         self
     }
 
     /// Sets the backoff between attempts: a random wait in `[0, min(max, base · 2^(attempt-1))]`.
     #[must_use]
     pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.retry.base_delay = base;
-        self.retry.max_delay = max.max(base);
+        self.transport.retry.base_delay = base;
+        self.transport.retry.max_delay = max.max(base);
         self
     }
 
-    /// Sets the timeout of each attempt.
+    /// Sets the timeout of each attempt ([`HttpSettings::request_timeout`]), from sending the
+    /// request to reading the answer's last byte.
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.transport.timeout = timeout;
         self
+    }
+
+    /// Sets how long an attempt may wait for a free request slot before it is sent
+    /// ([`HttpSettings::queue_timeout`]).
+    #[must_use]
+    pub fn with_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.set_queue_timeout(timeout);
+        self
+    }
+
+    /// Sets the most bytes of an answer read ([`HttpSettings::max_response_bytes`], at least 1).
+    #[must_use]
+    pub fn with_max_response_bytes(mut self, limit: u64) -> Self {
+        self.transport.set_max_response_bytes(limit);
+        self
+    }
+
+    /// Sets the fields added to every request body ([`HttpSettings::extra_body`]), replacing
+    /// any set before.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when it sets `model`, `input` or `encoding_format`.
+    pub fn with_extra_body(mut self, extra: Map<String, Value>) -> Result<Self> {
+        self.transport.set_extra_body(extra)?;
+        Ok(self)
     }
 
     /// The model requests name.
@@ -172,71 +202,33 @@ impl OpenAiEmbedder {
     }
 
     async fn embed_batch(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        let mut body = serde_json::json!({
-            "model": self.model,
-            "input": texts,
-            "encoding_format": "float",
-        });
+        let mut body = Map::new();
+        body.insert("model".into(), self.model.clone().into());
+        body.insert("input".into(), texts.into());
+        body.insert("encoding_format".into(), "float".into());
         if let Some(d) = self.dimensions {
-            body["dimensions"] = d.into();
+            body.insert("dimensions".into(), d.into());
         }
+        self.transport.merge_extra(&mut body);
         let body = serde_json::to_vec(&body)
             .map_err(|e| Error::Config(format!("cannot serialise the request: {e}")))?;
-        self.retry
-            .run("embedding", &self.model, || {
+        self.transport
+            .retry
+            .run("embedding", &self.model, self.transport.endpoint(), || {
                 self.attempt(&body, texts.len())
             })
             .await
     }
 
     async fn attempt(&self, body: &[u8], n: usize) -> Result<Vec<Vec<f32>>> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| Error::Config("the concurrency limiter was closed".into()))?;
-        let exchange = async {
-            let mut request = self
-                .http
-                .post(&self.endpoint)
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.to_vec());
-            if let Some((_, header)) = &self.key {
-                request = request.header(AUTHORIZATION, header.clone());
-            }
-            let response = request.send().await.map_err(|e| self.transport_error(&e))?;
-            let status = response.status();
-            let retry_after = retry_after(response.headers());
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| self.transport_error(&e))?;
-            Ok::<_, Error>((status, retry_after, bytes))
-        };
-        let (status, retry_after, bytes) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout {
-                after: self.timeout,
-            })??;
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(Error::RateLimited {
-                retry_after,
-                body: self.snippet(&bytes),
-            });
-        }
-        if !status.is_success() {
-            return Err(Error::Http {
-                status: status.as_u16(),
-                body: self.snippet(&bytes),
-            });
-        }
+        let bytes = self.transport.post(body).await?;
         self.parse(&bytes, n)
     }
 
     fn parse(&self, bytes: &[u8], n: usize) -> Result<Vec<Vec<f32>>> {
         let malformed = |problem: String| Error::MalformedResponse {
             problem,
-            body: self.snippet(bytes),
+            body: self.transport.snippet(bytes),
         };
         let value: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| malformed(format!("invalid JSON: {e}")))?;
@@ -246,7 +238,7 @@ impl OpenAiEmbedder {
                 .and_then(|m| m.as_str())
                 .map_or_else(|| err.to_string(), str::to_owned);
             return Err(Error::Api {
-                message: self.redact(message),
+                message: self.transport.redact(message),
                 code: err.get("code").and_then(serde_json::Value::as_i64),
             });
         }
@@ -271,22 +263,6 @@ impl OpenAiEmbedder {
             return Err(malformed("embeddings of different lengths".into()));
         }
         Ok(out)
-    }
-
-    fn transport_error(&self, e: &reqwest::Error) -> Error {
-        crate::http::transport_error(
-            e,
-            self.timeout,
-            self.key.as_ref().map(|(secret, _)| secret.as_str()),
-        )
-    }
-
-    fn snippet(&self, body: &[u8]) -> String {
-        crate::http::snippet(body, self.key.as_ref().map(|(secret, _)| secret.as_str()))
-    }
-
-    fn redact(&self, text: String) -> String {
-        crate::http::redact(text, self.key.as_ref().map(|(secret, _)| secret.as_str()))
     }
 }
 
@@ -332,15 +308,12 @@ fn fallback_runtime() -> Result<&'static tokio::runtime::Runtime> {
 
 impl fmt::Debug for OpenAiEmbedder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiEmbedder")
-            .field("endpoint", &self.endpoint)
-            .field("model", &self.model)
-            .field("api_key", &self.key.as_ref().map(|_| "[redacted]"))
+        let mut d = f.debug_struct("OpenAiEmbedder");
+        d.field("model", &self.model)
             .field("dimensions", &self.dimensions)
-            .field("batch_size", &self.batch_size)
-            .field("retry", &self.retry)
-            .field("timeout", &self.timeout)
-            .finish()
+            .field("batch_size", &self.batch_size);
+        self.transport.debug_fields(&mut d);
+        d.finish()
     }
 }
 

@@ -6,7 +6,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Everything that can go wrong when asking a model for a chat completion.
 ///
 /// No variant ever carries an API key: bodies are cut to a short snippet and any occurrence of the
-/// configured key is redacted before it is stored.
+/// configured key is redacted before it is stored, and URLs are shown with their credentials
+/// redacted ([`crate::redact_url`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -31,6 +32,34 @@ pub enum Error {
     Timeout {
         /// The timeout that fired.
         after: Duration,
+    },
+    /// The request waited longer than the queue allowance
+    /// ([`crate::HttpSettings::queue_timeout`]) to be admitted by this client's own limits (the
+    /// requests in flight, the requests per minute) and was never sent. Not retried: the client
+    /// is saturated, and another attempt would queue again.
+    #[error(
+        "waited {waited:?} for one of {max_in_flight} request slots and was not sent \
+         (queue_timeout_secs); raise queue_timeout_secs or max_requests_in_flight"
+    )]
+    QueueTimeout {
+        /// How long it waited: the queue allowance.
+        waited: Duration,
+        /// The configured requests in flight.
+        max_in_flight: usize,
+    },
+    /// A success answer was longer than [`crate::HttpSettings::max_response_bytes`] (declared by
+    /// its `Content-Length`, or found while reading it); the rest was not read. Not retried.
+    #[error(
+        "the answer from {url} is larger than the limit of {limit} bytes (max_response_bytes){}",
+        declared_text(*.declared)
+    )]
+    ResponseTooLarge {
+        /// The URL asked, credentials redacted.
+        url: String,
+        /// The limit.
+        limit: u64,
+        /// The length the server declared, if it declared one.
+        declared: Option<u64>,
     },
     /// The connection could not be made, or was dropped before the answer was complete.
     #[error("connection error: {message}")]
@@ -94,6 +123,10 @@ pub enum Error {
 
 fn retry_after_text(retry_after: Option<Duration>) -> String {
     retry_after.map_or_else(String::new, |d| format!(", retry after {d:?}"))
+}
+
+fn declared_text(declared: Option<u64>) -> String {
+    declared.map_or_else(String::new, |n| format!("; it declared {n} bytes"))
 }
 
 fn code_text(code: Option<i64>) -> String {

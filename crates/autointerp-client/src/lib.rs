@@ -22,6 +22,14 @@
 //! # }
 //! ```
 //!
+//! # Settings and guards
+//!
+//! [`HttpSettings`] are the transport settings both HTTP clients share, as a config file writes
+//! them: requests in flight, the request timeout (from sending), the queue allowance (waiting on
+//! this client's own limits), the answer size limit and `extra_body` fields for every request.
+//! URLs are shown with their credentials redacted ([`redact_url`]), in errors, retry logs and
+//! `Debug`.
+//!
 //! # Why not `async-openai`
 //!
 //! The HTTP client is reqwest (rustls, no native TLS) with this crate's own serde types for the
@@ -49,6 +57,8 @@ mod embed;
 mod error;
 mod http;
 mod openai;
+mod redact;
+mod settings;
 mod spec;
 mod token_scorer;
 mod types;
@@ -59,6 +69,11 @@ pub use client::{ChatFuture, Client, DynClient, SharedClient};
 pub use embed::OpenAiEmbedder;
 pub use error::{Error, Result};
 pub use openai::OpenAiClient;
+pub use redact::{redact_url, RedactedUrl};
+pub use settings::{
+    HttpSettings, DEFAULT_EMBEDDING_REQUESTS_IN_FLIGHT, DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_QUEUE_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 pub use spec::ModelSpec;
 pub use token_scorer::{DynTokenScorer, LogprobsFuture, SharedTokenScorer, TokenScorer};
 pub use types::{ChatRequest, ChatResponse, TokenLogprobs, Usage};

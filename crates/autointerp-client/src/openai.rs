@@ -1,55 +1,42 @@
 use std::fmt;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use reqwest::StatusCode;
-use tokio::sync::Semaphore;
-use tokio::time::Instant;
+use reqwest::header::{HeaderName, HeaderValue};
+use serde_json::{Map, Value};
 
-use crate::http::{http_client, retry_after, RetryPolicy};
+use crate::http::{endpoint, http_client, ApiKey, Transport};
+use crate::redact::RedactedUrl;
 use crate::wire::{self, ParseError};
-use crate::{ChatRequest, ChatResponse, Client, Error, Result};
+use crate::{ChatRequest, ChatResponse, Client, Error, HttpSettings, Result};
+
+/// Body fields a chat client writes itself, which `extra_body` may not replace.
+const CHAT_RESERVED: &[&str] = &["model", "messages", "stream"];
 
 /// A client for any server that speaks OpenAI's `POST {base_url}/chat/completions`: OpenAI,
 /// OpenRouter, vLLM, SGLang, llama.cpp's `llama-server`, Ollama, ….
 ///
 /// Clones share one connection pool, one concurrency limit and one requests-per-minute limiter, so
 /// clone it (or wrap it in an `Arc`) to use it from many tasks. Set the limits before cloning:
-/// [`OpenAiClient::with_max_concurrency`] and [`OpenAiClient::with_requests_per_minute`] give the
-/// client a fresh limiter of its own.
+/// [`OpenAiClient::with_max_concurrency`], [`OpenAiClient::with_settings`] and
+/// [`OpenAiClient::with_requests_per_minute`] give the client a fresh limiter of its own.
 ///
 /// Each request is retried on 429, 5xx, timeouts and dropped connections, up to
 /// [`OpenAiClient::with_max_attempts`] attempts in all, waiting between attempts with exponential
 /// backoff and full jitter (a random wait between zero and `base · 2^(attempt-1)`, capped), or as
 /// long as the server's `Retry-After` header asks, capped by [`OpenAiClient::with_max_retry_after`].
+/// Timeouts, the queue allowance, the answer size limit and extra body fields are the
+/// [`HttpSettings`].
 ///
 /// The API key is read once, from an environment variable whose *name* is configured; it is sent
 /// only in the `Authorization` header, never printed by `Debug`, and redacted from the response
-/// snippets that errors carry.
+/// snippets that errors carry. Credentials in the base URL (`user:pass@`, `?key=`) are redacted
+/// wherever the client shows it.
 #[derive(Clone)]
 pub struct OpenAiClient {
-    http: reqwest::Client,
+    transport: Transport,
     base_url: String,
-    endpoint: String,
     model: String,
-    api_key: Option<ApiKey>,
-    headers: HeaderMap,
-    retry: RetryPolicy,
-    timeout: Duration,
-    max_concurrency: usize,
-    in_flight: Arc<Semaphore>,
-    rpm: Option<Arc<RateLimiter>>,
     price: Option<Price>,
-}
-
-/// An API key: where it came from, and the header it makes. Never printed.
-#[derive(Clone)]
-struct ApiKey {
-    /// The environment variable it was read from, if any (safe to print).
-    env_var: Option<String>,
-    secret: String,
-    header: HeaderValue,
 }
 
 /// Prices per million tokens, to fill [`crate::Usage::cost`].
@@ -62,28 +49,26 @@ struct Price {
 impl OpenAiClient {
     /// A client for `model` at `base_url` (the part before `/chat/completions`, e.g.
     /// `http://localhost:8000/v1` for vLLM, `http://localhost:11434/v1` for Ollama), without an API
-    /// key; add one with [`OpenAiClient::with_api_key_env`].
+    /// key; add one with [`OpenAiClient::with_api_key_env`]. A query in `base_url`
+    /// (`?api-version=…`) is sent after the path.
     ///
-    /// Defaults: 5 attempts, backoff from 500 ms up to 30 s, `Retry-After` honoured up to 60 s, a
-    /// 120 s timeout per attempt, 32 requests in flight, no requests-per-minute limit, no prices.
+    /// Defaults: 5 attempts, backoff from 500 ms up to 30 s, `Retry-After` honoured up to 60 s,
+    /// no requests-per-minute limit, no prices, and [`HttpSettings::default`]: 32 requests in
+    /// flight, a 120 s timeout per attempt, an hour's queue allowance, answers up to 32 MiB.
     ///
     /// # Errors
     /// [`Error::Config`] when `base_url` is not an http(s) URL or the HTTP client cannot be built.
     pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Result<Self> {
         let (base_url, http) = http_client(base_url.into())?;
-        let max_concurrency = 32;
         Ok(Self {
-            http,
-            endpoint: format!("{base_url}/chat/completions"),
+            transport: Transport::new(
+                http,
+                endpoint(&base_url, "chat/completions"),
+                HttpSettings::default(),
+                CHAT_RESERVED,
+            ),
             base_url,
             model: model.into(),
-            api_key: None,
-            headers: HeaderMap::new(),
-            retry: RetryPolicy::default(),
-            timeout: Duration::from_secs(120),
-            max_concurrency,
-            in_flight: Arc::new(Semaphore::new(max_concurrency)),
-            rpm: None,
             price: None,
         })
     }
@@ -110,27 +95,9 @@ impl OpenAiClient {
     /// # Errors
     /// [`Error::Config`] naming `var` when it is unset, empty, not Unicode, or holds characters a
     /// header cannot carry.
-    pub fn with_api_key_env(self, var: impl Into<String>) -> Result<Self> {
-        let var = var.into();
-        let secret = match std::env::var(&var) {
-            Ok(s) if !s.trim().is_empty() => s.trim().to_owned(),
-            Ok(_) => {
-                return Err(Error::Config(format!(
-                    "environment variable {var} (the API key) is empty"
-                )))
-            }
-            Err(std::env::VarError::NotPresent) => {
-                return Err(Error::Config(format!(
-                    "environment variable {var} (the API key) is not set"
-                )));
-            }
-            Err(std::env::VarError::NotUnicode(_)) => {
-                return Err(Error::Config(format!(
-                    "environment variable {var} (the API key) is not valid Unicode"
-                )));
-            }
-        };
-        self.set_key(secret, Some(var))
+    pub fn with_api_key_env(mut self, var: impl Into<String>) -> Result<Self> {
+        self.transport.set_key(ApiKey::from_env(var.into())?);
+        Ok(self)
     }
 
     /// Uses `key` as the API key, for keys that come from somewhere other than the environment
@@ -138,25 +105,9 @@ impl OpenAiClient {
     ///
     /// # Errors
     /// [`Error::Config`] when the key holds characters a header cannot carry.
-    pub fn with_api_key(self, key: impl Into<String>) -> Result<Self> {
-        self.set_key(key.into().trim().to_owned(), None)
-    }
-
-    fn set_key(mut self, secret: String, env_var: Option<String>) -> Result<Self> {
-        let from = env_var
-            .as_deref()
-            .map_or_else(String::new, |v| format!(" from {v}"));
-        let mut header = HeaderValue::from_str(&format!("Bearer {secret}")).map_err(|_| {
-            Error::Config(format!(
-                "the API key{from} holds characters an HTTP header cannot carry"
-            ))
-        })?;
-        header.set_sensitive(true);
-        self.api_key = Some(ApiKey {
-            env_var,
-            secret,
-            header,
-        });
+    pub fn with_api_key(mut self, key: impl Into<String>) -> Result<Self> {
+        self.transport
+            .set_key(ApiKey::new(key.into().trim().to_owned(), None)?);
         Ok(self)
     }
 
@@ -172,46 +123,88 @@ impl OpenAiClient {
                 "the value of header `{name}` is not a valid header value"
             ))
         })?;
-        self.headers.insert(name, value);
+        self.transport.headers.insert(name, value);
         Ok(self)
+    }
+
+    /// Applies every [`HttpSettings`] field: requests in flight (a fresh limiter, as
+    /// [`OpenAiClient::with_max_concurrency`]), request timeout, queue allowance, answer size
+    /// limit and extra body fields.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the field when one is out of range (zero in flight, a zero
+    /// timeout or limit) or `extra_body` sets `model`, `messages` or `stream`.
+    pub fn with_settings(mut self, settings: &HttpSettings) -> Result<Self> {
+        self.transport.apply(settings)?;
+        Ok(self)
+    }
+
+    /// The [`HttpSettings`] in effect, e.g. to save them beside a run.
+    pub fn settings(&self) -> HttpSettings {
+        self.transport.settings()
     }
 
     /// Sets how many requests one [`Client::chat`] call may send in all (at least 1).
     #[must_use]
     pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
-        self.retry.max_attempts = max_attempts.max(1);
+        self.transport.retry.max_attempts = max_attempts.max(1);
         self
     }
 
     /// Sets the backoff between attempts: a random wait in `[0, min(max, base · 2^(attempt-1))]`.
     #[must_use]
     pub fn with_backoff(mut self, base: Duration, max: Duration) -> Self {
-        self.retry.base_delay = base;
-        self.retry.max_delay = max.max(base);
+        self.transport.retry.base_delay = base;
+        self.transport.retry.max_delay = max.max(base);
         self
     }
 
     /// Sets the longest wait a server's `Retry-After` header may impose.
     #[must_use]
     pub fn with_max_retry_after(mut self, max: Duration) -> Self {
-        self.retry.max_retry_after = max;
+        self.transport.retry.max_retry_after = max;
         self
     }
 
-    /// Sets the timeout of each attempt, from sending the request to reading the last byte of the
-    /// answer (waiting for the concurrency and rate limits is not counted).
+    /// Sets the timeout of each attempt ([`HttpSettings::request_timeout`]), from sending the
+    /// request to reading the last byte of the answer; waiting for the concurrency and rate
+    /// limits is not counted (that is [`OpenAiClient::with_queue_timeout`]).
     #[must_use]
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
+        self.transport.timeout = timeout;
         self
+    }
+
+    /// Sets how long an attempt may wait for the concurrency and rate limits before it is sent
+    /// ([`HttpSettings::queue_timeout`]); past it the call fails with [`Error::QueueTimeout`].
+    #[must_use]
+    pub fn with_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.transport.set_queue_timeout(timeout);
+        self
+    }
+
+    /// Sets the most bytes of an answer read ([`HttpSettings::max_response_bytes`], at least 1).
+    #[must_use]
+    pub fn with_max_response_bytes(mut self, limit: u64) -> Self {
+        self.transport.set_max_response_bytes(limit);
+        self
+    }
+
+    /// Sets the fields added to every request body ([`HttpSettings::extra_body`]), replacing
+    /// any set before.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when it sets `model`, `messages` or `stream`.
+    pub fn with_extra_body(mut self, extra: Map<String, Value>) -> Result<Self> {
+        self.transport.set_extra_body(extra)?;
+        Ok(self)
     }
 
     /// Sets how many requests may be in flight at once across this client and its later clones
-    /// (at least 1).
+    /// ([`HttpSettings::max_requests_in_flight`], at least 1).
     #[must_use]
     pub fn with_max_concurrency(mut self, max_concurrency: usize) -> Self {
-        self.max_concurrency = max_concurrency.clamp(1, Semaphore::MAX_PERMITS);
-        self.in_flight = Arc::new(Semaphore::new(self.max_concurrency));
+        self.transport.set_max_in_flight(max_concurrency);
         self
     }
 
@@ -219,12 +212,7 @@ impl OpenAiClient {
     /// this client and its later clones; 0 removes the limit.
     #[must_use]
     pub fn with_requests_per_minute(mut self, rpm: u32) -> Self {
-        self.rpm = (rpm > 0).then(|| {
-            Arc::new(RateLimiter {
-                interval: Duration::from_secs(60) / rpm,
-                next: Mutex::new(Instant::now()),
-            })
-        });
+        self.transport.set_requests_per_minute(rpm);
         self
     }
 
@@ -244,16 +232,19 @@ impl OpenAiClient {
         &self.model
     }
 
-    /// The base URL, without a trailing slash.
+    /// The base URL, without a trailing slash, as given: it may hold credentials, so show it
+    /// through [`crate::redact_url`].
     pub fn base_url(&self) -> &str {
         &self.base_url
     }
 
     async fn chat_with_retries(&self, req: ChatRequest) -> Result<ChatResponse> {
-        let body = serde_json::to_vec(&wire::request_body(&self.model, &req))
+        let body = wire::request_body(&self.model, &req, self.transport.extra_body());
+        let body = serde_json::to_vec(&body)
             .map_err(|e| Error::Config(format!("cannot serialise the request: {e}")))?;
-        self.retry
-            .run("chat", &self.model, || {
+        self.transport
+            .retry
+            .run("chat", &self.model, self.transport.endpoint(), || {
                 self.attempt(&body, req.prompt_logprobs)
             })
             .await
@@ -261,59 +252,14 @@ impl OpenAiClient {
 
     /// One request: wait for the limits, send, read the whole answer, parse it.
     async fn attempt(&self, body: &[u8], prompt_top_k: Option<u8>) -> Result<ChatResponse> {
-        let permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| Error::Config("the concurrency limiter was closed".into()))?;
-        if let Some(rpm) = &self.rpm {
-            rpm.acquire().await;
-        }
-        let exchange = async {
-            let mut request = self
-                .http
-                .post(&self.endpoint)
-                .headers(self.headers.clone())
-                .header(CONTENT_TYPE, "application/json")
-                .body(body.to_vec());
-            if let Some(key) = &self.api_key {
-                request = request.header(AUTHORIZATION, key.header.clone());
-            }
-            let response = request.send().await.map_err(|e| self.transport_error(&e))?;
-            let status = response.status();
-            let retry_after = retry_after(response.headers());
-            let bytes = response
-                .bytes()
-                .await
-                .map_err(|e| self.transport_error(&e))?;
-            Ok::<_, Error>((status, retry_after, bytes))
-        };
-        let (status, retry_after, bytes) = tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| Error::Timeout {
-                after: self.timeout,
-            })??;
-        drop(permit);
-
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            return Err(Error::RateLimited {
-                retry_after,
-                body: self.snippet(&bytes),
-            });
-        }
-        if !status.is_success() {
-            return Err(Error::Http {
-                status: status.as_u16(),
-                body: self.snippet(&bytes),
-            });
-        }
+        let bytes = self.transport.post(body).await?;
         let mut response = wire::parse_response(&bytes, prompt_top_k).map_err(|e| match e {
             ParseError::Malformed(problem) => Error::MalformedResponse {
                 problem,
-                body: self.snippet(&bytes),
+                body: self.transport.snippet(&bytes),
             },
             ParseError::Api { message, code } => Error::Api {
-                message: self.redact(message),
+                message: self.transport.redact(message),
                 code,
             },
         })?;
@@ -333,20 +279,9 @@ impl OpenAiClient {
         Ok(response)
     }
 
-    fn transport_error(&self, e: &reqwest::Error) -> Error {
-        crate::http::transport_error(
-            e,
-            self.timeout,
-            self.api_key.as_ref().map(|k| k.secret.as_str()),
-        )
-    }
-
+    #[cfg(test)]
     fn snippet(&self, body: &[u8]) -> String {
-        crate::http::snippet(body, self.api_key.as_ref().map(|k| k.secret.as_str()))
-    }
-
-    fn redact(&self, text: String) -> String {
-        crate::http::redact(text, self.api_key.as_ref().map(|k| k.secret.as_str()))
+        self.transport.snippet(body)
     }
 }
 
@@ -358,60 +293,19 @@ impl Client for OpenAiClient {
 
 impl fmt::Debug for OpenAiClient {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OpenAiClient")
-            .field("base_url", &self.base_url)
-            .field("model", &self.model)
-            .field("api_key", &self.api_key)
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .field("retry", &self.retry)
-            .field("timeout", &self.timeout)
-            .field("max_concurrency", &self.max_concurrency)
-            .field(
-                "requests_per_minute",
-                &self.rpm.as_ref().map(|r| r.per_minute()),
-            )
-            .field("price", &self.price)
-            .finish()
-    }
-}
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.env_var {
-            Some(var) => write!(f, "[redacted, from {var}]"),
-            None => f.write_str("[redacted]"),
-        }
-    }
-}
-
-/// Starts requests at most once per `interval`, in the order they ask.
-struct RateLimiter {
-    interval: Duration,
-    next: Mutex<Instant>,
-}
-
-impl RateLimiter {
-    async fn acquire(&self) {
-        let slot = {
-            let mut next = self
-                .next
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let slot = (*next).max(Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
-
-    fn per_minute(&self) -> f64 {
-        60.0 / self.interval.as_secs_f64()
+        let mut d = f.debug_struct("OpenAiClient");
+        d.field("base_url", &RedactedUrl(&self.base_url))
+            .field("model", &self.model);
+        self.transport.debug_fields(&mut d);
+        d.field("price", &self.price).finish()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::retry_after;
+    use reqwest::header::HeaderMap;
 
     #[test]
     fn retry_after_reads_seconds_and_milliseconds() {
@@ -441,16 +335,22 @@ mod tests {
             after: Duration::ZERO,
         };
         for attempt in 1..40 {
-            let d = c.retry.delay(attempt, &e);
+            let d = c.transport.retry.delay(attempt, &e);
             assert!(d <= Duration::from_millis(250), "{d:?}");
         }
-        assert!(c.retry.delay(1, &e) <= Duration::from_millis(100));
+        assert!(c.transport.retry.delay(1, &e) <= Duration::from_millis(100));
         let limited = |s| Error::RateLimited {
             retry_after: Some(Duration::from_secs(s)),
             body: String::new(),
         };
-        assert_eq!(c.retry.delay(1, &limited(1)), Duration::from_secs(1));
-        assert_eq!(c.retry.delay(1, &limited(100)), Duration::from_secs(2));
+        assert_eq!(
+            c.transport.retry.delay(1, &limited(1)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            c.transport.retry.delay(1, &limited(100)),
+            Duration::from_secs(2)
+        );
     }
 
     #[test]

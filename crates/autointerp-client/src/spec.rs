@@ -3,7 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::{Error, OpenAiClient, Result};
+use crate::redact::redact_url;
+use crate::{Error, HttpSettings, OpenAiClient, Result};
 
 /// The accepted forms, for error messages.
 const FORMS: &str = "`openai:BASE_URL/MODEL`, `openai:MODEL`, `openrouter:MODEL` or `local:PATH`";
@@ -29,7 +30,11 @@ const FORMS: &str = "`openai:BASE_URL/MODEL`, `openai:MODEL`, `openrouter:MODEL`
 /// assert!(matches!("local:model.gguf".parse()?, ModelSpec::Local { .. }));
 /// # Ok::<(), autointerp_client::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Display` writes the spec back as it was given, credentials in a base URL included, so that
+/// it parses again; `Debug` and errors redact them ([`crate::redact_url`]). Show a spec to
+/// people with `redact_url(&spec.to_string())`.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ModelSpec {
     /// `openai:BASE_URL/MODEL`: an OpenAI-compatible server at `base_url`.
@@ -64,7 +69,7 @@ impl FromStr for ModelSpec {
     /// `openai:` URL names no model after its last `/`.
     fn from_str(spec: &str) -> Result<Self> {
         let bad = |problem: String| Error::ModelSpec {
-            spec: spec.to_owned(),
+            spec: redact_url(spec),
             problem,
         };
         let (provider, rest) = spec
@@ -110,7 +115,36 @@ impl fmt::Display for ModelSpec {
     }
 }
 
+impl fmt::Debug for ModelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Server { base_url, model } => f
+                .debug_struct("Server")
+                .field("base_url", &crate::RedactedUrl(base_url))
+                .field("model", model)
+                .finish(),
+            Self::OpenAi { model } => f.debug_struct("OpenAi").field("model", model).finish(),
+            Self::OpenRouter { model } => {
+                f.debug_struct("OpenRouter").field("model", model).finish()
+            }
+            Self::Local { source } => f.debug_struct("Local").field("source", source).finish(),
+        }
+    }
+}
+
 impl ModelSpec {
+    /// [`ModelSpec::client`] with `settings` applied ([`OpenAiClient::with_settings`]).
+    ///
+    /// # Errors
+    /// As [`ModelSpec::client`], and [`Error::Config`] naming a setting that is out of range.
+    pub fn client_with(
+        &self,
+        api_key_env: Option<&str>,
+        settings: &HttpSettings,
+    ) -> Result<OpenAiClient> {
+        self.client(api_key_env)?.with_settings(settings)
+    }
+
     /// The HTTP client that asks this model. `api_key_env` names the variable holding the key of
     /// a [`ModelSpec::Server`] (servers on localhost usually need none); OpenAI and OpenRouter
     /// always read their own variable, so it is ignored for them.
@@ -130,7 +164,7 @@ impl ModelSpec {
             Self::OpenAi { model } => OpenAiClient::openai(model.as_str()),
             Self::OpenRouter { model } => OpenAiClient::openrouter(model.as_str()),
             Self::Local { .. } => Err(Error::ModelSpec {
-                spec: self.to_string(),
+                spec: redact_url(&self.to_string()),
                 problem: "local models are answered by the in-process engine, not an HTTP client"
                     .into(),
             }),
@@ -179,6 +213,34 @@ mod tests {
         }
         let err = "claude:x".parse::<ModelSpec>().unwrap_err().to_string();
         assert!(err.contains("unknown provider \"claude\""), "{err}");
+    }
+
+    #[test]
+    fn credentials_stay_out_of_debug_and_errors_but_round_trip() {
+        let text = "openai:https://bob:hunter2@h/v1?api_key=sk-9/m";
+        // `?api_key=sk-9/m` is not a model after a query: the model is what follows the last `/`.
+        let spec: ModelSpec = text.parse().unwrap();
+        assert_eq!(spec.to_string(), text, "Display round-trips");
+        let debug = format!("{spec:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("sk-9"),
+            "{debug}"
+        );
+        assert!(debug.contains("bob:[redacted]@h"), "{debug}");
+        let client = spec.client(None).unwrap();
+        let debug = format!("{client:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("sk-9"),
+            "{debug}"
+        );
+
+        let err = "openai:https://bob:hunter2@h/"
+            .parse::<ModelSpec>()
+            .unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(!format!("{err:?}").contains("hunter2"), "{err:?}");
+        let err = OpenAiClient::new("ftp://bob:hunter2@h/v1", "m").unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

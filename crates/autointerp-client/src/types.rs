@@ -39,7 +39,8 @@ pub struct ChatRequest {
     pub prompt_logprobs: Option<u8>,
     /// Extra body parameters passed through as they are, e.g. vLLM's `top_k` or
     /// `chat_template_kwargs`, or OpenRouter's `provider`. They are written last, so a key here
-    /// overrides the field the typed options above would have written.
+    /// overrides the field the typed options above would have written, and the client's own
+    /// [`crate::HttpSettings::extra_body`] (settings for every request; these are for one).
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 

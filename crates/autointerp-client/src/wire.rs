@@ -9,8 +9,14 @@ use serde_json::{Map, Value};
 
 use crate::{ChatRequest, ChatResponse, TokenLogprobs, Usage};
 
-/// Builds the JSON body of `POST /chat/completions`.
-pub(crate) fn request_body(model: &str, req: &ChatRequest) -> Value {
+/// Builds the JSON body of `POST /chat/completions`: the typed fields of `req`, then the client's
+/// `provider_extra` (its `extra_body`), then `req.extra`, each replacing what came before under
+/// the same key.
+pub(crate) fn request_body(
+    model: &str,
+    req: &ChatRequest,
+    provider_extra: &Map<String, Value>,
+) -> Value {
     let mut body = Map::new();
     body.insert("model".into(), model.into());
     let messages = serde_json::to_value(&req.messages).unwrap_or_else(|_| Value::Array(Vec::new()));
@@ -37,7 +43,7 @@ pub(crate) fn request_body(model: &str, req: &ChatRequest) -> Value {
     if let Some(k) = req.prompt_logprobs {
         body.insert("prompt_logprobs".into(), k.into());
     }
-    for (key, value) in &req.extra {
+    for (key, value) in provider_extra.iter().chain(&req.extra) {
         body.insert(key.clone(), value.clone());
     }
     Value::Object(body)
@@ -315,16 +321,22 @@ mod tests {
             .with_stop("\n")
             .with_extra("top_k", 5)
             .with_extra("max_tokens", 7);
-        let body = request_body("m", &req);
+        let mut provider = Map::new();
+        provider.insert("top_k".into(), 9.into());
+        provider.insert("temperature".into(), 0.5.into());
+        let body = request_body("m", &req, &provider);
         assert_eq!(body["model"], "m");
         assert_eq!(body["messages"][0]["role"], "user");
         assert_eq!(body["logprobs"], true);
         assert_eq!(body["top_logprobs"], 2);
         assert_eq!(body["prompt_logprobs"], 1);
         assert_eq!(body["stop"][0], "\n");
-        assert_eq!(body["top_k"], 5);
+        assert_eq!(
+            body["top_k"], 5,
+            "the request's extra overrides the client's"
+        );
         assert_eq!(body["max_tokens"], 7, "extra overrides typed fields");
-        assert!(body.get("temperature").is_none());
+        assert_eq!(body["temperature"], 0.5, "the client's extra is kept");
     }
 
     #[test]

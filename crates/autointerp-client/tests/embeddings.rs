@@ -5,13 +5,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
-use autointerp_client::{Embedder, Error, OpenAiEmbedder};
+use autointerp_client::{Embedder, Error, HttpSettings, OpenAiEmbedder};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 
 #[derive(Default)]
@@ -154,5 +154,94 @@ fn the_trait_works_without_a_runtime() -> Result<()> {
             .unwrap()
             .map_err(|e| anyhow::anyhow!(e))?;
     assert_eq!(vectors, vec![vec![1.0, 0.0], vec![2.0, 1.0]]);
+    Ok(())
+}
+
+/// An `/embeddings` route whose 200 answer streams spaces for ever (chunked).
+async fn serve_endless() -> Result<String> {
+    async fn endless() -> Response {
+        let spaces = axum::body::Bytes::from(vec![b' '; 64 * 1024]);
+        let stream = futures::stream::repeat_with(move || Ok::<_, std::io::Error>(spaces.clone()));
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            axum::body::Body::from_stream(stream),
+        )
+            .into_response()
+    }
+    let app = Router::new().route("/v1/embeddings", post(endless));
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(format!("http://{addr}/v1"))
+}
+
+/// #15 item 17, embeddings: an endless answer stops at the size limit with an error naming it
+/// and the URL.
+#[tokio::test]
+async fn endless_answers_stop_at_the_size_limit() -> Result<()> {
+    let url = serve_endless().await?;
+    let settings = HttpSettings {
+        max_response_bytes: 256 * 1024,
+        ..HttpSettings::embeddings()
+    };
+    let embedder = OpenAiEmbedder::new(&url, "mini")?.with_settings(&settings)?;
+    let err = embedder.embed(&texts(1)).await.unwrap_err();
+    match &err {
+        Error::ResponseTooLarge {
+            url: shown,
+            limit: 262_144,
+            declared: None,
+        } => assert_eq!(shown, &format!("{url}/embeddings")),
+        other => panic!("unexpected {other:?}"),
+    }
+    Ok(())
+}
+
+/// #15 items 11 and 14, embeddings: the settings apply (one request in flight, its timeout,
+/// `extra_body` in every body) and the fields the embedder writes are refused.
+#[tokio::test]
+async fn settings_apply_to_embedders() -> Result<()> {
+    let (url, server) = serve(vec![]).await?;
+    let serde_json::Value::Object(extra) = json!({"dimensions": 2, "user": "run-7"}) else {
+        unreachable!()
+    };
+    let settings = HttpSettings {
+        max_requests_in_flight: 1,
+        request_timeout: Duration::from_secs(30),
+        extra_body: extra.clone(),
+        ..HttpSettings::embeddings()
+    };
+    let embedder = OpenAiEmbedder::new(&url, "mini")?
+        .with_dimensions(512)
+        .with_settings(&settings)?;
+    assert_eq!(embedder.settings(), settings);
+    assert_eq!(
+        OpenAiEmbedder::new(&url, "mini")?.settings(),
+        HttpSettings::embeddings()
+    );
+    embedder.embed(&texts(2)).await?;
+    let body = server.bodies.lock().unwrap()[0].clone();
+    assert_eq!(body["dimensions"], 2, "extra_body replaces our field");
+    assert_eq!(body["user"], "run-7");
+    assert_eq!(body["encoding_format"], "float");
+    assert_eq!(body["input"], json!(["x", "xx"]));
+
+    for key in ["model", "input", "encoding_format"] {
+        let mut bad = extra.clone();
+        bad.insert(key.into(), json!("x"));
+        let err = OpenAiEmbedder::new(&url, "mini")?
+            .with_extra_body(bad)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains(&format!("`{key}`"))),
+            "{key}: {err}"
+        );
+    }
+    // `messages` is a chat field: an embedder has no reason to refuse it.
+    let mut chatty = Map::new();
+    chatty.insert("messages".into(), json!([]));
+    assert!(OpenAiEmbedder::new(&url, "mini")?
+        .with_extra_body(chatty)
+        .is_ok());
     Ok(())
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use autointerp_client::{ChatRequest, Client, Error, OpenAiClient};
+use autointerp_client::{ChatRequest, Client, Error, HttpSettings, OpenAiClient};
 use autointerp_core::Message;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -661,6 +661,293 @@ async fn refused_connections_are_connection_errors() -> Result<()> {
     assert!(
         matches!(err, Error::RetriesExhausted { attempts: 2, .. }),
         "{err:?}"
+    );
+    Ok(())
+}
+
+/// What an endless server sends after the response head.
+#[derive(Clone, Copy, Debug)]
+enum Endless {
+    /// `Content-Length: 1 GiB`, then spaces (valid JSON whitespace) for as long as anyone reads.
+    Declared,
+    /// Chunked transfer encoding whose chunks of spaces never end.
+    Chunked,
+}
+
+/// A raw server that answers 200 with a body that never ends, counting connections.
+async fn endless_server(kind: Endless) -> Result<(u16, Arc<AtomicUsize>)> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let port = listener.local_addr()?.port();
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                read_request(&mut stream).await?;
+                let framing = match kind {
+                    Endless::Declared => "content-length: 1073741824",
+                    Endless::Chunked => "transfer-encoding: chunked",
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n{framing}\r\n\r\n"
+                );
+                stream.write_all(head.as_bytes()).await?;
+                let spaces = vec![b' '; 64 * 1024];
+                let chunk = match kind {
+                    Endless::Declared => spaces,
+                    Endless::Chunked => {
+                        let mut c = format!("{:x}\r\n", spaces.len()).into_bytes();
+                        c.extend_from_slice(&spaces);
+                        c.extend_from_slice(b"\r\n");
+                        c
+                    }
+                };
+                // Until the client hangs up, which makes this write fail.
+                loop {
+                    stream.write_all(&chunk).await?;
+                }
+                #[allow(unreachable_code)]
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    Ok((port, count))
+}
+
+/// #15 item 17: a body is read up to the limit and no further, whatever the server declares or
+/// streams; the error names the limit and the URL (credentials redacted), and is not retried.
+#[tokio::test]
+async fn endless_bodies_stop_at_the_size_limit() -> Result<()> {
+    init();
+    for kind in [Endless::Declared, Endless::Chunked] {
+        let (port, connections) = endless_server(kind).await?;
+        let url = format!("http://bob:hunter2@127.0.0.1:{port}/v1");
+        let err = client(&url)?
+            .with_timeout(Duration::from_secs(60))
+            .with_max_response_bytes(1024 * 1024)
+            .chat(request())
+            .await
+            .unwrap_err();
+        match &err {
+            Error::ResponseTooLarge {
+                url,
+                limit,
+                declared,
+            } => {
+                assert_eq!(*limit, 1024 * 1024, "{kind:?}");
+                assert_eq!(
+                    url,
+                    &format!("http://bob:[redacted]@127.0.0.1:{port}/v1/chat/completions")
+                );
+                let want = match kind {
+                    Endless::Declared => Some(1 << 30),
+                    Endless::Chunked => None,
+                };
+                assert_eq!(*declared, want, "{kind:?}");
+            }
+            other => panic!("{kind:?}: unexpected {other:?}"),
+        }
+        let shown = err.to_string();
+        assert!(
+            shown.contains("1048576 bytes") && shown.contains("max_response_bytes"),
+            "{shown}"
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert_eq!(
+            connections.load(Ordering::SeqCst),
+            1,
+            "{kind:?}: not retried"
+        );
+    }
+
+    // The default limit (32 MiB) holds too: the stream is cut, not read for ever.
+    let (port, _) = endless_server(Endless::Chunked).await?;
+    let err = client(&format!("http://127.0.0.1:{port}/v1"))?
+        .with_timeout(Duration::from_secs(120))
+        .chat(request())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::ResponseTooLarge { limit, .. } if limit == 32 * 1024 * 1024),
+        "{err:?}"
+    );
+    Ok(())
+}
+
+/// #15 item 11: the request timeout runs from sending, not from joining the queue, so requests
+/// queued behind a one-slot client all succeed although together they take several timeouts.
+#[tokio::test]
+async fn queued_requests_do_not_spend_their_request_timeout() -> Result<()> {
+    init();
+    let (url, server) = serve(vec![], Step::Delayed(Duration::from_millis(250))).await?;
+    let settings = HttpSettings {
+        max_requests_in_flight: 1,
+        request_timeout: Duration::from_millis(1000),
+        ..HttpSettings::default()
+    };
+    // One attempt: a request that timed out would fail the test rather than be retried.
+    let c = client(&url)?.with_settings(&settings)?.with_max_attempts(1);
+    assert_eq!(c.settings(), settings);
+    let n = 8; // 8 × 250 ms = 2 s of server time, twice the timeout.
+    let answers = futures_join(&c, n).await;
+    for a in &answers {
+        assert_eq!(
+            a.as_ref().map(|r| r.text.as_str()).ok(),
+            Some("Hello"),
+            "{a:?}"
+        );
+    }
+    assert_eq!(server.requests(), n);
+    assert_eq!(server.max_in_flight.load(Ordering::SeqCst), 1);
+    Ok(())
+}
+
+/// #15 item 11: waiting to be admitted has its own allowance; past it the call fails with a
+/// typed error, unsent and not retried.
+#[tokio::test]
+async fn the_queue_allowance_bounds_waiting_for_a_slot() -> Result<()> {
+    init();
+    let (url, server) = serve(vec![], Step::Delayed(Duration::from_secs(2))).await?;
+    let c = client(&url)?
+        .with_max_concurrency(1)
+        .with_queue_timeout(Duration::from_millis(100));
+    let answers = futures_join(&c, 2).await;
+    let (ok, failed): (Vec<_>, Vec<_>) = answers.into_iter().partition(|a| a.is_ok());
+    assert_eq!(ok.len(), 1);
+    let err = failed
+        .into_iter()
+        .next()
+        .and_then(|a| a.err())
+        .expect("one failure");
+    assert!(
+        matches!(err, Error::QueueTimeout { waited, max_in_flight: 1 } if waited == Duration::from_millis(100)),
+        "{err:?}"
+    );
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("queue_timeout_secs"), "{err}");
+    assert_eq!(server.requests(), 1, "the queued request was never sent");
+    Ok(())
+}
+
+/// #15 item 14: `extra_body` reaches every request, replacing the client's own fields; a
+/// request's `extra` replaces it in turn; the fields that make the request are refused.
+#[tokio::test]
+async fn extra_body_fields_reach_every_request() -> Result<()> {
+    init();
+    let (url, server) = serve(vec![], Step::Ok).await?;
+    let serde_json::Value::Object(extra) = json!({
+        "top_k": 20,
+        "temperature": 0.7,
+        "provider": {"order": ["a", "b"]},
+    }) else {
+        unreachable!()
+    };
+    let c = client(&url)?.with_extra_body(extra.clone())?;
+    c.chat(request().with_temperature(0.0).with_max_tokens(5))
+        .await?;
+    c.chat(request().with_extra("top_k", 5)).await?;
+    let bodies = server.bodies.lock().unwrap().clone();
+    assert_eq!(bodies[0]["top_k"], 20);
+    assert_eq!(
+        bodies[0]["temperature"], 0.7,
+        "extra_body replaces our field"
+    );
+    assert_eq!(bodies[0]["max_tokens"], 5);
+    assert_eq!(bodies[0]["provider"], json!({"order": ["a", "b"]}));
+    assert_eq!(bodies[0]["model"], "test-model");
+    assert_eq!(bodies[1]["top_k"], 5, "the request's extra wins");
+    assert_eq!(bodies[1]["provider"], json!({"order": ["a", "b"]}));
+
+    for key in ["model", "messages", "stream"] {
+        let mut bad = extra.clone();
+        bad.insert(key.into(), json!(true));
+        let err = client(&url)?.with_extra_body(bad.clone()).unwrap_err();
+        assert!(
+            matches!(&err, Error::Config(m) if m.contains(&format!("`{key}`"))),
+            "{key}: {err}"
+        );
+        let settings = HttpSettings {
+            extra_body: bad,
+            ..HttpSettings::default()
+        };
+        assert!(client(&url)?.with_settings(&settings).is_err(), "{key}");
+    }
+    Ok(())
+}
+
+/// A `tracing` writer into a shared buffer, to read what a test logged.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// #15 item 19: credentials in the base URL (user info, `?key=`) reach the server but never an
+/// error, a retry log line or `Debug`.
+#[tokio::test]
+async fn credentials_in_the_url_are_redacted_from_errors_logs_and_debug() -> Result<()> {
+    init();
+    let (url, server) = serve(vec![], Step::Status(503)).await?;
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/v1");
+    let secret_url = format!("http://bob:hunter2@127.0.0.1:{port}/v1?key=sk-query-secret");
+    let c = client(&secret_url)?.with_max_attempts(2);
+
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer({
+            let logs = logs.clone();
+            move || logs.clone()
+        })
+        .with_ansi(false)
+        .finish();
+    let err = {
+        let _guard = tracing::subscriber::set_default(subscriber);
+        c.chat(request()).await.unwrap_err()
+    };
+    assert_eq!(server.requests(), 2, "the query reached the right path");
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone())?;
+    assert!(logs.contains("retrying"), "{logs}");
+    assert!(
+        logs.contains(&format!(
+            "http://bob:[redacted]@127.0.0.1:{port}/v1/chat/completions?key=[redacted]"
+        )),
+        "{logs}"
+    );
+    let debug = format!("{c:?}");
+    for shown in [logs, err.to_string(), format!("{err:?}"), debug] {
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("sk-query-secret"),
+            "{shown}"
+        );
+    }
+
+    // The HTTP stack's own messages name the URL too.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+        l.local_addr()?.port()
+    };
+    let err = client(&format!(
+        "http://bob:hunter2@127.0.0.1:{closed}/v1?api_key=sk-query-secret"
+    ))?
+    .with_max_attempts(1)
+    .chat(request())
+    .await
+    .unwrap_err();
+    assert!(matches!(err, Error::Connection { .. }), "{err:?}");
+    let shown = format!("{err} {err:?}");
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("sk-query-secret"),
+        "{shown}"
     );
     Ok(())
 }

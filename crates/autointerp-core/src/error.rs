@@ -47,6 +47,17 @@ pub enum Error {
         /// What is wrong with it.
         problem: String,
     },
+    /// A folder that another autointerp process is writing (see [`crate::fs::DirLock`]).
+    #[error(
+        "{path}: the folder is in use by {holder}; two commands writing one folder would delete \
+         each other's files: wait for that one to end, stop it, or choose another output folder"
+    )]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it: pid and host, as the holder recorded them.
+        holder: String,
+    },
 }
 
 /// Result with this crate's [`Error`].

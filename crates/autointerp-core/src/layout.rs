@@ -91,7 +91,8 @@ impl Layout {
         score_file_path(&self.scores(control), scorer, id)
     }
 
-    /// Whether `scorer`'s file for `id` exists.
+    /// Whether `scorer`'s file for `id` exists, finished or not: a file may record failed items,
+    /// which only the score crate can read (the run's planning retries those).
     pub fn has_score(&self, scorer: &str, id: &LatentId, control: bool) -> bool {
         self.score_file(scorer, id, control).is_file()
     }
@@ -126,41 +127,8 @@ impl Layout {
         }
         let mut removed = 0;
         for dir in dirs {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.filter_map(|e| e.ok()) {
-                let name = entry.file_name();
-                if entry.path().is_file() && name.to_str().is_some_and(is_temp_name) {
-                    std::fs::remove_file(entry.path()).map_err(|source| Error::Io {
-                        path: entry.path(),
-                        source,
-                    })?;
-                    removed += 1;
-                }
-            }
+            removed += crate::fs::remove_temp_files(&dir)?;
         }
         Ok(removed)
-    }
-}
-
-/// `.<name>.tmp<digits>`: what `write_atomic` writes before its rename.
-fn is_temp_name(name: &str) -> bool {
-    name.starts_with('.')
-        && name
-            .rsplit_once(".tmp")
-            .is_some_and(|(_, pid)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn temp_names() {
-        assert!(is_temp_name(".layers.0_latent3.txt.tmp1234"));
-        assert!(!is_temp_name("layers.0_latent3.txt"));
-        assert!(!is_temp_name(".hidden.tmp"));
-        assert!(!is_temp_name(".x.tmpabc"));
     }
 }

@@ -46,9 +46,12 @@ pub struct Example {
     pub tokens: Vec<u32>,
     /// Each token decoded on its own, for display.
     pub str_tokens: Vec<String>,
-    /// The latent's activation on each token.
+    /// The latent's activation on each token. A non-activating example taken from a
+    /// neighbouring latent carries that neighbour's activations instead (all zero otherwise):
+    /// whether an example activates the latent is told by the list it is in, not by these.
     pub activations: Vec<f32>,
-    /// Activations scaled to integers 0–10 by the latent's maximum activation.
+    /// Activations scaled to integers 0–10 by the latent's maximum activation (the neighbour's,
+    /// for a neighbour's non-activating example).
     pub normalized: Vec<u8>,
     /// Which activation quantile the example was drawn from (1 = strongest); `None` when it was
     /// not drawn by quantile, e.g. a non-activating example.

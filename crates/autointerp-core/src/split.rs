@@ -23,6 +23,14 @@ pub use write::{LocationDtype, SplitLayout, SplitWriter};
 
 use crate::{Error, Result};
 
+/// The checkpoint of a cache being written, in its `latents` folder beside the hook point
+/// folders: while it is there the cache is unfinished (still running, or stopped and resumable).
+pub const CHECKPOINT_FILE: &str = ".checkpoint.json";
+
+/// The folder of a hook point folder where nonzeros are spilled while its cache is written;
+/// removed once its split files are.
+pub const SPILL_DIR: &str = ".spill";
+
 /// Where a latent fired: token `position` of cache `row`, latent `latent` (absolute index).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Location {

@@ -5,7 +5,8 @@ use autointerp_core::{LatentRecord, Message};
 use serde::{Deserialize, Serialize};
 
 use crate::highlight::{escape_text, DEFAULT_THRESHOLD};
-use crate::prompt::excerpts_block;
+use crate::prompt::built_in;
+use crate::prompts::{ContrastiveContext, Excerpt, PromptError, PromptKind, PromptSet};
 
 /// Options of the contrastive explainer prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,52 +36,40 @@ impl Default for ContrastiveConfig {
     }
 }
 
-const SYSTEM: &str = "You are an interpretability researcher studying one feature of a language model. \
-You will be shown two groups of short text excerpts.
-
-The first group contains excerpts in which the feature is active. The tokens where it is active are \
-enclosed in << and >>; a stretch of consecutive active tokens shares one pair of delimiters, \
-<<like this>>.{activations}
-
-The second group contains excerpts in which the feature stays silent. They were chosen to resemble \
-the first group, so what sets the two groups apart is the best clue to what the feature responds to.
-
-Your job is to describe, in one short phrase, what the feature responds to.
-- Describe the pattern the active excerpts share and the silent ones lack; ignore excerpts that do not fit.
-- Say what the marked tokens are, and mention the surrounding text when it matters.
-- Give one description, not a list of alternatives, and do not mention the << >> delimiters.
-- Finish with a line that starts with [EXPLANATION]: followed by the description.";
-
-const ACTIVATIONS: &str = " After each active excerpt, a line lists the marked tokens with the \
-feature's strength on each, from 0 (inactive) to 10 (its strongest).";
-
 /// The contrastive explainer prompt for `record`: instructions (system), then one user message
 /// holding the first [`ContrastiveConfig::max_activating`] train examples, highlighted, under
 /// `Active excerpts:` and the first [`ContrastiveConfig::max_non_activating`] non-activating
-/// examples, unhighlighted, under `Silent excerpts:`. The answer is parsed with
-/// [`parse_explanation`](crate::parse_explanation).
+/// examples, unhighlighted, under `Silent excerpts:`, from the built-in `contrastive.jinja`. The
+/// answer is parsed with [`parse_explanation`](crate::parse_explanation).
 pub fn contrastive_prompt(record: &LatentRecord, cfg: &ContrastiveConfig) -> Vec<Message> {
-    let system = SYSTEM.replace(
-        "{activations}",
-        if cfg.show_activations {
-            ACTIVATIONS
-        } else {
-            ""
-        },
-    );
+    built_in(contrastive_prompt_with(&PromptSet::embedded(), record, cfg))
+}
+
+/// [`contrastive_prompt`] from `prompts`' `contrastive.jinja`, its examples highlighted with the
+/// template's markers.
+///
+/// # Errors
+/// [`PromptError::Template`] when the template fails on this record's examples.
+pub fn contrastive_prompt_with(
+    prompts: &PromptSet,
+    record: &LatentRecord,
+    cfg: &ContrastiveConfig,
+) -> Result<Vec<Message>, PromptError> {
+    let markers = &prompts.settings(PromptKind::Contrastive).highlight;
     let active = &record.train[..cfg.max_activating.min(record.train.len())];
     let silent = &record.non_activating[..cfg.max_non_activating.min(record.non_activating.len())];
-    let listed = cfg.show_activations.then_some(cfg.max_listed_tokens);
-    let mut user = format!(
-        "Active excerpts:\n{}",
-        excerpts_block(active, cfg.threshold, listed, "Active")
-    );
-    user.push_str("\n\nSilent excerpts:");
-    if silent.is_empty() {
-        user.push_str("\n(none available)");
-    }
-    for (i, ex) in silent.iter().enumerate() {
-        user.push_str(&format!("\nSilent {}: {}", i + 1, escape_text(&ex.text())));
-    }
-    vec![Message::system(system), Message::user(user)]
+    let context = ContrastiveContext {
+        examples: active
+            .iter()
+            .map(|e| Excerpt::highlighted(e, cfg.threshold, cfg.max_listed_tokens, markers))
+            .collect(),
+        silent: silent
+            .iter()
+            .map(|e| Excerpt::plain(escape_text(&e.text())))
+            .collect(),
+        show_activations: cfg.show_activations,
+        threshold: cfg.threshold,
+        max_listed_tokens: cfg.max_listed_tokens,
+    };
+    prompts.render_messages(PromptKind::Contrastive, &context)
 }

@@ -71,6 +71,9 @@ pub enum Error {
         /// The latent.
         latent: LatentId,
     },
+    /// A prompt template failed to render (see [`crate::prompts`]).
+    #[error(transparent)]
+    Prompt(#[from] crate::prompts::PromptError),
     /// The request to the LLM failed (after the client's own retries).
     #[error("LLM request failed: {0}")]
     Client(#[from] autointerp_client::Error),

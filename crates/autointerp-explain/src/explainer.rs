@@ -8,9 +8,11 @@ use autointerp_client::{ChatResponse, Client, Usage};
 use autointerp_core::{Explanation, LatentId, LatentRecord, Message};
 use serde::{Deserialize, Serialize};
 
+use crate::prompts::{PromptError, PromptKind, PromptSet};
 use crate::{
-    contrastive_prompt, default_prompt, parse_explanation, ContrastiveConfig, Error,
-    ExplainerConfig, GenerationConfig, Result, EXPLANATION_MARKER,
+    contrastive_prompt, contrastive_prompt_with, default_prompt, default_prompt_with,
+    parse_explanation_with, ContrastiveConfig, Error, ExplainerConfig, GenerationConfig, Result,
+    EXPLANATION_MARKER,
 };
 
 /// Something that explains latents: [`DefaultExplainer`], [`ContrastiveExplainer`], or any
@@ -106,7 +108,8 @@ pub enum ExplainOutcome {
 }
 
 impl ExplainOutcome {
-    /// Parses an explainer's answer for `latent` (see [`parse_explanation`]). When it holds no
+    /// Parses an explainer's answer for `latent` (see
+    /// [`parse_explanation`](crate::parse_explanation)). When it holds no
     /// explanation and generation stopped at the token limit, the reason says so.
     ///
     /// ```
@@ -128,13 +131,19 @@ impl ExplainOutcome {
     /// assert!(cut.is_failed() && cut.answer().starts_with("Step 1."));
     /// ```
     pub fn from_response(latent: LatentId, response: ChatResponse) -> Self {
+        Self::from_response_with(latent, response, EXPLANATION_MARKER)
+    }
+
+    /// [`ExplainOutcome::from_response`] for a prompt whose answer marker is `marker` (see
+    /// [`parse_explanation_with`]).
+    pub fn from_response_with(latent: LatentId, response: ChatResponse, marker: &str) -> Self {
         let ChatResponse {
             text,
             usage,
             finish_reason,
             ..
         } = response;
-        match parse_explanation(&text) {
+        match parse_explanation_with(&text, marker) {
             Ok(explanation) => Self::Explained {
                 explanation: Explanation {
                     latent,
@@ -205,18 +214,19 @@ impl ExplainOutcome {
     }
 }
 
-/// Sends `messages` and reads the answer for `latent`.
+/// Sends `messages` and reads the answer for `latent`, which follows `marker`.
 async fn ask<C: Client>(
     client: &C,
     generation: &GenerationConfig,
     latent: LatentId,
     mut messages: Vec<Message>,
     prefill: bool,
+    marker: &str,
 ) -> Result<ExplainOutcome> {
     let request = if prefill {
         // The model continues an answer that already starts with the marker, up to the end of
         // the line: it cannot wander off (a small model otherwise goes on listing excerpts).
-        messages.push(Message::assistant(EXPLANATION_MARKER));
+        messages.push(Message::assistant(marker));
         generation
             .request(messages)
             .with_extra("continue_final_message", true)
@@ -227,9 +237,9 @@ async fn ask<C: Client>(
     };
     let mut response = client.chat(request).await?;
     if prefill {
-        response.text = format!("{EXPLANATION_MARKER}{}", response.text);
+        response.text = format!("{marker}{}", response.text);
     }
-    let outcome = ExplainOutcome::from_response(latent, response);
+    let outcome = ExplainOutcome::from_response_with(latent, response, marker);
     match &outcome {
         ExplainOutcome::Explained { explanation, .. } => {
             tracing::debug!(explanation = %explanation.text, "explained");
@@ -255,8 +265,28 @@ pub trait ExplainerPrompt: Send + Sync {
     /// The explainer's name, e.g. `default`.
     fn name(&self) -> &'static str;
 
-    /// The chat messages that ask for `record`'s explanation.
+    /// The chat messages that ask for `record`'s explanation, from the built-in templates.
     fn messages(&self, record: &LatentRecord) -> Vec<Message>;
+
+    /// The chat messages from `prompts`' templates. A prompt written in Rust has no template:
+    /// by default, [`ExplainerPrompt::messages`].
+    ///
+    /// # Errors
+    /// [`PromptError::Template`] when the template fails on this record.
+    fn render(
+        &self,
+        prompts: &PromptSet,
+        record: &LatentRecord,
+    ) -> std::result::Result<Vec<Message>, PromptError> {
+        let _ = prompts;
+        Ok(self.messages(record))
+    }
+
+    /// The template [`ExplainerPrompt::render`] uses, whose `answer_marker` the answer is read
+    /// by; `None` (the default) reads it by [`EXPLANATION_MARKER`].
+    fn template(&self) -> Option<PromptKind> {
+        None
+    }
 }
 
 /// The default prompt: the latent's train examples (at most
@@ -267,6 +297,16 @@ impl ExplainerPrompt for ExplainerConfig {
     }
     fn messages(&self, record: &LatentRecord) -> Vec<Message> {
         default_prompt(record, self)
+    }
+    fn render(
+        &self,
+        prompts: &PromptSet,
+        record: &LatentRecord,
+    ) -> std::result::Result<Vec<Message>, PromptError> {
+        default_prompt_with(prompts, record, self)
+    }
+    fn template(&self) -> Option<PromptKind> {
+        Some(PromptKind::Explainer)
     }
 }
 
@@ -280,14 +320,27 @@ impl ExplainerPrompt for ContrastiveConfig {
     fn messages(&self, record: &LatentRecord) -> Vec<Message> {
         contrastive_prompt(record, self)
     }
+    fn render(
+        &self,
+        prompts: &PromptSet,
+        record: &LatentRecord,
+    ) -> std::result::Result<Vec<Message>, PromptError> {
+        contrastive_prompt_with(prompts, record, self)
+    }
+    fn template(&self) -> Option<PromptKind> {
+        Some(PromptKind::Contrastive)
+    }
 }
 
-/// An explainer that asks an LLM: the prompt `P` builds the messages from the record, the
-/// answer is parsed with [`parse_explanation`].
+/// An explainer that asks an LLM: the prompt `P` builds the messages from the record with the
+/// templates of a [`PromptSet`] (the built-in ones unless [`LlmExplainer::with_prompts`] says
+/// otherwise), the answer is parsed with [`parse_explanation_with`] and the template's answer
+/// marker.
 #[derive(Debug, Clone)]
 pub struct LlmExplainer<C, P> {
     client: C,
     prompt: P,
+    prompts: Arc<PromptSet>,
     generation: GenerationConfig,
     prefill: bool,
 }
@@ -306,9 +359,23 @@ impl<C, P> LlmExplainer<C, P> {
         Self {
             client,
             prompt,
+            prompts: PromptSet::embedded(),
             generation: GenerationConfig::default(),
             prefill: false,
         }
+    }
+
+    /// Renders its prompts from `prompts` (e.g. [`PromptSet::from_dir`]) instead of the built-in
+    /// templates, and reads answers by their answer marker.
+    #[must_use]
+    pub fn with_prompts(mut self, prompts: Arc<PromptSet>) -> Self {
+        self.prompts = prompts;
+        self
+    }
+
+    /// The templates its prompts are rendered from.
+    pub fn prompts(&self) -> &Arc<PromptSet> {
+        &self.prompts
     }
 
     /// Sets the sampling options of its requests.
@@ -318,7 +385,8 @@ impl<C, P> LlmExplainer<C, P> {
         self
     }
 
-    /// Ends each prompt with the start of the answer, the [`EXPLANATION_MARKER`], for the model
+    /// Ends each prompt with the start of the answer, the template's answer marker
+    /// ([`EXPLANATION_MARKER`] in the built-in templates), for the model
     /// to complete up to the end of the line: the fix for small models that continue the list
     /// of excerpts instead of answering. Needs a backend that continues a final assistant
     /// message (vLLM's `continue_final_message`, which the in-process engine honours); it skips
@@ -344,18 +412,23 @@ impl<C: Client, P: ExplainerPrompt> LlmExplainer<C, P> {
     /// Explains one latent.
     ///
     /// # Errors
-    /// [`Error::NoTrainExamples`] for a record without train examples, [`Error::Client`] when the
-    /// request fails. An answer without an explanation is an [`ExplainOutcome::Failed`].
+    /// [`Error::NoTrainExamples`] for a record without train examples, [`Error::Prompt`] when
+    /// the prompt template fails on it, [`Error::Client`] when the request fails. An answer
+    /// without an explanation is an [`ExplainOutcome::Failed`].
     #[tracing::instrument(skip_all, fields(latent = %record.id, explainer = self.prompt.name()))]
     pub async fn explain(&self, record: &LatentRecord) -> Result<ExplainOutcome> {
         require_train(record)?;
-        let messages = self.prompt.messages(record);
+        let messages = self.prompt.render(&self.prompts, record)?;
+        let marker = self.prompt.template().map_or(EXPLANATION_MARKER, |kind| {
+            self.prompts.settings(kind).answer_marker.as_str()
+        });
         ask(
             &self.client,
             &self.generation,
             record.id,
             messages,
             self.prefill,
+            marker,
         )
         .await
     }

@@ -21,6 +21,14 @@
 //!
 //! Text that already contains `‹`, `›`, `［`, `］` or `↵` is left as it is, so escaping is not
 //! reversible for such text; it never needs to be, since escaped text is only shown to LLMs.
+//!
+//! # Other markers
+//!
+//! A prompt template may declare other highlight markers ([`Markers`], e.g. `[[` and `]]`).
+//! [`render_highlighted_with`] then escapes line breaks and marker words as above, and breaks any
+//! occurrence of a marker that the text forms, alone or together with a marker next to it, by
+//! inserting an invisible word joiner (U+2060) into it: the only occurrences of the markers left
+//! are the delimiters.
 
 use autointerp_core::Example;
 
@@ -31,6 +39,41 @@ pub const CLOSE: &str = ">>";
 /// Tokens whose activation exceeds this fraction of the example's maximum are highlighted
 /// (delphi's default).
 pub const DEFAULT_THRESHOLD: f32 = 0.3;
+
+/// The strings that open and close a highlighted run: [`OPEN`] and [`CLOSE`] unless a prompt
+/// template declares others.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Markers {
+    /// Opens a run.
+    pub open: String,
+    /// Closes a run.
+    pub close: String,
+}
+
+impl Default for Markers {
+    fn default() -> Self {
+        Self::new(OPEN, CLOSE)
+    }
+}
+
+impl Markers {
+    /// Markers `open` … `close`.
+    pub fn new(open: impl Into<String>, close: impl Into<String>) -> Self {
+        Self {
+            open: open.into(),
+            close: close.into(),
+        }
+    }
+
+    /// Whether these are `<<` and `>>`, whose escaping keeps text byte-identical to earlier
+    /// releases.
+    pub fn is_default(&self) -> bool {
+        self.open == OPEN && self.close == CLOSE
+    }
+}
+
+/// Invisible; breaks a marker that text would otherwise form.
+const WORD_JOINER: char = '\u{2060}';
 
 /// Longest bracketed word treated as a possible answer marker.
 const MAX_MARKER_WORD: usize = 32;
@@ -96,6 +139,114 @@ pub fn render_highlighted<S: AsRef<str>>(tokens: &[S], mask: &[bool]) -> String 
     escape_angles(&chars)
 }
 
+/// [`render_highlighted`] with `markers` instead of `<<` and `>>` (see the
+/// [module docs](self#other-markers)); the same output for the default markers.
+pub fn render_highlighted_with<S: AsRef<str>>(
+    tokens: &[S],
+    mask: &[bool],
+    markers: &Markers,
+) -> String {
+    if markers.is_default() {
+        return render_highlighted(tokens, mask);
+    }
+    let mut runs: Vec<(String, bool)> = Vec::new();
+    for (i, token) in tokens.iter().enumerate() {
+        let on = mask.get(i).copied().unwrap_or(false);
+        match runs.last_mut() {
+            Some((text, last_on)) if *last_on == on => text.push_str(token.as_ref()),
+            _ => runs.push((token.as_ref().to_string(), on)),
+        }
+    }
+    let runs: Vec<(String, bool)> = runs
+        .into_iter()
+        .map(|(text, on)| (escape_plain(&text), on))
+        .collect();
+    place_markers(&runs, markers)
+}
+
+/// Text rendered with the default markers (by [`render_highlighted`]) redrawn with `markers`:
+/// how a prompt template with other markers shows excerpts that were highlighted before its
+/// markers were known (fuzzing's and intruder's).
+pub fn rehighlight(rendered: &str, markers: &Markers) -> String {
+    if markers.is_default() {
+        return rendered.to_string();
+    }
+    place_markers(&split_highlighted(rendered), markers)
+}
+
+/// Wraps the highlighted runs in `markers`, then breaks every occurrence of a marker that holds
+/// a character of the text with a word joiner inside it, next to such a character. Occurrences
+/// made of delimiter characters only are the delimiters themselves (runs alternate, so two
+/// delimiters never touch).
+fn place_markers(runs: &[(String, bool)], markers: &Markers) -> String {
+    // (character, belongs to a delimiter).
+    let mut chars: Vec<(char, bool)> = Vec::new();
+    for (text, on) in runs {
+        let delimit = *on && !text.is_empty();
+        if delimit {
+            chars.extend(markers.open.chars().map(|c| (c, true)));
+        }
+        chars.extend(text.chars().map(|c| (c, false)));
+        if delimit {
+            chars.extend(markers.close.chars().map(|c| (c, true)));
+        }
+    }
+    let open: Vec<char> = markers.open.chars().collect();
+    let close: Vec<char> = markers.close.chars().collect();
+    // Each insertion breaks one stray occurrence and creates none (markers hold no word
+    // joiner), so this ends; the bound only guards against markers that hold one.
+    for _ in 0..=chars.len() {
+        let Some((at, len)) = stray(&chars, &open).or_else(|| stray(&chars, &close)) else {
+            break;
+        };
+        let Some(cut) = (at + 1..at + len).find(|&j| !chars[j - 1].1 || !chars[j].1) else {
+            break;
+        };
+        chars.insert(cut, (WORD_JOINER, false));
+    }
+    chars.into_iter().map(|(c, _)| c).collect()
+}
+
+/// The first occurrence of `marker` in `chars` that holds a character of the text, as
+/// (start, length). A one-character marker formed by the text cannot be broken: it is skipped.
+fn stray(chars: &[(char, bool)], marker: &[char]) -> Option<(usize, usize)> {
+    let n = marker.len();
+    if n < 2 || chars.len() < n {
+        return None;
+    }
+    (0..=chars.len() - n)
+        .find(|&i| {
+            let window = &chars[i..i + n];
+            window.iter().map(|(c, _)| *c).eq(marker.iter().copied())
+                && window.iter().any(|(_, delimiter)| !*delimiter)
+        })
+        .map(|i| (i, n))
+}
+
+/// `text` with every occurrence of `marker` broken so that it no longer reads as the marker:
+/// its `<` and `>` become `‹` and `›`, or, for a marker without angle brackets, a word joiner
+/// (U+2060) follows its first character. A marker of one character (or holding a word joiner)
+/// cannot be broken that way and is left as it is.
+pub fn defuse(text: &str, marker: &str) -> String {
+    if marker.chars().count() < 2 || marker.contains(WORD_JOINER) {
+        return text.to_string();
+    }
+    let broken: String = if marker.contains(['<', '>']) {
+        marker.replace('<', "‹").replace('>', "›")
+    } else {
+        let mut chars = marker.chars();
+        let first = chars.next().unwrap_or_default();
+        format!("{first}{WORD_JOINER}{}", chars.as_str())
+    };
+    let mut out = text.to_string();
+    // Replacing can leave an overlapping occurrence behind ("aaa" for "aa"); each pass removes
+    // at least one, and no pass creates one.
+    while out.contains(marker) {
+        out = out.replace(marker, &broken);
+    }
+    out
+}
+
 /// Escapes free text (an explanation, a token shown on its own) as described in the
 /// [module docs](self), as if it were rendered with nothing highlighted.
 pub fn escape_text(text: &str) -> String {
@@ -107,6 +258,16 @@ pub fn escape_text(text: &str) -> String {
 /// [`render_highlighted`] up to escaping and the merging of adjacent runs. An unmatched
 /// delimiter is kept as text.
 pub fn split_highlighted(rendered: &str) -> Vec<(String, bool)> {
+    split_highlighted_with(rendered, &Markers::default())
+}
+
+/// [`split_highlighted`] for text rendered with `markers` ([`render_highlighted_with`]); the word
+/// joiners that broke stray markers stay in the text.
+pub fn split_highlighted_with(rendered: &str, markers: &Markers) -> Vec<(String, bool)> {
+    let (open_marker, close_marker) = (markers.open.as_str(), markers.close.as_str());
+    if open_marker.is_empty() || close_marker.is_empty() {
+        return vec![(rendered.to_string(), false)];
+    }
     let mut out: Vec<(String, bool)> = Vec::new();
     let mut push = |text: &str, on: bool| {
         if text.is_empty() {
@@ -118,13 +279,13 @@ pub fn split_highlighted(rendered: &str) -> Vec<(String, bool)> {
         }
     };
     let mut rest = rendered;
-    while let Some(open) = rest.find(OPEN) {
-        let after = &rest[open + OPEN.len()..];
-        match after.find(CLOSE) {
+    while let Some(open) = rest.find(open_marker) {
+        let after = &rest[open + open_marker.len()..];
+        match after.find(close_marker) {
             Some(close) => {
                 push(&rest[..open], false);
                 push(&after[..close], true);
-                rest = &after[close + CLOSE.len()..];
+                rest = &after[close + close_marker.len()..];
             }
             None => break,
         }
@@ -297,6 +458,73 @@ mod tests {
             }
         }
         merged
+    }
+
+    #[test]
+    fn other_markers_replace_the_default_ones() {
+        let markers = Markers::new("[[", "]]");
+        let r = render_highlighted_with(&["a", " b", " c"], &[false, true, false], &markers);
+        assert_eq!(r, "a[[ b]] c");
+        assert_eq!(rehighlight("x<< y>>z", &markers), "x[[ y]]z");
+        assert_eq!(rehighlight("x<< y>>z", &Markers::default()), "x<< y>>z");
+        // Text that would form a marker, alone or with a delimiter, is broken.
+        let r = render_highlighted_with(&["a[", "[b", "]]"], &[false, true, false], &markers);
+        assert_eq!(r, "a[\u{2060}[[\u{2060}[b]]\u{2060}]\u{2060}]");
+        assert_eq!(
+            split_highlighted_with(&r, &markers),
+            vec![
+                ("a[\u{2060}".to_string(), false),
+                ("\u{2060}[b".to_string(), true),
+                ("\u{2060}]\u{2060}]".to_string(), false)
+            ]
+        );
+        // Line breaks and answer markers are escaped as with the default markers.
+        let r = render_highlighted_with(&["x\n[EXPLANATION]:", "y"], &[false, true], &markers);
+        assert_eq!(r, "x↵［EXPLANATION］:[[y]]");
+    }
+
+    #[test]
+    fn defused_markers_no_longer_read_as_markers() {
+        assert_eq!(defuse("a <start> b", "<start>"), "a ‹start› b");
+        assert_eq!(defuse("BEGIN DOC", "BEGIN DOC"), "B\u{2060}EGIN DOC");
+        assert_eq!(defuse("aaa", "aa"), "a\u{2060}a\u{2060}a");
+        assert_eq!(defuse("<<start>>", "<start>"), "<‹start›>");
+        assert_eq!(defuse("plain", "<start>"), "plain");
+    }
+
+    proptest! {
+        #[test]
+        fn other_markers_are_unambiguous(
+            tokens in prop::collection::vec("[<>\\[\\]/mark ab]{0,5}", 0..10),
+            mask in prop::collection::vec(any::<bool>(), 10),
+            markers in prop::sample::select(vec![
+                ("[[", "]]"), ("<mark>", "</mark>"), ("**", "__"), ("{", "}"), ("[", "]]"),
+            ]),
+        ) {
+            let markers = Markers::new(markers.0, markers.1);
+            let rendered = render_highlighted_with(&tokens, &mask, &markers);
+            let runs = split_highlighted_with(&rendered, &markers);
+            let back: Vec<(String, bool)> = runs
+                .iter()
+                .map(|(t, on)| (unescape(&t.replace('\u{2060}', "")), *on))
+                .collect();
+            // One-character markers formed by the text cannot be broken (see `stray`).
+            if markers.open.chars().count() > 1 && markers.close.chars().count() > 1 {
+                for (text, _) in &runs {
+                    prop_assert!(!text.contains(&markers.open) && !text.contains(&markers.close));
+                }
+                let expected = expected_runs(&tokens, &mask[..tokens.len()]);
+                prop_assert_eq!(back, expected, "{}", rendered);
+            }
+        }
+
+        #[test]
+        fn defuse_leaves_no_marker(
+            text in "[<>a-z ]{0,20}",
+            marker in prop::sample::select(vec!["<start>", "<a>", "aa", "ab"]),
+        ) {
+            prop_assert!(!defuse(&text, marker).contains(marker));
+        }
     }
 
     proptest! {

@@ -1,8 +1,12 @@
 //! Explainers by name: [`ExplainerKind`] builds the explainer a run asks for as a boxed
 //! [`DynExplainer`].
 
+use std::sync::Arc;
+
 use autointerp_client::SharedClient;
 use serde::{Deserialize, Serialize};
+
+use crate::prompts::PromptSet;
 
 use crate::{
     ContrastiveConfig, ContrastiveExplainer, DefaultExplainer, DynExplainer, ExplainerConfig,
@@ -40,17 +44,31 @@ impl ExplainerKind {
         generation: GenerationConfig,
         prefill: bool,
     ) -> Option<Box<dyn DynExplainer>> {
+        self.build_with_prompts(chat, generation, prefill, PromptSet::embedded())
+    }
+
+    /// [`ExplainerKind::build`] with the LLM explainers' prompts rendered from `prompts` (e.g.
+    /// a run's `--prompt-dir`, loaded with [`PromptSet::from_dir`]).
+    pub fn build_with_prompts(
+        self,
+        chat: Option<SharedClient>,
+        generation: GenerationConfig,
+        prefill: bool,
+        prompts: Arc<PromptSet>,
+    ) -> Option<Box<dyn DynExplainer>> {
         match self {
             Self::Tokens => Some(Box::new(TokenExplainer::default())),
             Self::Default => Some(Box::new(
                 DefaultExplainer::new(chat?, ExplainerConfig::default())
                     .with_generation(generation)
-                    .with_prefill(prefill),
+                    .with_prefill(prefill)
+                    .with_prompts(prompts),
             )),
             Self::Contrastive => Some(Box::new(
                 ContrastiveExplainer::new(chat?, ContrastiveConfig::default())
                     .with_generation(generation)
-                    .with_prefill(prefill),
+                    .with_prefill(prefill)
+                    .with_prompts(prompts),
             )),
             Self::None => None,
         }

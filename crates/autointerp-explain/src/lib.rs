@@ -52,7 +52,9 @@
 //! # Prompts and parsers
 //!
 //! The pure parts are usable alone: prompts are [`Message`](autointerp_core::Message) lists for
-//! any chat client, and answers are plain strings.
+//! any chat client, and answers are plain strings. Every prompt (the scorers' too) is rendered
+//! from a template of a [`PromptSet`]: the built-in one, or a folder of the user's own
+//! ([`prompts`]).
 //!
 //! ```
 //! use autointerp_core::{Example, HookPoint, LatentId, LatentRecord, LatentStats, Role};
@@ -98,9 +100,10 @@ mod kind;
 mod load;
 mod parse;
 mod prompt;
+pub mod prompts;
 mod tokens;
 
-pub use contrastive::{contrastive_prompt, ContrastiveConfig};
+pub use contrastive::{contrastive_prompt, contrastive_prompt_with, ContrastiveConfig};
 pub use error::{Error, Result};
 pub use explainer::{
     ContrastiveExplainer, DefaultExplainer, DynExplainer, ExplainFuture, ExplainOutcome, Explainer,
@@ -108,18 +111,20 @@ pub use explainer::{
 };
 pub use generation::GenerationConfig;
 pub use highlight::{
-    above_threshold, escape_text, highlight, render_highlighted, split_highlighted,
+    above_threshold, escape_text, highlight, render_highlighted, render_highlighted_with,
+    split_highlighted, split_highlighted_with, Markers,
 };
 pub use kind::ExplainerKind;
 pub use load::{
     explanation_file_name, load_explanations, random_control, read_explanation_file,
     write_explanation, LoadedExplanations, DELPHI_PLACEHOLDERS,
 };
-pub use parse::{parse_explanation, EXPLANATION_MARKER};
+pub use parse::{parse_explanation, parse_explanation_with, EXPLANATION_MARKER};
 pub use prompt::{
-    activation_line, default_prompt, default_prompt_for_examples, normalized_activation,
-    ExplainerConfig,
+    activation_line, default_prompt, default_prompt_for_examples, default_prompt_with,
+    normalized_activation, ExplainerConfig,
 };
+pub use prompts::{PromptError, PromptKind, PromptSet, PromptSettings};
 pub use tokens::{TokenExplainer, TokenExplainerConfig};
 
 use autointerp_core::{Explanation, LatentId};

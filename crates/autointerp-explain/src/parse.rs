@@ -28,6 +28,18 @@ const MAX_FALLBACK_CHARS: usize = 400;
 /// # Ok::<(), autointerp_explain::Error>(())
 /// ```
 pub fn parse_explanation(answer: &str) -> Result<String> {
+    parse_explanation_with(answer, EXPLANATION_MARKER)
+}
+
+/// [`parse_explanation`] for a prompt whose answer marker is `marker` (a prompt template's
+/// `answer_marker`): the marker is matched without its trailing colon, in any ASCII case.
+///
+/// ```
+/// use autointerp_explain::parse_explanation_with;
+/// assert_eq!(parse_explanation_with("Hmm.\nAnswer: Rivers.", "Answer:")?, "Rivers.");
+/// # Ok::<(), autointerp_explain::Error>(())
+/// ```
+pub fn parse_explanation_with(answer: &str, marker: &str) -> Result<String> {
     let fail = |reason: &str| Error::ParseFailure {
         reason: reason.to_string(),
         answer: answer.to_string(),
@@ -35,7 +47,10 @@ pub fn parse_explanation(answer: &str) -> Result<String> {
     if answer.trim().is_empty() {
         return Err(fail("empty answer"));
     }
-    let tag = "[explanation]";
+    let tag = marker_tag(marker);
+    if tag.is_empty() {
+        return Err(fail("the prompt's answer marker is empty"));
+    }
     let found = answer
         .as_bytes()
         .windows(tag.len())
@@ -57,22 +72,28 @@ pub fn parse_explanation(answer: &str) -> Result<String> {
             };
             let line = strip_label(line);
             if line.chars().count() > MAX_FALLBACK_CHARS || line.trim_end().ends_with(':') {
-                return Err(fail(
-                    "no [EXPLANATION]: marker, and the last line is not an explanation",
-                ));
+                return Err(fail(&format!(
+                    "no {marker} marker, and the last line is not an explanation"
+                )));
             }
             line.to_string()
         }
     };
     let text = clean(&text);
     if !text.chars().any(char::is_alphanumeric) {
-        return Err(fail(if found.is_some() {
-            "nothing after the [EXPLANATION]: marker"
+        return Err(fail(&if found.is_some() {
+            format!("nothing after the {marker} marker")
         } else {
-            "no [EXPLANATION]: marker and no text"
+            format!("no {marker} marker and no text")
         }));
     }
     Ok(text)
+}
+
+/// What is searched for in an answer: the marker without surrounding space and trailing colons,
+/// so that `[EXPLANATION]:` also finds `[EXPLANATION]` and `**[EXPLANATION]**:`.
+pub(crate) fn marker_tag(marker: &str) -> &str {
+    marker.trim().trim_end_matches(':').trim_end()
 }
 
 /// The first 200 characters of an answer, for error messages.
@@ -166,6 +187,20 @@ mod tests {
             parse_explanation("[EXPLANATION]: Words that\nend a clause.").unwrap(),
             "Words that end a clause."
         );
+    }
+
+    #[test]
+    fn other_markers_are_found_in_any_case() {
+        assert_eq!(
+            parse_explanation_with("x\n**answer:** Rivers.", "ANSWER:").unwrap(),
+            "Rivers."
+        );
+        // The default marker is then just text: the last line is taken.
+        assert_eq!(
+            parse_explanation_with("[EXPLANATION]: Rivers.\nFinal: Lakes.", "Final:").unwrap(),
+            "Lakes."
+        );
+        assert!(parse_explanation_with("Rivers.", ":").is_err());
     }
 
     #[test]

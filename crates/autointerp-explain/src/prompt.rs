@@ -1,10 +1,11 @@
-//! The default explainer prompt: instructions, worked examples, then the latent's examples.
+//! The default explainer prompt: instructions, worked examples, then the latent's examples,
+//! rendered from `explainer.jinja` (see [`crate::prompts`]).
 
 use autointerp_core::{Example, LatentRecord, Message};
 use serde::{Deserialize, Serialize};
 
-use crate::highlight::{above_threshold, escape_text, highlight, DEFAULT_THRESHOLD};
-use crate::parse::EXPLANATION_MARKER;
+use crate::highlight::{above_threshold, escape_text, DEFAULT_THRESHOLD};
+use crate::prompts::{Excerpt, ExplainerContext, PromptError, PromptKind, PromptSet};
 
 /// Options of the default explainer prompt.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,80 +57,6 @@ impl ExplainerConfig {
     }
 }
 
-const SYSTEM: &str =
-    "You are an interpretability researcher studying one feature of a language model. \
-You will be shown short excerpts of text in which the feature is active. The tokens where it is \
-active are enclosed in << and >>; a stretch of consecutive active tokens shares one pair of \
-delimiters, <<like this>>.";
-
-const SYSTEM_ACTIVATIONS: &str = " After each excerpt, a line lists the marked tokens with the \
-feature's strength on each, from 0 (inactive) to 10 (its strongest).";
-
-const SYSTEM_RULES: &str = "\n\nYour job is to describe, in one short phrase, what the feature responds to.
-- Describe the pattern the excerpts share rather than any single excerpt; ignore excerpts that do not fit.
-- Say what the marked tokens are, and mention the surrounding text when it matters (for instance, what comes just before them).
-- Give one description, not a list of alternatives, and do not mention the << >> delimiters.
-- Finish with a line that starts with [EXPLANATION]: followed by the description.";
-
-const SYSTEM_COT: &str = "\n\nBefore that final line, think in three short steps:
-Step 1. Quote up to five of the marked tokens and say what they have in common.
-Step 2. Say what the text around the marked tokens has in common.
-Step 3. State your hypothesis, checking it against the strongest and the weakest excerpts.";
-
-/// A worked example of the few-shot prompt: excerpts as (token, 0–10 activation) pairs.
-struct Shot {
-    excerpts: &'static [&'static [(&'static str, u8)]],
-    reasoning: &'static str,
-    explanation: &'static str,
-}
-
-const SHOTS: [Shot; 3] = [
-    Shot {
-        excerpts: &[
-            &[("We", 0), (" waited", 0), (" for", 0), (" three", 1), (" hours", 8), (" before", 0), (" the", 0), (" doctor", 0), (" came", 0)],
-            &[("The", 0), (" warranty", 0), (" lasts", 0), (" two", 1), (" years", 9), (" from", 0), (" purchase", 0)],
-            &[("Bake", 0), (" for", 0), (" 20", 0), (" minutes", 7), (" until", 0), (" golden", 0)],
-        ],
-        reasoning: "Step 1. Marked tokens: \" hours\", \" years\", \" minutes\". All are units of time.
-Step 2. Each unit follows a number, and together they state how long something takes or lasts.
-Step 3. The feature fires on a unit of time that ends a stated duration; it is strongest for the plainest durations.",
-        explanation: "Units of time right after a number, stating a duration.",
-    },
-    Shot {
-        excerpts: &[
-            &[("I", 0), (" did", 0), (" not", 9), (" enjoy", 3), (" the", 0), (" film", 0)],
-            &[("She", 0), (" wasn", 2), ("'t", 8), (" happy", 1), (" about", 0), (" it", 0)],
-            &[("This", 0), (" is", 0), (" never", 6), (" a", 0), (" good", 1), (" idea", 0)],
-        ],
-        reasoning: "Step 1. Marked tokens: \" not\", \"'t\", \" never\", and once \" enjoy\". They are negations.
-Step 2. Each negation comes right before a positive word (enjoy, happy, good), turning it around.
-Step 3. The feature fires on negation words, most strongly on \"not\", and a little on the positive word that follows.",
-        explanation: "Negation words (not, n't, never), especially before a positive word.",
-    },
-    Shot {
-        excerpts: &[
-            &[("I", 0), (" wrote", 0), (" the", 0), (" parser", 0), (" in", 0), (" Rust", 9), (" last", 0), (" week", 0)],
-            &[("Most", 0), (" data", 0), (" scientists", 0), (" use", 0), (" Python", 8), (" and", 0), (" R", 6)],
-            &[("The", 0), (" legacy", 0), (" code", 0), (" is", 0), (" in", 0), (" Visual", 5), (" Basic", 7)],
-        ],
-        reasoning: "Step 1. Marked tokens: \" Rust\", \" Python\", \" R\", \" Visual Basic\". All name programming languages.
-Step 2. The surrounding text is about writing or using software.
-Step 3. The feature fires on the names of programming languages, including names of several tokens.",
-        explanation: "Names of programming languages.",
-    },
-];
-
-fn shot_example(excerpt: &[(&str, u8)]) -> Example {
-    Example {
-        tokens: vec![0; excerpt.len()],
-        str_tokens: excerpt.iter().map(|(t, _)| t.to_string()).collect(),
-        activations: excerpt.iter().map(|&(_, a)| f32::from(a)).collect(),
-        normalized: excerpt.iter().map(|&(_, a)| a).collect(),
-        quantile: None,
-        distance: None,
-    }
-}
-
 /// Token `i`'s activation on the 0–10 scale: `example.normalized[i]` when the example has one
 /// value per token, else `floor(10 × activation / the example's maximum)`, clamped to 0..=10
 /// (0 when the maximum is not positive).
@@ -168,85 +95,84 @@ pub fn activation_line(example: &Example, threshold: f32, max_tokens: usize) -> 
     (!items.is_empty()).then(|| format!("Activations: {}", items.join(", ")))
 }
 
-/// The excerpts block of a prompt: `Excerpt 1: <highlighted text>`, each optionally followed by
-/// its [`activation_line`].
-pub(crate) fn excerpts_block(
-    examples: &[Example],
-    threshold: f32,
-    activations: Option<usize>,
-    label: &str,
-) -> String {
-    let mut lines = Vec::with_capacity(examples.len() * 2);
-    for (i, ex) in examples.iter().enumerate() {
-        lines.push(format!("{label} {}: {}", i + 1, highlight(ex, threshold)));
-        if let Some(line) = activations.and_then(|max| activation_line(ex, threshold, max)) {
-            lines.push(line);
-        }
-    }
-    lines.join("\n")
-}
-
-/// The system message of the default prompt.
-fn system_message(cfg: &ExplainerConfig) -> Message {
-    let mut s = SYSTEM.to_string();
-    if cfg.show_activations {
-        s.push_str(SYSTEM_ACTIVATIONS);
-    }
-    s.push_str(SYSTEM_RULES);
-    if cfg.cot {
-        s.push_str(SYSTEM_COT);
-    }
-    Message::system(s)
-}
-
 /// The default explainer prompt for `record`, built from its train examples.
 ///
 /// Messages: the instructions (system), three worked examples (user excerpts, assistant answer,
 /// with step-by-step reasoning when [`ExplainerConfig::cot`] is set), then the latent's
-/// highlighted examples (user). The answer is expected after [`EXPLANATION_MARKER`]; parse it
-/// with [`parse_explanation`](crate::parse_explanation).
+/// highlighted examples (user), from the built-in `explainer.jinja`. The answer is expected after
+/// [`EXPLANATION_MARKER`](crate::EXPLANATION_MARKER); parse it with
+/// [`parse_explanation`](crate::parse_explanation).
 pub fn default_prompt(record: &LatentRecord, cfg: &ExplainerConfig) -> Vec<Message> {
-    let n = cfg
-        .max_examples
-        .unwrap_or(usize::MAX)
-        .min(record.train.len());
-    default_prompt_for_examples(&record.train[..n], cfg)
+    default_prompt_for_examples(shown_examples(record, cfg), cfg)
 }
 
 /// [`default_prompt`] for an explicit list of examples.
 pub fn default_prompt_for_examples(examples: &[Example], cfg: &ExplainerConfig) -> Vec<Message> {
-    let listed = cfg.show_activations.then_some(cfg.max_listed_tokens);
-    let mut messages = vec![system_message(cfg)];
-    for shot in &SHOTS {
-        let shot_examples: Vec<Example> = shot.excerpts.iter().map(|e| shot_example(e)).collect();
-        messages.push(Message::user(excerpts_block(
-            &shot_examples,
-            cfg.threshold,
-            listed,
-            "Excerpt",
-        )));
-        let answer = if cfg.cot {
-            format!(
-                "{}\n{EXPLANATION_MARKER} {}",
-                shot.reasoning, shot.explanation
-            )
-        } else {
-            format!("{EXPLANATION_MARKER} {}", shot.explanation)
-        };
-        messages.push(Message::assistant(answer));
-    }
-    messages.push(Message::user(excerpts_block(
-        examples,
-        cfg.threshold,
-        listed,
-        "Excerpt",
-    )));
-    messages
+    built_in(render(&PromptSet::embedded(), examples, cfg))
+}
+
+/// [`default_prompt`] from `prompts`' `explainer.jinja`, its examples highlighted with the
+/// template's markers.
+///
+/// # Errors
+/// [`PromptError::Template`] when the template fails on this record's examples.
+pub fn default_prompt_with(
+    prompts: &PromptSet,
+    record: &LatentRecord,
+    cfg: &ExplainerConfig,
+) -> Result<Vec<Message>, PromptError> {
+    render(prompts, shown_examples(record, cfg), cfg)
+}
+
+/// The train examples the default prompt shows.
+fn shown_examples<'a>(record: &'a LatentRecord, cfg: &ExplainerConfig) -> &'a [Example] {
+    let n = cfg
+        .max_examples
+        .unwrap_or(usize::MAX)
+        .min(record.train.len());
+    &record.train[..n]
+}
+
+fn render(
+    prompts: &PromptSet,
+    examples: &[Example],
+    cfg: &ExplainerConfig,
+) -> Result<Vec<Message>, PromptError> {
+    let markers = &prompts.settings(PromptKind::Explainer).highlight;
+    let context = ExplainerContext {
+        examples: examples
+            .iter()
+            .map(|e| Excerpt::highlighted(e, cfg.threshold, cfg.max_listed_tokens, markers))
+            .collect(),
+        show_activations: cfg.show_activations,
+        cot: cfg.cot,
+        threshold: cfg.threshold,
+        max_listed_tokens: cfg.max_listed_tokens,
+    };
+    prompts.render_messages(PromptKind::Explainer, &context)
+}
+
+/// The result of rendering a built-in template, which renders every context it is given (the
+/// tests render each one); a failure is a bug in this crate's templates.
+pub(crate) fn built_in<T>(rendered: Result<T, PromptError>) -> T {
+    rendered.unwrap_or_else(|e| panic!("built-in prompt template failed, a bug: {e}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An example from (token, 0–10 activation) pairs.
+    fn shot_example(excerpt: &[(&str, u8)]) -> Example {
+        Example {
+            tokens: vec![0; excerpt.len()],
+            str_tokens: excerpt.iter().map(|(t, _)| t.to_string()).collect(),
+            activations: excerpt.iter().map(|&(_, a)| f32::from(a)).collect(),
+            normalized: excerpt.iter().map(|&(_, a)| a).collect(),
+            quantile: None,
+            distance: None,
+        }
+    }
 
     #[test]
     fn activation_line_lists_highlighted_tokens() {
@@ -273,21 +199,36 @@ mod tests {
 
     #[test]
     fn worked_examples_highlight_what_their_reasoning_says() {
+        let explanations = [
+            "Units of time right after a number, stating a duration.",
+            "Negation words (not, n't, never), especially before a positive word.",
+            "Names of programming languages.",
+        ];
         let cfg = ExplainerConfig::default();
         let m = default_prompt_for_examples(&[], &cfg);
         assert_eq!(m.len(), 8);
         assert!(m[1].content.contains("three<< hours>> before"));
         assert!(m[3].content.contains("did<< not enjoy>> the"));
         assert!(m[5].content.contains("in<< Visual Basic>>"));
-        for (i, shot) in SHOTS.iter().enumerate() {
-            assert!(crate::parse_explanation(&m[2 + 2 * i].content).unwrap() == shot.explanation);
-        }
-        let cot = default_prompt_for_examples(&[], &cfg.clone().with_cot(true));
-        for (i, shot) in SHOTS.iter().enumerate() {
+        for (i, explanation) in explanations.iter().enumerate() {
             assert_eq!(
-                crate::parse_explanation(&cot[2 + 2 * i].content).unwrap(),
-                shot.explanation
+                crate::parse_explanation(&m[2 + 2 * i].content).unwrap(),
+                *explanation
             );
+        }
+        // The worked examples follow the configured threshold: at 0.5, "enjoy" (3 of 9) is no
+        // longer highlighted.
+        let strict = default_prompt_for_examples(&[], &cfg.clone().with_threshold(0.5));
+        assert!(
+            strict[3].content.contains("did<< not>> enjoy the"),
+            "{}",
+            strict[3].content
+        );
+        let cot = default_prompt_for_examples(&[], &cfg.clone().with_cot(true));
+        for (i, explanation) in explanations.iter().enumerate() {
+            let answer = &cot[2 + 2 * i].content;
+            assert!(answer.starts_with("Step 1. Marked tokens: "), "{answer}");
+            assert_eq!(crate::parse_explanation(answer).unwrap(), *explanation);
         }
     }
 }

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use autointerp_core::split::{file_name, parse_file_name, SplitReader, Tokens};
+use autointerp_core::split::{
+    file_name, parse_file_name, SplitReader, Tokens, CHECKPOINT_FILE, SPILL_DIR,
+};
 use autointerp_core::HookPoint;
 use serde::{Deserialize, Serialize};
 
@@ -114,6 +116,12 @@ impl LatentCache {
     ///   shard (`<path>/shard.json`) when it is the whole cache (a missing shard is an error that
     ///   names it);
     /// - a single hook point's folder of split files, named after the hook point.
+    ///
+    /// A hook point folder that a cache run has not finished is refused with
+    /// [`Error::UnfinishedCache`]: one holding a spill folder (`.spill`), one beside a run
+    /// checkpoint (`latents/.checkpoint.json`), or one with autointerp's `firing_counts.json` but
+    /// not the `config.json` it writes last. A folder without `config.json` is otherwise
+    /// accepted: hand-made caches and older delphi ones may lack it.
     pub fn open(path: &Path) -> Result<Self> {
         if path.join(SHARD_FILE).is_file() {
             return Self::open_shards(&[path.to_path_buf()]);
@@ -485,8 +493,17 @@ fn open_unsharded(path: &Path) -> Result<Vec<HookCache>> {
     } else {
         path.to_path_buf()
     };
+    // Before any split file is written, an unfinished cache has no hook folder to refuse.
+    let ckpt = root.join(CHECKPOINT_FILE);
+    if ckpt.exists() {
+        return Err(Error::UnfinishedCache {
+            path: root,
+            problem: format!("the run checkpoint {} is there", ckpt.display()),
+        });
+    }
     let mut hooks = Vec::new();
     for dir in list_dirs(&root)? {
+        check_finished(&dir)?;
         if list_splits(&dir)?.is_none() {
             continue;
         }
@@ -523,6 +540,7 @@ fn open_hook(dir: &Path, name: &str) -> Result<HookCache> {
         dir: dir.to_path_buf(),
         source,
     })?;
+    check_finished(dir)?;
     let ranges = list_splits(dir)?.ok_or_else(|| Error::NoSplits(dir.to_path_buf()))?;
     // The ranges must tile 0..width with no gap or overlap.
     let mut next = 0u32;
@@ -595,6 +613,28 @@ fn open_hook(dir: &Path, name: &str) -> Result<HookCache> {
         ctx_len,
         rows: rows as u64,
         config,
+    })
+}
+
+/// Refuses a hook point folder that autointerp's cache run has not finished (see
+/// [`LatentCache::open`]).
+fn check_finished(dir: &Path) -> Result<()> {
+    let problem = if dir.join(SPILL_DIR).exists() {
+        format!("it still holds the spill folder {SPILL_DIR}")
+    } else if let Some(ckpt) = dir
+        .parent()
+        .map(|p| p.join(CHECKPOINT_FILE))
+        .filter(|c| c.exists())
+    {
+        format!("the run checkpoint {} is there", ckpt.display())
+    } else if dir.join("firing_counts.json").exists() && !dir.join("config.json").exists() {
+        "it has firing_counts.json but not the config.json written after it".into()
+    } else {
+        return Ok(());
+    };
+    Err(Error::UnfinishedCache {
+        path: dir.to_path_buf(),
+        problem,
     })
 }
 
@@ -773,5 +813,61 @@ mod tests {
         std::fs::write(dir.join("config.json"), r#"{"model_name": "gpt2"}"#).unwrap();
         let cache = LatentCache::open(root.path()).unwrap();
         assert_eq!(cache.hook(hook).unwrap().model_name(), Some("gpt2"));
+    }
+
+    #[test]
+    fn unfinished_caches_are_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let latents = root.path().join("latents");
+        let dir = latents.join("layers.0");
+        std::fs::create_dir_all(&dir).unwrap();
+        Split {
+            start: 0,
+            end: 0,
+            locations: vec![Location {
+                row: 0,
+                position: 1,
+                latent: 0,
+            }],
+            activations: vec![1.0],
+            tokens: Some(Tokens {
+                rows: 1,
+                ctx_len: 4,
+                ids: vec![0; 4],
+            }),
+        }
+        .write_to_dir(&dir)
+        .unwrap();
+        std::fs::write(dir.join("firing_counts.json"), "{}").unwrap();
+        std::fs::write(dir.join("config.json"), "{}").unwrap();
+        LatentCache::open(root.path()).unwrap();
+
+        let refused = |why: &str| {
+            for path in [root.path(), &latents, &dir] {
+                let err = LatentCache::open(path).unwrap_err();
+                let msg = err.to_string();
+                assert!(matches!(err, Error::UnfinishedCache { .. }), "{why}: {msg}");
+                assert!(
+                    msg.contains(&latents.display().to_string()) && msg.contains("rerun"),
+                    "{why}: {msg}"
+                );
+            }
+        };
+        std::fs::create_dir(dir.join(".spill")).unwrap();
+        refused("a spill");
+        // Killed before writing any split file.
+        let early = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(early.path().join("latents/layers.0/.spill")).unwrap();
+        std::fs::write(early.path().join("latents/.checkpoint.json"), "{}").unwrap();
+        let err = LatentCache::open(early.path()).unwrap_err();
+        assert!(matches!(err, Error::UnfinishedCache { .. }), "{err}");
+        std::fs::remove_dir(dir.join(".spill")).unwrap();
+        std::fs::write(latents.join(".checkpoint.json"), "{}").unwrap();
+        refused("a checkpoint");
+        std::fs::remove_file(latents.join(".checkpoint.json")).unwrap();
+        std::fs::remove_file(dir.join("config.json")).unwrap();
+        refused("no config.json after firing_counts.json");
+        std::fs::remove_file(dir.join("firing_counts.json")).unwrap();
+        LatentCache::open(root.path()).unwrap();
     }
 }

@@ -52,8 +52,13 @@ pub struct ConstructorConfig {
     /// With `neighbours`: strongest windows remembered per neighbour latent; windows where the
     /// explained latent fires are skipped from these.
     pub neighbour_windows: usize,
-    /// With `embedding`: windows drawn (seeded, once per hook point) as candidate hard negatives.
-    pub embedding_pool: usize,
+    /// With `embedding`: the windows searched for hard negatives. `None` (the default) searches
+    /// every aligned window of the hook point, as delphi's FAISS index does; `Some(k)` a seeded
+    /// sample of `k` windows, drawn once per hook point. Either way each window is embedded once
+    /// per hook point and every latent's search is exact over the pool; a sample is cheaper in
+    /// both (a latent's search costs `pool × embedding_queries` dot products) but may miss the
+    /// hardest negatives.
+    pub embedding_pool: Option<usize>,
     /// With `embedding`: strongest activating examples embedded as queries.
     pub embedding_queries: usize,
 }
@@ -69,7 +74,7 @@ impl Default for ConstructorConfig {
             non_activating_source: NonActivatingSource::Random,
             n_examples_per_neighbour: 10,
             neighbour_windows: 200,
-            embedding_pool: 2048,
+            embedding_pool: None,
             embedding_queries: 10,
         }
     }
@@ -83,7 +88,10 @@ pub enum NonActivatingSource {
     #[default]
     Random,
     /// Windows where the latent's nearest neighbours fire most but it does not (needs
-    /// [`NeighbourLists`](crate::NeighbourLists)).
+    /// [`NeighbourLists`](crate::NeighbourLists)). Each example keeps the activations of the
+    /// neighbour that fired there, normalised by that neighbour's largest activation, as delphi
+    /// does: fuzzing and intruder highlight those tokens, while detection still counts the
+    /// example as non-activating.
     Neighbours,
     /// Windows where the latent does not fire whose text embeds closest to its strongest
     /// activating examples (needs an [`Embedder`](crate::Embedder)); delphi calls this `FAISS`.
@@ -161,6 +169,12 @@ impl LatentsConfig {
                 "constructor.max_examples must be at least 1 (or absent)".into(),
             ));
         }
+        if c.embedding_pool == Some(0) {
+            return Err(Error::Config(
+                "constructor.embedding_pool must be at least 1 (or absent, for every window)"
+                    .into(),
+            ));
+        }
         if !(1..=255).contains(&s.n_quantiles) {
             return Err(Error::Config(format!(
                 "sampler.n_quantiles is {}; it must be 1..=255",
@@ -195,6 +209,10 @@ mod tests {
         assert_eq!(cfg.sampler.n_quantiles, 10);
         assert_eq!(cfg.sampler.train_type, TrainType::Mix);
         assert!(serde_json::from_str::<LatentsConfig>(r#"{"sampler": {"n_train": 3}}"#).is_err());
+        assert_eq!(cfg.constructor.embedding_pool, None);
+        let sampled: LatentsConfig =
+            serde_json::from_str(r#"{"constructor": {"embedding_pool": 2048}}"#).unwrap();
+        assert_eq!(sampled.constructor.embedding_pool, Some(2048));
 
         let mut bad = LatentsConfig::default();
         bad.sampler.n_quantiles = 0;
@@ -206,6 +224,10 @@ mod tests {
         bad = LatentsConfig::default();
         bad.sampler.ratio_top = 1.5;
         assert!(bad.validate().is_err());
+        bad = LatentsConfig::default();
+        bad.constructor.embedding_pool = Some(0);
+        let err = bad.validate().unwrap_err().to_string();
+        assert!(err.contains("embedding_pool"), "{err}");
     }
 
     #[test]

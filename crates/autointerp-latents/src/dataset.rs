@@ -323,6 +323,10 @@ impl LatentDataset {
         }))
     }
 
+    /// The record's non-activating examples: windows where `latent` never fires. Those taken
+    /// from a neighbour carry the neighbour's activations (delphi's contrastive examples); the
+    /// others carry zeros. Scorers label them by the list they are in, never by their
+    /// activations.
     fn non_activating(
         &self,
         st: &HookState,
@@ -337,18 +341,38 @@ impl LatentDataset {
             return Ok(Vec::new());
         }
         let mut rng = stream(inner.cfg.seed, hook.hook(), latent, Purpose::NonActivating);
-        let chosen: Vec<(u32, Option<f32>)> = match (&st.neighbours, &st.pool) {
+        let random = |rng: &mut ChaCha8Rng| -> Vec<Silent> {
+            random_windows(&act.active, st.grid.n_windows(), n, rng)
+                .into_iter()
+                .map(|window| Silent {
+                    window,
+                    distance: None,
+                    neighbour: None,
+                })
+                .collect()
+        };
+        let chosen: Vec<Silent> = match (&st.neighbours, &st.pool) {
             (Some((lists, index)), _) => {
                 let mut used = HashSet::new();
                 let mut out = Vec::new();
                 for nb in lists.get(latent) {
                     let mut from_this = 0;
-                    for &(w, _) in index.windows(nb.latent) {
+                    for w in index.windows(nb.latent) {
                         if out.len() >= n || from_this >= c.n_examples_per_neighbour {
                             break;
                         }
-                        if act.active.binary_search(&w).is_err() && used.insert(w) {
-                            out.push((w, Some(1.0 - nb.similarity)));
+                        if act.active.binary_search(&w.id).is_err() && used.insert(w.id) {
+                            // The neighbour's own activations, as delphi keeps them: fuzzing and
+                            // intruder highlight where the neighbour fires, which looks like the
+                            // latent's firing but is not.
+                            out.push(Silent {
+                                window: w.id,
+                                distance: Some(1.0 - nb.similarity),
+                                neighbour: Some((
+                                    w.activations(c.example_ctx_len),
+                                    index.peak(nb.latent),
+                                )),
+                            });
                             from_this += 1;
                         }
                     }
@@ -359,10 +383,7 @@ impl LatentDataset {
                 if out.is_empty() {
                     // No neighbour fires where this latent does not: fall back to random windows,
                     // as delphi does.
-                    random_windows(&act.active, st.grid.n_windows(), n, &mut rng)
-                        .into_iter()
-                        .map(|w| (w, None))
-                        .collect()
+                    random(&mut rng)
                 } else {
                     out
                 }
@@ -382,31 +403,38 @@ impl LatentDataset {
                 let queries = embed_normalized(embedder, &texts)?;
                 pool.nearest(&queries, &act.active, n)
                     .into_iter()
-                    .map(|(w, sim)| (w, Some(1.0 - sim)))
+                    .map(|(window, sim)| Silent {
+                        window,
+                        distance: Some(1.0 - sim),
+                        neighbour: None,
+                    })
                     .collect()
             }
-            (None, None) => random_windows(&act.active, st.grid.n_windows(), n, &mut rng)
-                .into_iter()
-                .map(|w| (w, None))
-                .collect(),
+            (None, None) => random(&mut rng),
         };
         Ok(chosen
             .into_iter()
-            .map(|(w, distance)| {
-                let (row, start) = st.grid.bounds(w);
-                let mut e = example(
-                    &st.tokens,
-                    row,
-                    start,
-                    vec![0.0; c.example_ctx_len],
-                    1.0,
-                    inner.decode.as_ref(),
-                );
-                e.distance = distance;
+            .map(|s| {
+                let (row, start) = st.grid.bounds(s.window);
+                let (acts, max) = s
+                    .neighbour
+                    .unwrap_or_else(|| (vec![0.0; c.example_ctx_len], 1.0));
+                let mut e = example(&st.tokens, row, start, acts, max, inner.decode.as_ref());
+                e.distance = s.distance;
                 e
             })
             .collect())
     }
+}
+
+/// A non-activating window chosen for a record.
+struct Silent {
+    window: u32,
+    /// 1 − similarity, for windows found by similarity.
+    distance: Option<f32>,
+    /// With neighbour windows: the neighbour's activations there, and its largest activation
+    /// (their normalisation scale).
+    neighbour: Option<(Vec<f32>, f32)>,
 }
 
 impl DatasetBuilder {

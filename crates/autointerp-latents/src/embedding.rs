@@ -5,6 +5,7 @@ use autointerp_core::split::Tokens;
 use autointerp_core::Embedder;
 use rand::seq::index;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 use crate::constructor::WindowGrid;
 use crate::dataset::Decode;
@@ -47,63 +48,144 @@ pub(crate) fn embed_normalized(embedder: &dyn Embedder, texts: &[String]) -> Res
     Ok(out)
 }
 
-/// A seeded sample of a hook point's aligned windows, embedded once and shared by every latent.
+/// The aligned windows of a hook point searched for hard negatives, embedded once and shared by
+/// every latent: all of them, or a seeded sample.
 #[derive(Debug)]
 pub(crate) struct EmbeddingPool {
     /// Window ids, ascending.
     windows: Vec<u32>,
-    /// Unit vectors, one per window.
-    vectors: Vec<Vec<f32>>,
+    /// Unit vectors, `dim` values per window, in the order of `windows`.
+    vectors: Vec<f32>,
+    dim: usize,
 }
 
+/// Pool windows scored per parallel task in [`EmbeddingPool::nearest`].
+const SEARCH_BLOCK: usize = 4096;
+
 impl EmbeddingPool {
+    /// Embeds every aligned window of `grid` (`size: None`), or `size` of them drawn without
+    /// replacement from `rng`.
     pub(crate) fn build(
         grid: &WindowGrid,
         tokens: &Tokens,
         decode: &dyn Decode,
         embedder: &dyn Embedder,
-        size: usize,
+        size: Option<usize>,
         rng: &mut ChaCha8Rng,
     ) -> Result<Self> {
         let n = grid.n_windows() as usize;
-        let mut windows: Vec<u32> = index::sample(rng, n, size.min(n))
-            .into_iter()
-            .map(|i| i as u32)
-            .collect();
-        windows.sort_unstable();
-        let texts: Vec<String> = windows
-            .iter()
-            .map(|&w| window_text(grid, tokens, decode, w))
-            .collect();
-        let vectors = embed_normalized(embedder, &texts)?;
-        Ok(Self { windows, vectors })
+        let windows: Vec<u32> = match size {
+            None => (0..n as u32).collect(),
+            Some(size) => {
+                let mut w: Vec<u32> = index::sample(rng, n, size.min(n))
+                    .into_iter()
+                    .map(|i| i as u32)
+                    .collect();
+                w.sort_unstable();
+                w
+            }
+        };
+        tracing::info!(
+            windows = windows.len(),
+            "embedding hard-negative candidates"
+        );
+        let mut vectors = Vec::new();
+        let mut dim = None;
+        // Decoded a batch at a time, so that the texts of every window are never held at once.
+        for chunk in windows.chunks(BATCH) {
+            let texts: Vec<String> = chunk
+                .iter()
+                .map(|&w| window_text(grid, tokens, decode, w))
+                .collect();
+            for v in embed_normalized(embedder, &texts)? {
+                match dim {
+                    None => dim = Some(v.len()),
+                    Some(d) if d != v.len() => {
+                        return Err(Error::Embedder(format!(
+                            "vectors of {} and {d} values",
+                            v.len()
+                        )))
+                    }
+                    Some(_) => {}
+                }
+                vectors.extend(v);
+            }
+        }
+        Ok(Self {
+            windows,
+            vectors,
+            dim: dim.unwrap_or(0),
+        })
     }
 
     /// Up to `n` pool windows not in `active` (sorted), most similar first to any of `queries`
-    /// (unit vectors): `(window, cosine similarity)`.
+    /// (unit vectors): `(window, cosine similarity)`. Ties go to the lower window id.
+    ///
+    /// An exact search, as delphi's flat FAISS index: every pool window is scored against every
+    /// query, in parallel blocks whose own best `n` are merged.
     pub(crate) fn nearest(
         &self,
         queries: &[Vec<f32>],
         active: &[u32],
         n: usize,
     ) -> Vec<(u32, f32)> {
-        let mut scored: Vec<(u32, f32)> = self
+        let dim = self.dim;
+        if n == 0 || dim == 0 || queries.iter().any(|q| q.len() != dim) {
+            return Vec::new();
+        }
+        let cmp = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let keep_best = |v: &mut Vec<(u32, f32)>| {
+            if v.len() > n {
+                v.select_nth_unstable_by(n - 1, cmp);
+                v.truncate(n);
+            }
+        };
+        let mut best: Vec<(u32, f32)> = self
             .windows
-            .iter()
-            .zip(&self.vectors)
-            .filter(|(w, _)| active.binary_search(w).is_err())
-            .map(|(&w, v)| {
-                let best = queries
+            .par_chunks(SEARCH_BLOCK)
+            .zip(self.vectors.par_chunks(SEARCH_BLOCK * dim))
+            .map(|(windows, vectors)| {
+                let mut scored: Vec<(u32, f32)> = windows
                     .iter()
-                    .map(|q| q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>())
-                    .fold(f32::NEG_INFINITY, f32::max);
-                (w, best)
+                    .zip(vectors.chunks_exact(dim))
+                    .filter(|(w, _)| active.binary_search(w).is_err())
+                    .map(|(&w, v)| {
+                        let best = queries
+                            .iter()
+                            .map(|q| dot(q, v))
+                            .fold(f32::NEG_INFINITY, f32::max);
+                        (w, best)
+                    })
+                    .collect();
+                keep_best(&mut scored);
+                scored
             })
-            .collect();
-        scored.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(n);
-        scored
+            .reduce(Vec::new, |mut a, b| {
+                a.extend(b);
+                keep_best(&mut a);
+                a
+            });
+        best.sort_unstable_by(cmp);
+        best
     }
+}
+
+/// Dot product, summed in eight lanes so that the compiler can vectorise it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for ((s, x), y) in acc.iter_mut().zip(x).zip(y) {
+            *s += x * y;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// The decoded text of aligned window `id`.

@@ -20,6 +20,18 @@ pub enum Error {
         /// What was looked for.
         reason: String,
     },
+    /// A hook point folder whose cache run has not finished: it may lack split files or hold
+    /// those of an older cache, so it is refused rather than read as a narrower cache.
+    #[error(
+        "{path}: unfinished cache: {problem}. The cache command that writes it is still running \
+         or was stopped: rerun it (it resumes where it stopped) and wait for it to end"
+    )]
+    UnfinishedCache {
+        /// The hook point folder, or the `latents` folder of its checkpoint.
+        path: PathBuf,
+        /// What shows it unfinished.
+        problem: String,
+    },
     /// A hook point's folder with no split files.
     #[error(
         "{0}: no split files (`<start>_<end>.safetensors`); is this a hook point's cache folder?"

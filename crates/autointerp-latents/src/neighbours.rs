@@ -263,11 +263,45 @@ fn top_k(found: &mut Vec<Neighbour>, k: usize) {
     found.sort_unstable_by(cmp);
 }
 
-/// For each of some latents, its strongest aligned windows (id, peak), strongest first: where to
-/// look for a neighbour's firing.
+/// For each of some latents, its strongest aligned windows, strongest first, with its
+/// activations in them: where to look for a neighbour's firing, and what to highlight there.
 #[derive(Debug, Default)]
 pub(crate) struct WindowIndex {
-    windows: HashMap<u32, Vec<(u32, f32)>>,
+    windows: HashMap<u32, LatentWindows>,
+}
+
+/// One latent's kept windows. The hits of `windows[i]` are `hits[ends[i - 1]..ends[i]]`
+/// (`ends[-1]` = 0): one flat list rather than a vector per window, since a hook point's index
+/// holds hundreds of windows for each of thousands of latents.
+#[derive(Debug, Default)]
+struct LatentWindows {
+    /// (window id, peak activation), strongest first.
+    windows: Vec<(u32, f32)>,
+    ends: Vec<usize>,
+    /// (position in the window, activation).
+    hits: Vec<(u32, f32)>,
+}
+
+/// One of a latent's indexed windows.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexedWindow<'a> {
+    /// Aligned window id.
+    pub(crate) id: u32,
+    /// The latent's nonzeros in it: (position in the window, activation).
+    pub(crate) hits: &'a [(u32, f32)],
+}
+
+impl IndexedWindow<'_> {
+    /// The latent's activation on each of the window's `len` tokens.
+    pub(crate) fn activations(&self, len: usize) -> Vec<f32> {
+        let mut acts = vec![0.0; len];
+        for &(pos, a) in self.hits {
+            if let Some(slot) = acts.get_mut(pos as usize) {
+                *slot = a;
+            }
+        }
+        acts
+    }
 }
 
 impl WindowIndex {
@@ -284,6 +318,7 @@ impl WindowIndex {
                 by_split[s].push(l);
             }
         }
+        let len = grid.len as u32;
         let mut windows = HashMap::new();
         for (split, mut ls) in by_split.into_iter().enumerate() {
             if ls.is_empty() {
@@ -292,11 +327,12 @@ impl WindowIndex {
             ls.sort_unstable();
             ls.dedup();
             let grouped = hook.read_grouped(split, &|l| ls.binary_search(&l).is_ok())?;
-            let part: Vec<(u32, Vec<(u32, f32)>)> = ls
+            let part: Vec<(u32, LatentWindows)> = ls
                 .par_iter()
                 .map(|&l| {
+                    let hits = grouped.hits(l);
                     let mut w: Vec<(u32, f32)> = Vec::new();
-                    for h in grouped.hits(l) {
+                    for h in hits {
                         let Some(id) = grid.window_of(h.row, h.pos) else {
                             continue;
                         };
@@ -312,7 +348,24 @@ impl WindowIndex {
                     }
                     w.truncate(keep);
                     w.sort_unstable_by(cmp);
-                    (l, w)
+                    // Hits ascend by (row, position): each kept window's hits are one run.
+                    let mut out = LatentWindows {
+                        windows: w,
+                        ends: Vec::new(),
+                        hits: Vec::new(),
+                    };
+                    for &(id, _) in &out.windows {
+                        let (row, start) = grid.bounds(id);
+                        let first = hits.partition_point(|h| (h.row, h.pos) < (row, start));
+                        out.hits.extend(
+                            hits[first..]
+                                .iter()
+                                .take_while(|h| h.row == row && h.pos < start + len)
+                                .map(|h| (h.pos - start, h.act)),
+                        );
+                        out.ends.push(out.hits.len());
+                    }
+                    (l, out)
                 })
                 .collect();
             windows.extend(part);
@@ -320,8 +373,26 @@ impl WindowIndex {
         Ok(Self { windows })
     }
 
-    pub(crate) fn windows(&self, latent: u32) -> &[(u32, f32)] {
-        self.windows.get(&latent).map_or(&[], Vec::as_slice)
+    /// `latent`'s indexed windows, strongest first.
+    pub(crate) fn windows(&self, latent: u32) -> impl Iterator<Item = IndexedWindow<'_>> {
+        self.windows.get(&latent).into_iter().flat_map(|lw| {
+            lw.windows.iter().enumerate().map(move |(i, &(id, _))| {
+                let start = if i == 0 { 0 } else { lw.ends[i - 1] };
+                IndexedWindow {
+                    id,
+                    hits: &lw.hits[start..lw.ends[i]],
+                }
+            })
+        })
+    }
+
+    /// `latent`'s largest activation in any aligned window (0 when it has none): the scale of
+    /// its examples' normalised activations.
+    pub(crate) fn peak(&self, latent: u32) -> f32 {
+        self.windows
+            .get(&latent)
+            .and_then(|lw| lw.windows.first())
+            .map_or(0.0, |w| w.1)
     }
 }
 

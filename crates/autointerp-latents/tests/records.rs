@@ -573,17 +573,84 @@ fn neighbours_by_co_occurrence_give_hard_negatives() {
     let rec = ds.record(LatentId::new(HOOK, 0)).unwrap().unwrap().record;
     // Latent 1's windows where latent 0 is silent, strongest first: window 2 (3.0), window 3.
     assert_eq!(first_tokens(&rec.non_activating), vec![8, 12]);
-    assert!(rec
-        .non_activating
-        .iter()
-        .all(|e| e.distance == Some(0.75) && e.max_activation() == 0.0));
+    assert!(rec.non_activating.iter().all(|e| e.distance == Some(0.75)));
+    // Each keeps latent 1's activations there (#13: they were zeroed, so scorers highlighted
+    // random tokens), normalised by latent 1's own maximum, 3.0.
+    assert_eq!(rec.non_activating[0].activations, vec![3.0, 0.0, 0.0, 0.0]);
+    assert_eq!(rec.non_activating[1].activations, vec![2.0, 0.0, 0.0, 0.0]);
+    assert_eq!(rec.non_activating[0].normalized, vec![10, 0, 0, 0]);
+    assert_eq!(rec.non_activating[1].normalized, vec![7, 0, 0, 0]);
     // Latent 2 has no neighbours: random windows instead.
     let rec = ds.record(LatentId::new(HOOK, 2)).unwrap().unwrap().record;
     assert_eq!(rec.non_activating.len(), 5);
     assert!(rec
         .non_activating
         .iter()
-        .all(|e| e.distance.is_none() && e.tokens[0] != 20));
+        .all(|e| e.distance.is_none() && e.tokens[0] != 20 && e.max_activation() == 0.0));
+}
+
+#[test]
+fn neighbour_examples_keep_the_activations_of_the_neighbour_that_chose_them() {
+    let root = tempfile::tempdir().unwrap();
+    // 2 rows of 16 tokens, windows of 4 (8 windows). Latent 0 fires in window 0. Its first
+    // neighbour, latent 1, fires in window 0 (shared) and in window 5 on two tokens; its
+    // second, latent 2, fires in window 6 and, below latent 1, in window 5 too. Hits at the end of a
+    // row and the start of the next stay in their own windows: latent 1 also fires at row 0
+    // position 15 (window 3) and row 1 position 0 (window 4).
+    let nz = vec![
+        (0, 1, 0, 2.0),
+        (0, 2, 1, 1.0),
+        (0, 15, 1, 0.5),
+        (1, 0, 1, 0.25),
+        (1, 5, 1, 4.0),
+        (1, 7, 1, 1.5),
+        (1, 6, 2, 0.5),
+        (1, 9, 2, 2.0),
+    ];
+    let cache = cache_root(root.path(), 2, 16, 3, 1, &nz);
+    let mut lists = NeighbourLists::default();
+    lists.insert(
+        0,
+        vec![
+            autointerp_latents::Neighbour {
+                latent: 1,
+                similarity: 0.5,
+            },
+            autointerp_latents::Neighbour {
+                latent: 2,
+                similarity: 0.25,
+            },
+        ],
+    );
+    let mut cfg = small_cfg(4);
+    cfg.constructor.non_activating_source = NonActivatingSource::Neighbours;
+    cfg.constructor.n_non_activating = 10;
+    let ds = LatentDataset::builder(cache, cfg, decode)
+        .neighbours(HOOK, lists)
+        .build()
+        .unwrap();
+    let rec = ds.record(LatentId::new(HOOK, 0)).unwrap().unwrap().record;
+    let got: Vec<(u32, Vec<f32>, Option<f32>)> = rec
+        .non_activating
+        .iter()
+        .map(|e| (e.tokens[0], e.activations.clone(), e.distance))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            // Latent 1's windows where latent 0 is silent, strongest first.
+            (20, vec![0.0, 4.0, 0.0, 1.5], Some(0.5)),
+            (12, vec![0.0, 0.0, 0.0, 0.5], Some(0.5)),
+            (16, vec![0.25, 0.0, 0.0, 0.0], Some(0.5)),
+            // Latent 2's window 6; its window 5 was taken by latent 1 already.
+            (24, vec![0.0, 2.0, 0.0, 0.0], Some(0.75)),
+        ]
+    );
+    // Latent 1 peaks at 4.0 (window 5), latent 2 at 2.0: normalisation uses the neighbour's own.
+    assert_eq!(rec.non_activating[0].normalized, vec![0, 10, 0, 4]);
+    assert_eq!(rec.non_activating[3].normalized, vec![0, 10, 0, 0]);
+    // The latent itself never fires in them.
+    assert!(rec.test.iter().chain(&rec.train).all(|e| e.tokens[0] == 0));
 }
 
 /// Bag of token ids modulo 8, from the `<id>` texts: windows sharing tokens embed close.
@@ -639,6 +706,51 @@ fn embedding_hard_negatives_are_the_nearest_silent_windows() {
     assert_eq!(near[2].iter().filter(|&&t| t == 3).count(), 2);
     assert!(rec.non_activating[0].distance.unwrap().abs() < 1e-6);
     assert!(rec.non_activating[1].distance.unwrap() > 0.0);
+}
+
+#[test]
+fn embedding_search_covers_every_window_by_default() {
+    let root = tempfile::tempdir().unwrap();
+    // 12 rows of 1024 tokens, windows of 4: 3072 windows, more than the 2048 that were searched
+    // before #13. The activating window (0) and one far window (400) are all token 3; no other
+    // token is 3, so window 400 is the one hardest negative.
+    let (rows, ctx) = (12, 1024);
+    let mut ids: Vec<u32> = (0..(rows * ctx) as u32).map(|i| i % 3).collect();
+    let hardest = 400usize;
+    for i in (0..4).chain(hardest * 4..hardest * 4 + 4) {
+        ids[i] = 3;
+    }
+    let dir = root.path().join("latents").join(HOOK.to_string());
+    write_hook(&dir, rows, ctx, 2, 1, &[(0, 1, 0, 2.0)], Some(ids));
+    let cache = LatentCache::open(root.path()).unwrap();
+    let mut cfg = small_cfg(4);
+    cfg.constructor.non_activating_source = NonActivatingSource::Embedding;
+    cfg.constructor.n_non_activating = 3;
+    assert_eq!(
+        cfg.constructor.embedding_pool, None,
+        "all windows by default"
+    );
+    let nearest = |cfg: LatentsConfig| {
+        let ds = LatentDataset::builder(cache.clone(), cfg, decode)
+            .embedder(BagOfTokens)
+            .build()
+            .unwrap();
+        ds.record(LatentId::new(HOOK, 0))
+            .unwrap()
+            .unwrap()
+            .record
+            .non_activating
+    };
+    let found = nearest(cfg.clone());
+    assert_eq!(found.len(), 3);
+    assert_eq!(found[0].tokens, vec![3, 3, 3, 3], "window {hardest} found");
+    assert!(found[0].distance.unwrap().abs() < 1e-6);
+    assert!(found[1..].iter().all(|e| e.distance.unwrap() > 0.5));
+    // The old fixed sample of 2048 windows (this seed's draw leaves window 400 out) misses it.
+    cfg.constructor.embedding_pool = Some(2048);
+    let sampled = nearest(cfg);
+    assert_eq!(sampled.len(), 3);
+    assert!(sampled.iter().all(|e| e.tokens != vec![3, 3, 3, 3]));
 }
 
 proptest! {

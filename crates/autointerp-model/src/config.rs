@@ -197,6 +197,50 @@ pub struct Config {
     pub pad_token_id: Option<u32>,
 }
 
+/// The largest size (dimension, layer count, vocabulary, context) a config may claim: far above
+/// any released model (vocabularies ~2^18, contexts ~2^23), far below what overflows products
+/// of sizes or an allocation of one layer.
+const MAX_SIZE: usize = 1 << 24;
+
+/// Refuses a size key of a raw `config.json` that is not a whole number in `0..=MAX_SIZE`,
+/// before an architecture's converter multiplies it.
+fn check_size_keys(value: &serde_json::Value) -> std::result::Result<(), String> {
+    const KEYS: [&str; 18] = [
+        "vocab_size",
+        "hidden_size",
+        "n_embd",
+        "d_model",
+        "intermediate_size",
+        "n_inner",
+        "num_hidden_layers",
+        "n_layer",
+        "num_attention_heads",
+        "n_head",
+        "num_key_value_heads",
+        "head_dim",
+        "max_position_embeddings",
+        "n_positions",
+        "n_ctx",
+        "sliding_window",
+        "rotary_emb_base_dim",
+        "query_pre_attn_scalar",
+    ];
+    let configs = [Some(value), value.get("text_config")];
+    for config in configs.into_iter().flatten() {
+        for key in KEYS {
+            let Some(v) = config.get(key).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            if v.as_u64().is_some_and(|n| n > MAX_SIZE as u64) {
+                return Err(format!(
+                    "{key} {v} is beyond any real model (at most {MAX_SIZE})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Config {
     /// Reads and converts the `config.json` at `path`.
     ///
@@ -213,6 +257,9 @@ impl Config {
     }
 
     /// Converts the text of a `config.json`; `path` names it in errors.
+    ///
+    /// Sizes are bounded before anything is computed from them: a file that claims a
+    /// billion-wide hidden state is refused here, not by an overflow or an allocation.
     ///
     /// # Errors
     /// As [`Config::from_hf_file`].
@@ -236,6 +283,7 @@ impl Config {
                 .collect(),
             model_type: model_type.clone(),
         })?;
+        check_size_keys(&value).map_err(err)?;
         let config = (family.hf_config)(value, &model_type).map_err(err)?;
         config.validate().map_err(err)?;
         Ok(config)
@@ -340,6 +388,22 @@ impl Config {
 
     /// Checks the sizes against each other.
     fn validate(&self) -> std::result::Result<(), String> {
+        for (name, v) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("num_key_value_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+            ("max_position_embeddings", self.max_position_embeddings),
+        ] {
+            if v > MAX_SIZE {
+                return Err(format!(
+                    "{name} {v} is beyond any real model (at most {MAX_SIZE})"
+                ));
+            }
+        }
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden_size", self.hidden_size),

@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use crate::plots::{PlotFile, PlotKind};
 use crate::results::Results;
-use crate::summary::Summary;
+use crate::summary::{Summary, CLASSIFIER_NOTE, TABLE_NOTE};
 
 /// Escapes text for HTML element content and quoted attribute values.
 pub fn escape_html(s: &str) -> String {
@@ -354,6 +354,34 @@ const JS: &str = r##"
 })();
 "##;
 
+/// A table of numbers (all columns but the first right-aligned), `empty` shown when there are
+/// no rows.
+fn html_table(h: &mut String, header: &[String], rows: &[Vec<String>], empty: &str) {
+    h.push_str("<div class=\"summary-table\"><table>\n<thead><tr>");
+    for (i, c) in header.iter().enumerate() {
+        let cls = if i == 0 { "" } else { " class=\"num\"" };
+        let _ = write!(h, "<th{cls}>{}</th>", escape_html(c));
+    }
+    h.push_str("</tr></thead>\n<tbody>\n");
+    for row in rows {
+        h.push_str("<tr>");
+        for (i, c) in row.iter().enumerate() {
+            let cls = if i == 0 { "" } else { " class=\"num\"" };
+            let _ = write!(h, "<td{cls}>{}</td>", escape_html(c));
+        }
+        h.push_str("</tr>\n");
+    }
+    if rows.is_empty() {
+        let _ = writeln!(
+            h,
+            "<tr><td colspan=\"{}\">{}</td></tr>",
+            header.len(),
+            escape_html(empty)
+        );
+    }
+    h.push_str("</tbody></table></div>\n");
+}
+
 fn plot_caption(p: &PlotFile) -> String {
     match p.kind {
         PlotKind::Histogram => format!("{}: score histogram", p.scorer),
@@ -402,34 +430,16 @@ pub(crate) fn render_page(
         let _ = writeln!(h, "<p class=\"control\">{}</p>", escape_html(&sentence));
     }
 
-    h.push_str("<h2>Scorers</h2>\n<div class=\"summary-table\"><table>\n<thead><tr>");
+    h.push_str("<h2>Scorers</h2>\n");
     let (header, rows) = summary.table();
-    for (i, c) in header.iter().enumerate() {
-        let cls = if i == 0 { "" } else { " class=\"num\"" };
-        let _ = write!(h, "<th{cls}>{}</th>", escape_html(c));
+    html_table(&mut h, &header, &rows, "No scores found.");
+    let _ = writeln!(h, "<p class=\"muted\">{}</p>", escape_html(TABLE_NOTE));
+    let (header, rows) = summary.classifier_table();
+    if !rows.is_empty() {
+        h.push_str("<h2>Classifier metrics</h2>\n");
+        html_table(&mut h, &header, &rows, "");
+        let _ = writeln!(h, "<p class=\"muted\">{}</p>", escape_html(CLASSIFIER_NOTE));
     }
-    h.push_str("</tr></thead>\n<tbody>\n");
-    for row in &rows {
-        h.push_str("<tr>");
-        for (i, c) in row.iter().enumerate() {
-            let cls = if i == 0 { "" } else { " class=\"num\"" };
-            let _ = write!(h, "<td{cls}>{}</td>", escape_html(c));
-        }
-        h.push_str("</tr>\n");
-    }
-    if rows.is_empty() {
-        let _ = writeln!(
-            h,
-            "<tr><td colspan=\"{}\">No scores found.</td></tr>",
-            header.len()
-        );
-    }
-    h.push_str(
-        "</tbody></table></div>\n<p class=\"muted\">failed: examples (trials, sequences) whose \
-         answer could not be parsed, of all in the score files. Mean and interval over latents \
-         with a defined score; \u{0394} vs random: mean over latents scored under both of (score \
-         \u{2212} random-explanation score).</p>\n",
-    );
 
     if !plots.is_empty() {
         h.push_str("<h2>Plots</h2>\n<div class=\"plots\">\n");

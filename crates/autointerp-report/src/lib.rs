@@ -40,8 +40,12 @@
 //!
 //! - `summary.json` ([`Summary`]), `summary.md`, and [`Summary::to_text`] for a terminal: per
 //!   scorer, latents scored, mean score with its bootstrap interval (latents resampled with
-//!   autointerp-score's [`Bootstrap`]), failed examples summed from the score files, and for
-//!   classifier scorers mean balanced accuracy, F1, per-latent AUC and pooled AUC.
+//!   autointerp-score's [`Bootstrap`]), failed examples summed from the score files, and the
+//!   headline both ways: failures excluded (our convention) and counted as failures (delphi's:
+//!   a failed item is a wrong answer, a latent without a score 0), with the counts of each. For
+//!   classifier scorers, accuracy, balanced accuracy, precision, recall and F1 both averaged
+//!   over latents (macro) and pooled over examples (micro, delphi's), delphi's
+//!   frequency-weighted F1, per-latent AUC and pooled AUC ([`ClassifierMeans`]).
 //! - `plots/<scorer>_{histogram,firing_rate,roc}.{png,svg}`: score histograms (control
 //!   overlaid), score against firing rate (log scale; latents with a record), and ROC curves of
 //!   the classifier scorers' probabilities pooled over latents. PNG text is drawn with DejaVu Sans,

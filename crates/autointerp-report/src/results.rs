@@ -510,7 +510,8 @@ fn read_scores(r: &mut Results) {
                     continue;
                 }
             };
-            let score = match parse_score(&key.name, &bytes) {
+            let record = r.latents.get(&id).and_then(|l| l.record.as_ref());
+            let score = match parse_score(&key.name, &bytes, record) {
                 Ok(s) => s,
                 Err(e) => {
                     r.problems

@@ -1,12 +1,13 @@
 //! Reading one score file back into one latent's headline score.
 
-use autointerp_score::metrics::roc_auc;
+use autointerp_core::LatentRecord;
+use autointerp_score::files::parse_score_details;
+use autointerp_score::metrics::{pearson, roc_auc};
 use autointerp_score::{
-    ClassifierSummary, EmbeddingOutcome, ExampleOutcome, IntruderOutcome, ScoredSimulation,
-    SurprisalOutcome,
+    simulation_targets, ClassifierSummary, Confusion, ExampleOutcome, IntruderOutcome,
+    ScoreDetails, ScoredSimulation,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// Which kind of score file a scorer writes; decides how the headline score is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -24,38 +25,6 @@ pub enum ScoreKind {
     Surprisal,
 }
 
-impl ScoreKind {
-    /// The kind delphi's scorer of this name writes, for files that are empty lists.
-    pub fn from_scorer_name(name: &str) -> Option<Self> {
-        match name {
-            "detection" | "fuzz" | "fuzzing" => Some(Self::Classifier),
-            "intruder" => Some(Self::Intruder),
-            "simulation" => Some(Self::Simulation),
-            "embedding" => Some(Self::Embedding),
-            "surprisal" => Some(Self::Surprisal),
-            _ => None,
-        }
-    }
-
-    /// The kind of a list of records, told by the fields of its first record.
-    fn sniff(first: &Value) -> Option<Self> {
-        let has = |k: &str| first.get(k).is_some();
-        if has("scored_sequence_simulations") {
-            Some(Self::Simulation)
-        } else if has("correct_index") || has("sample") {
-            Some(Self::Intruder)
-        } else if has("similarity") {
-            Some(Self::Embedding)
-        } else if has("loss_reduction") || has("no_explanation") {
-            Some(Self::Surprisal)
-        } else if has("activating") && has("str_tokens") {
-            Some(Self::Classifier)
-        } else {
-            None
-        }
-    }
-}
-
 /// One latent's score from one scorer, recomputed from its score file.
 ///
 /// The value is the scorer's headline number (see [`ScoreKind`]), computed from the per-example
@@ -65,9 +34,16 @@ impl ScoreKind {
 pub struct LatentScore {
     /// How the file was read.
     pub kind: ScoreKind,
-    /// The headline score; NaN when undefined.
+    /// The headline score, failed items excluded; NaN when undefined.
     #[serde(serialize_with = "nan_as_null")]
     pub value: f64,
+    /// The headline score with every failed item scored as a failure, as delphi scores them:
+    /// a classifier example or an intruder trial as a wrong answer, a simulated sequence as an
+    /// all-zero prediction (its truth taken from the latent's record), an embedding or
+    /// surprisal example ranked last for its class. 0 where that is undefined, or where a
+    /// failed sequence's truth is unknown (no record, or a file that does not say which
+    /// sequences failed).
+    pub value_counted: f64,
     /// Examples (trials, sequences) whose answer could not be parsed.
     pub n_failed: usize,
     /// Examples (trials, sequences) in the file, failed ones included.
@@ -95,55 +71,46 @@ pub(crate) fn nan_as_null<S: serde::Serializer>(x: &f64, s: S) -> Result<S::Ok, 
     }
 }
 
-/// Reads a score file's JSON. `scorer` (the folder's name) decides the kind of an empty list.
-pub(crate) fn parse_score(scorer: &str, bytes: &[u8]) -> Result<LatentScore, String> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-    let Value::Array(items) = value else {
-        return Err("expected a JSON list of per-example records".into());
-    };
-    let kind = match items.first() {
-        Some(first) => ScoreKind::sniff(first).ok_or_else(|| {
-            "records are not those of a known scorer (detection, fuzz, intruder, simulation, \
-             embedding, surprisal)"
-                .to_string()
-        })?,
-        None => ScoreKind::from_scorer_name(scorer).ok_or_else(|| {
-            format!("empty list, and {scorer:?} is not a known scorer name to tell its kind")
-        })?,
-    };
-    let list = Value::Array(items);
-    let bad = |e: serde_json::Error| format!("malformed {kind:?} records: {e}");
-    Ok(match kind {
-        ScoreKind::Classifier => {
-            classifier(&serde_json::from_value::<Vec<ExampleOutcome>>(list).map_err(bad)?)
-        }
-        ScoreKind::Intruder => {
-            intruder(&serde_json::from_value::<Vec<IntruderOutcome>>(list).map_err(bad)?)
-        }
-        ScoreKind::Simulation => {
-            simulation(&serde_json::from_value::<Vec<ScoredSimulation>>(list).map_err(bad)?)
-        }
-        ScoreKind::Embedding => {
-            let o: Vec<EmbeddingOutcome> = serde_json::from_value(list).map_err(bad)?;
-            auc_score(
-                ScoreKind::Embedding,
-                o.iter()
-                    .map(|o| (o.activating, o.similarity.map(f64::from))),
-            )
-        }
-        ScoreKind::Surprisal => {
-            let o: Vec<SurprisalOutcome> = serde_json::from_value(list).map_err(bad)?;
-            auc_score(
-                ScoreKind::Surprisal,
-                o.iter().map(|o| (o.activating, o.loss_reduction)),
-            )
-        }
+/// Reads a score file's JSON. `scorer` (the folder's name) decides the kind of an empty list;
+/// `record`, the latent's when known, gives the truth of failed simulated sequences.
+pub(crate) fn parse_score(
+    scorer: &str,
+    bytes: &[u8],
+    record: Option<&LatentRecord>,
+) -> Result<LatentScore, String> {
+    let details = parse_score_details(scorer, bytes).map_err(|e| e.to_string())?;
+    Ok(match &details {
+        ScoreDetails::Classifier { outcomes, summary } => classifier(outcomes, summary),
+        ScoreDetails::Intruder { outcomes } => intruder(outcomes),
+        ScoreDetails::Simulation { groups } => simulation(groups, record),
+        ScoreDetails::Embedding { outcomes } => auc_score(
+            ScoreKind::Embedding,
+            outcomes
+                .iter()
+                .map(|o| (o.activating, o.similarity.map(f64::from))),
+        ),
+        ScoreDetails::Surprisal { outcomes } => auc_score(
+            ScoreKind::Surprisal,
+            outcomes.iter().map(|o| (o.activating, o.loss_reduction)),
+        ),
     })
 }
 
-fn classifier(outcomes: &[ExampleOutcome]) -> LatentScore {
-    let summary = ClassifierSummary::from_outcomes(outcomes);
+/// `x`, or 0 when undefined.
+fn or_zero(x: Option<f64>) -> f64 {
+    x.filter(|x| x.is_finite()).unwrap_or(0.0)
+}
+
+fn classifier(outcomes: &[ExampleOutcome], summary: &ClassifierSummary) -> LatentScore {
     let scored = summary.confusion.scored();
+    // A failed example counted as the wrong answer.
+    let counted = Confusion::from_labels(
+        &outcomes.iter().map(|o| o.activating).collect::<Vec<_>>(),
+        &outcomes
+            .iter()
+            .map(|o| Some(o.prediction.unwrap_or(!o.activating)))
+            .collect::<Vec<_>>(),
+    );
     LatentScore {
         kind: ScoreKind::Classifier,
         value: if scored == 0 {
@@ -151,9 +118,10 @@ fn classifier(outcomes: &[ExampleOutcome]) -> LatentScore {
         } else {
             summary.metrics.balanced_accuracy
         },
+        value_counted: or_zero(Some(counted.metrics().balanced_accuracy)),
         n_failed: summary.confusion.failed,
         n_items: outcomes.len(),
-        classifier: Some(summary),
+        classifier: Some(*summary),
         probabilities: outcomes
             .iter()
             .filter(|o| !o.failed())
@@ -166,13 +134,11 @@ fn classifier(outcomes: &[ExampleOutcome]) -> LatentScore {
 fn intruder(outcomes: &[IntruderOutcome]) -> LatentScore {
     let scored = outcomes.iter().filter(|o| o.correct.is_some()).count();
     let right = outcomes.iter().filter(|o| o.correct == Some(true)).count();
+    let ratio = |n: usize| (n > 0).then(|| right as f64 / n as f64);
     LatentScore {
         kind: ScoreKind::Intruder,
-        value: if scored == 0 {
-            f64::NAN
-        } else {
-            right as f64 / scored as f64
-        },
+        value: ratio(scored).unwrap_or(f64::NAN),
+        value_counted: or_zero(ratio(outcomes.len())),
         n_failed: outcomes.len() - scored,
         n_items: outcomes.len(),
         classifier: None,
@@ -180,39 +146,88 @@ fn intruder(outcomes: &[IntruderOutcome]) -> LatentScore {
     }
 }
 
-fn simulation(groups: &[ScoredSimulation]) -> LatentScore {
+fn simulation(groups: &[ScoredSimulation], record: Option<&LatentRecord>) -> LatentScore {
     let all = groups.iter().find(|g| g.distance == 0).or(groups.first());
-    let (value, n_failed, n_items) = match all {
-        Some(g) => (
-            g.ev_correlation_score.0.unwrap_or(f64::NAN),
-            g.n_failed,
-            g.scored_sequence_simulations.len() + g.n_failed,
-        ),
-        None => (f64::NAN, 0, 0),
+    let Some(g) = all else {
+        return LatentScore {
+            kind: ScoreKind::Simulation,
+            value: f64::NAN,
+            value_counted: 0.0,
+            n_failed: 0,
+            n_items: 0,
+            classifier: None,
+            probabilities: Vec::new(),
+        };
+    };
+    let value = g.ev_correlation_score.0.unwrap_or(f64::NAN);
+    let value_counted = if g.n_failed == 0 {
+        or_zero(Some(value))
+    } else {
+        or_zero(record.and_then(|r| zeros_for_failed(g, r)))
     };
     LatentScore {
         kind: ScoreKind::Simulation,
         value,
-        n_failed,
-        n_items,
+        value_counted,
+        n_failed: g.n_failed,
+        n_items: g.scored_sequence_simulations.len() + g.n_failed,
         classifier: None,
         probabilities: Vec::new(),
     }
 }
 
+/// The all-sequences correlation with each failed sequence predicted all zero (delphi's
+/// placeholder), its truth from `record`; `None` when the group does not say which sequences
+/// failed or they are not the record's.
+fn zeros_for_failed(all: &ScoredSimulation, record: &LatentRecord) -> Option<f64> {
+    let targets = simulation_targets(record);
+    if all.failed_sequences.len() != all.n_failed
+        || targets.len() != all.n_failed + all.scored_sequence_simulations.len()
+    {
+        return None;
+    }
+    let (mut truth, mut pred) = (Vec::new(), Vec::new());
+    for s in &all.scored_sequence_simulations {
+        truth.extend(s.true_activations.iter().map(|&x| f64::from(x)));
+        pred.extend(
+            s.simulation
+                .expected_activations
+                .iter()
+                .map(|&x| f64::from(x)),
+        );
+    }
+    for &i in &all.failed_sequences {
+        let t = &targets.get(i)?.true_activations;
+        truth.extend(t.iter().map(|&x| f64::from(x)));
+        pred.extend(std::iter::repeat_n(0.0, t.len()));
+    }
+    pearson(&truth, &pred)
+}
+
 fn auc_score(kind: ScoreKind, items: impl Iterator<Item = (bool, Option<f64>)>) -> LatentScore {
     let mut n_items = 0;
     let (mut labels, mut scores) = (Vec::new(), Vec::new());
+    let (mut all_labels, mut all_scores) = (Vec::new(), Vec::new());
     for (activating, x) in items {
         n_items += 1;
-        if let Some(x) = x.filter(|x| x.is_finite()) {
+        let x = x.filter(|x| x.is_finite());
+        if let Some(x) = x {
             labels.push(activating);
             scores.push(x);
         }
+        // A failed example ranked last for its class: below every other if activating.
+        let worst = if activating {
+            f64::NEG_INFINITY
+        } else {
+            f64::INFINITY
+        };
+        all_labels.push(activating);
+        all_scores.push(x.unwrap_or(worst));
     }
     LatentScore {
         kind,
         value: roc_auc(&labels, &scores).unwrap_or(f64::NAN),
+        value_counted: or_zero(roc_auc(&all_labels, &all_scores)),
         n_failed: n_items - labels.len(),
         n_items,
         classifier: None,
@@ -231,7 +246,7 @@ mod tests {
             {"str_tokens":["y"],"activations":[0.0],"distance":-1.0,"activating":false,"prediction":false,"probability":0.2,"correct":true},
             {"str_tokens":["z"],"activations":[0.0],"distance":-1,"activating":false,"prediction":null,"probability":null,"correct":null}
         ]"#;
-        let s = parse_score("detection", delphi).unwrap();
+        let s = parse_score("detection", delphi, None).unwrap();
         assert_eq!(s.kind, ScoreKind::Classifier);
         assert_eq!((s.value, s.n_failed, s.n_items), (1.0, 1, 3));
         assert_eq!(
@@ -242,15 +257,20 @@ mod tests {
 
     #[test]
     fn empty_lists_and_garbage() {
-        let s = parse_score("fuzz", b"[]").unwrap();
+        let s = parse_score("fuzz", b"[]", None).unwrap();
         assert!(s.value.is_nan());
         assert_eq!(s.kind, ScoreKind::Classifier);
-        assert!(parse_score("mystery", b"[]")
+        assert!(parse_score("mystery", b"[]", None)
             .unwrap_err()
             .contains("mystery"));
-        assert!(parse_score("detection", b"{\"a\":1}").is_err());
-        assert!(parse_score("detection", b"[{\"a\":1}]").is_err());
-        assert!(parse_score("detection", b"not json").is_err());
-        assert!(parse_score("detection", br#"[{"str_tokens":3,"activating":true}]"#).is_err());
+        assert!(parse_score("detection", b"{\"a\":1}", None).is_err());
+        assert!(parse_score("detection", b"[{\"a\":1}]", None).is_err());
+        assert!(parse_score("detection", b"not json", None).is_err());
+        assert!(parse_score(
+            "detection",
+            br#"[{"str_tokens":3,"activating":true}]"#,
+            None
+        )
+        .is_err());
     }
 }

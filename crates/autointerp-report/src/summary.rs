@@ -5,20 +5,38 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use autointerp_core::LatentId;
-use autointerp_score::metrics::roc_auc;
-use autointerp_score::{Bootstrap, ConfidenceInterval};
+use autointerp_score::metrics::{frequency_weighted_f1, roc_auc, LatentF1};
+use autointerp_score::{Bootstrap, ClassificationMetrics, ConfidenceInterval, Confusion};
 use serde::Serialize;
 
 use crate::results::{Problem, ProblemKind, Results, ScorerKey};
 use crate::scores::ScoreKind;
 
-/// Classifier metrics (detection, fuzzing) averaged over latents.
+/// Classifier metrics (detection, fuzzing) over latents, two ways: **macro**, each latent's
+/// metric averaged over latents (this report's headline), and **micro**, every example pooled
+/// over latents (delphi's `log/result_analysis.py`). Failed examples are in neither.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClassifierMeans {
-    /// Mean balanced accuracy over latents with at least one scored example.
+    /// Macro: mean balanced accuracy over latents with at least one scored example.
     pub balanced_accuracy: Option<f64>,
-    /// Mean F1 over the same latents.
+    /// Macro: mean accuracy over the same latents.
+    pub accuracy: Option<f64>,
+    /// Macro: mean precision over the same latents.
+    pub precision: Option<f64>,
+    /// Macro: mean recall over the same latents.
+    pub recall: Option<f64>,
+    /// Macro: mean F1 over the same latents.
     pub f1: Option<f64>,
+    /// Micro: the metrics of the confusion counts summed over latents (delphi's accuracy is
+    /// this balanced accuracy); `None` without a scored example.
+    pub micro: Option<ClassificationMetrics>,
+    /// delphi's frequency-weighted F1: within each hook point, the latents' F1 weighted by how
+    /// many tokens they fire on, then the mean over hook points (see
+    /// [`frequency_weighted_f1`]). Over latents with a record (for the firing count) and at
+    /// least one scored example.
+    pub frequency_weighted_f1: Option<f64>,
+    /// Latents in the frequency-weighted F1.
+    pub n_weighted: usize,
     /// Mean per-latent ROC AUC over latents whose answers came with probabilities for both
     /// classes.
     pub auc: Option<f64>,
@@ -54,10 +72,24 @@ pub struct ScorerSummary {
     pub n_latents: usize,
     /// Of those, latents whose score is defined (not NaN).
     pub n_defined: usize,
-    /// Mean score over latents with a defined score.
+    /// Mean score over latents with a defined score, failures excluded: failed examples
+    /// (trials, sequences) leave the latent's score, and latents without a defined score or
+    /// without a file leave the mean.
     pub mean: Option<f64>,
     /// Bootstrap interval of the mean (latents resampled).
     pub ci: Option<ConfidenceInterval>,
+    /// Mean score over every latent of the results ([`ScorerSummary::n_expected`]), failures
+    /// counted: each latent's score with its failed items scored as failures
+    /// ([`LatentScore::value_counted`](crate::LatentScore::value_counted)), and 0 for a latent
+    /// without a readable file (its explanation or every request failed) or a defined score.
+    /// So silence never raises it.
+    pub mean_counted: Option<f64>,
+    /// Latents in [`ScorerSummary::mean_counted`]: every latent named by any file.
+    pub n_expected: usize,
+    /// Of those, latents without a readable file of this scorer, counted 0.
+    pub n_missing: usize,
+    /// Latents whose file has failed examples (trials, sequences).
+    pub n_with_failures: usize,
     /// Examples (trials, sequences) whose answer could not be parsed, summed over latents.
     pub n_failed: usize,
     /// Examples (trials, sequences) in the files, summed over latents.
@@ -176,32 +208,13 @@ fn scorer_summary(results: &Results, key: &ScorerKey, bootstrap: &Bootstrap) -> 
         .map(|s| s.value)
         .collect();
     let kind = scores.first().map(|s| s.kind);
-    let classifier = (kind == Some(ScoreKind::Classifier)).then(|| {
-        let sums: Vec<_> = scores
-            .iter()
-            .filter_map(|s| s.classifier.as_ref())
-            .filter(|c| c.confusion.scored() > 0)
-            .collect();
-        let ba: Vec<f64> = sums.iter().map(|c| c.metrics.balanced_accuracy).collect();
-        let f1: Vec<f64> = sums.iter().map(|c| c.metrics.f1).collect();
-        let auc: Vec<f64> = sums
-            .iter()
-            .filter_map(|c| c.auc)
-            .filter(|a| a.is_finite())
-            .collect();
-        let (labels, probs): (Vec<bool>, Vec<f64>) = scores
-            .iter()
-            .flat_map(|s| s.probabilities.iter().copied())
-            .unzip();
-        ClassifierMeans {
-            balanced_accuracy: mean(&ba),
-            f1: mean(&f1),
-            auc: mean(&auc),
-            n_auc: auc.len(),
-            pooled_auc: roc_auc(&labels, &probs),
-            n_pooled: labels.len(),
-        }
-    });
+    let classifier = (kind == Some(ScoreKind::Classifier)).then(|| classifier_means(results, key));
+    // Failures counted: every latent of the results, 0 where this scorer has nothing.
+    let counted: Vec<f64> = results
+        .latents
+        .values()
+        .map(|l| l.scores.get(key).map_or(0.0, |s| s.value_counted))
+        .collect();
     let n_unreadable = results
         .problems
         .iter()
@@ -217,11 +230,84 @@ fn scorer_summary(results: &Results, key: &ScorerKey, bootstrap: &Bootstrap) -> 
         n_defined: defined.len(),
         mean: mean(&defined),
         ci: mean_ci(&defined, bootstrap),
+        mean_counted: mean(&counted),
+        n_expected: counted.len(),
+        n_missing: counted.len() - scores.len(),
+        n_with_failures: scores.iter().filter(|s| s.n_failed > 0).count(),
         n_failed: scores.iter().map(|s| s.n_failed).sum(),
         n_items: scores.iter().map(|s| s.n_items).sum(),
         n_unreadable,
         classifier,
         vs_control: None,
+    }
+}
+
+/// Macro and micro classifier metrics of `key`'s latents, with delphi's frequency-weighted F1.
+fn classifier_means(results: &Results, key: &ScorerKey) -> ClassifierMeans {
+    // Each latent with at least one scored example, with its firing count when its record is
+    // known.
+    let latents: Vec<(LatentId, &autointerp_score::ClassifierSummary, Option<u64>)> = results
+        .latents
+        .values()
+        .filter_map(|l| {
+            let c = l.scores.get(key)?.classifier.as_ref()?;
+            let fires = l.record.as_ref().map(|r| r.stats.n_activations);
+            (c.confusion.scored() > 0).then_some((l.id, c, fires))
+        })
+        .collect();
+    let macro_mean = |f: fn(&ClassificationMetrics) -> f64| {
+        mean(
+            &latents
+                .iter()
+                .map(|(_, c, _)| f(&c.metrics))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let pooled = latents
+        .iter()
+        .fold(Confusion::default(), |mut sum, (_, c, _)| {
+            let c = &c.confusion;
+            sum.true_positives += c.true_positives;
+            sum.true_negatives += c.true_negatives;
+            sum.false_positives += c.false_positives;
+            sum.false_negatives += c.false_negatives;
+            sum.failed += c.failed;
+            sum
+        });
+    let weighted: Vec<LatentF1> = latents
+        .iter()
+        .filter_map(|(id, c, fires)| {
+            Some(LatentF1 {
+                latent: *id,
+                f1: c.metrics.f1,
+                firing_count: (*fires)?,
+            })
+        })
+        .collect();
+    let auc: Vec<f64> = latents
+        .iter()
+        .filter_map(|(_, c, _)| c.auc)
+        .filter(|a| a.is_finite())
+        .collect();
+    let (labels, probs): (Vec<bool>, Vec<f64>) = results
+        .latents
+        .values()
+        .filter_map(|l| l.scores.get(key))
+        .flat_map(|s| s.probabilities.iter().copied())
+        .unzip();
+    ClassifierMeans {
+        balanced_accuracy: macro_mean(|m| m.balanced_accuracy),
+        accuracy: macro_mean(|m| m.accuracy),
+        precision: macro_mean(|m| m.precision),
+        recall: macro_mean(|m| m.recall),
+        f1: macro_mean(|m| m.f1),
+        micro: (pooled.scored() > 0).then(|| pooled.metrics()),
+        frequency_weighted_f1: frequency_weighted_f1(&weighted),
+        n_weighted: weighted.len(),
+        auc: mean(&auc),
+        n_auc: auc.len(),
+        pooled_auc: roc_auc(&labels, &probs),
+        n_pooled: labels.len(),
     }
 }
 
@@ -238,21 +324,20 @@ fn interval(ci: Option<&ConfidenceInterval>) -> String {
 }
 
 impl Summary {
-    /// The header and rows of the per-scorer table, as plain strings.
+    /// The header and rows of the per-scorer table, as plain strings: latents, the mean with
+    /// failures excluded and its interval, failed items, the mean with failures counted, and
+    /// the random-explanation control.
     pub fn table(&self) -> (Vec<String>, Vec<Vec<String>>) {
         let pct = (self.confidence * 100.0).round();
         let header = [
             "scorer".to_string(),
             "latents".into(),
             "defined".into(),
-            "mean".into(),
+            "mean, failures excluded".into(),
             format!("{pct}% CI"),
-            "failed".into(),
+            "failed items".into(),
             "unreadable".into(),
-            "bal. acc".into(),
-            "F1".into(),
-            "AUC".into(),
-            "pooled AUC".into(),
+            "mean, failures counted".into(),
             "random mean".into(),
             "Δ vs random (paired)".into(),
         ]
@@ -261,7 +346,6 @@ impl Summary {
             .scorers
             .iter()
             .map(|s| {
-                let c = s.classifier.as_ref();
                 let v = s.vs_control.as_ref();
                 vec![
                     s.scorer.to_string(),
@@ -269,12 +353,17 @@ impl Summary {
                     s.n_defined.to_string(),
                     num(s.mean),
                     interval(s.ci.as_ref()),
-                    format!("{}/{}", s.n_failed, s.n_items),
+                    format!(
+                        "{}/{} in {} latents",
+                        s.n_failed, s.n_items, s.n_with_failures
+                    ),
                     s.n_unreadable.to_string(),
-                    num(c.and_then(|c| c.balanced_accuracy)),
-                    num(c.and_then(|c| c.f1)),
-                    num(c.and_then(|c| c.auc)),
-                    num(c.and_then(|c| c.pooled_auc)),
+                    format!(
+                        "{} of {} ({} missing)",
+                        num(s.mean_counted),
+                        s.n_expected,
+                        s.n_missing
+                    ),
                     num(v.and_then(|v| v.control_mean)),
                     match v.and_then(|v| v.paired_difference.as_ref()) {
                         Some(d) => format!(
@@ -286,6 +375,59 @@ impl Summary {
                         None => "-".into(),
                     },
                 ]
+            })
+            .collect();
+        (header, rows)
+    }
+
+    /// The header and rows of the classifier table (detection, fuzzing): accuracy, balanced
+    /// accuracy, precision, recall and F1 averaged over latents (macro) and pooled over every
+    /// example (micro, delphi's), the frequency-weighted F1, and the AUCs. Empty rows when no
+    /// scorer is a classifier.
+    pub fn classifier_table(&self) -> (Vec<String>, Vec<Vec<String>>) {
+        let header = [
+            "scorer",
+            "macro acc",
+            "macro bal. acc",
+            "macro P",
+            "macro R",
+            "macro F1",
+            "micro acc",
+            "micro bal. acc",
+            "micro P",
+            "micro R",
+            "micro F1",
+            "freq-weighted F1",
+            "AUC",
+            "pooled AUC",
+        ]
+        .map(String::from)
+        .to_vec();
+        let rows = self
+            .scorers
+            .iter()
+            .filter_map(|s| {
+                let c = s.classifier.as_ref()?;
+                let m = c.micro.as_ref();
+                Some(vec![
+                    s.scorer.to_string(),
+                    num(c.accuracy),
+                    num(c.balanced_accuracy),
+                    num(c.precision),
+                    num(c.recall),
+                    num(c.f1),
+                    num(m.map(|m| m.accuracy)),
+                    num(m.map(|m| m.balanced_accuracy)),
+                    num(m.map(|m| m.precision)),
+                    num(m.map(|m| m.recall)),
+                    num(m.map(|m| m.f1)),
+                    match c.frequency_weighted_f1 {
+                        Some(f) => format!("{f:.3} n={}", c.n_weighted),
+                        None => "-".into(),
+                    },
+                    num(c.auc),
+                    num(c.pooled_auc),
+                ])
             })
             .collect();
         (header, rows)
@@ -344,33 +486,10 @@ impl Summary {
             .collect()
     }
 
-    /// The summary as a plain-text table, for a terminal: one line of latent counts, the
-    /// control comparisons, the per-scorer table, and the problems counted by kind with the
-    /// first few of each.
+    /// The summary as plain text, for a terminal: one line of latent counts, the control
+    /// comparisons, the per-scorer table, the classifier table, and the problems counted by
+    /// kind with the first few of each.
     pub fn to_text(&self) -> String {
-        let (header, rows) = self.table();
-        let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-        for row in &rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
-        let line = |cells: &[String]| -> String {
-            let padded: Vec<String> = cells
-                .iter()
-                .zip(&widths)
-                .enumerate()
-                .map(|(i, (c, w))| {
-                    let pad = " ".repeat(w - c.chars().count());
-                    if i == 0 {
-                        format!("{c}{pad}")
-                    } else {
-                        format!("{pad}{c}")
-                    }
-                })
-                .collect();
-            padded.join("  ").trim_end().to_string()
-        };
         let mut out = format!("{}\n\n", self.latent_line());
         let sentences = self.control_sentences();
         for sentence in &sentences {
@@ -380,43 +499,39 @@ impl Summary {
         if !sentences.is_empty() {
             out.push('\n');
         }
-        out.push_str(&line(&header));
-        out.push('\n');
-        let total: usize = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
-        out.push_str(&"-".repeat(total));
-        out.push('\n');
-        for row in &rows {
-            out.push_str(&line(row));
-            out.push('\n');
-        }
+        let (header, rows) = self.table();
+        out.push_str(&text_table(&header, &rows));
         if rows.is_empty() {
             out.push_str("(no scores found)\n");
+        } else {
+            out.push_str(&format!("\n{}\n", wrap(TABLE_NOTE, NOTE_WIDTH)));
+        }
+        let (header, rows) = self.classifier_table();
+        if !rows.is_empty() {
+            out.push_str("\nClassifier metrics:\n");
+            out.push_str(&text_table(&header, &rows));
+            out.push_str(&format!("\n{}\n", wrap(CLASSIFIER_NOTE, NOTE_WIDTH)));
         }
         self.push_problems(&mut out, false);
         out
     }
 
-    /// The summary as Markdown: latent counts, the per-scorer table, problems.
+    /// The summary as Markdown: latent counts, the per-scorer and classifier tables, problems.
     pub fn to_markdown(&self) -> String {
-        let (header, rows) = self.table();
         let mut out = format!(
             "# autointerp report\n\nResults: `{}`\n\n{}\n\n",
             md_escape(&self.results_dir.display().to_string()).replace('`', "'"),
             self.latent_line()
         );
-        let row = |cells: &[String]| {
-            let cells: Vec<String> = cells.iter().map(|c| md_escape(c)).collect();
-            format!("| {} |\n", cells.join(" | "))
-        };
-        out.push_str(&row(&header));
-        out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
-        for r in &rows {
-            out.push_str(&row(r));
+        let (header, rows) = self.table();
+        out.push_str(&md_table(&header, &rows));
+        out.push_str(&format!("\n{}\n", md_escape(TABLE_NOTE)));
+        let (header, rows) = self.classifier_table();
+        if !rows.is_empty() {
+            out.push_str("\n## Classifier metrics\n\n");
+            out.push_str(&md_table(&header, &rows));
+            out.push_str(&format!("\n{}\n", md_escape(CLASSIFIER_NOTE)));
         }
-        out.push_str(
-            "\n`failed` counts examples (trials, sequences) whose answer could not be parsed, \
-             out of all in the score files; `mean` is over latents with a defined score.\n",
-        );
         self.push_problems(&mut out, true);
         out
     }
@@ -463,6 +578,94 @@ impl Summary {
     }
 }
 
+/// What the per-scorer table's columns mean.
+pub(crate) const TABLE_NOTE: &str =
+    "mean, failures excluded: over latents with a defined score, failed items and \
+latents without a score excluded. failed items: examples (trials, sequences) whose request or \
+answer failed, of all in the score files. mean, failures counted: over every latent of the \
+results, each failed item scored as a failure (a wrong answer; for simulation an all-zero \
+prediction) and a latent without a score file or a defined score as 0, as delphi scores them. \
+Δ vs random: mean over latents scored under both of (score − random-explanation score).";
+
+/// What the classifier table's columns mean.
+pub(crate) const CLASSIFIER_NOTE: &str = "macro: each latent's metric averaged over latents; \
+micro: every example pooled over latents, as delphi reports them (delphi's accuracy is the \
+micro balanced accuracy). freq-weighted F1: per hook point, latent F1 weighted by firing count, \
+then averaged over hook points (delphi's; n = latents with a record). Failed examples are in \
+none of these.";
+
+/// Columns of the notes under the terminal's tables.
+const NOTE_WIDTH: usize = 100;
+
+/// `text` broken into lines of at most `width` characters, at spaces.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line_len = 0;
+    for word in text.split_whitespace() {
+        let n = word.chars().count();
+        if line_len > 0 && line_len + 1 + n > width {
+            out.push('\n');
+            line_len = 0;
+        } else if line_len > 0 {
+            out.push(' ');
+            line_len += 1;
+        }
+        out.push_str(word);
+        line_len += n;
+    }
+    out
+}
+
+/// A plain-text table: columns padded to their widest cell, the first left-aligned.
+fn text_table(header: &[String], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| -> String {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (c, w))| {
+                let pad = " ".repeat(w - c.chars().count());
+                if i == 0 {
+                    format!("{c}{pad}")
+                } else {
+                    format!("{pad}{c}")
+                }
+            })
+            .collect();
+        padded.join("  ").trim_end().to_string()
+    };
+    let mut out = line(header);
+    out.push('\n');
+    let total: usize = widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1);
+    out.push_str(&"-".repeat(total));
+    out.push('\n');
+    for row in rows {
+        out.push_str(&line(row));
+        out.push('\n');
+    }
+    out
+}
+
+/// A Markdown table, cells escaped.
+fn md_table(header: &[String], rows: &[Vec<String>]) -> String {
+    let row = |cells: &[String]| {
+        let cells: Vec<String> = cells.iter().map(|c| md_escape(c)).collect();
+        format!("| {} |\n", cells.join(" | "))
+    };
+    let mut out = row(header);
+    out.push_str(&format!("|{}\n", "---|".repeat(header.len())));
+    for r in rows {
+        out.push_str(&row(r));
+    }
+    out
+}
+
 /// Escapes text for a Markdown table cell or list item: `|`, `\`, `*`, `_`, backticks and HTML.
 fn md_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -485,6 +688,12 @@ fn md_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_wrap_at_spaces() {
+        assert_eq!(wrap("aa bb cc  dd", 5), "aa bb\ncc dd");
+        assert_eq!(wrap("toolongword x", 4), "toolongword\nx");
+    }
 
     #[test]
     fn markdown_escapes_table_breakers_and_html() {

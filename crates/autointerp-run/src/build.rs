@@ -4,7 +4,11 @@
 
 use std::sync::Arc;
 
-use autointerp_client::{Embedder, OpenAiClient, OpenAiEmbedder, SharedClient};
+use autointerp_client::{
+    ChatRequest, Client, Embedder, Error as ClientError, HttpSettings, OpenAiClient,
+    OpenAiEmbedder, SharedClient, DEFAULT_EMBEDDING_REQUESTS_IN_FLIGHT,
+};
+use autointerp_core::Message;
 use autointerp_engine::{EngineConfig, LocalEmbedder, LocalEngine};
 use autointerp_explain::{DynExplainer, GenerationConfig};
 use autointerp_score::{DynScorer, Needs, ScorerDeps, ScorerOptions};
@@ -72,7 +76,8 @@ pub(crate) fn chat_client(cfg: &RunConfig, progress: &dyn Progress) -> Result<Ch
         .or(if base.is_some() { None } else { default_key });
     let mut client = OpenAiClient::new(base.unwrap_or(default_base), &cfg.explainer_model)
         .context("--explainer-base-url")?
-        .with_max_attempts(cfg.max_attempts);
+        .with_max_attempts(cfg.max_attempts)
+        .with_settings(&cfg.http_settings()?)?;
     if let Some(var) = key {
         client = client.with_api_key_env(var)?;
     }
@@ -85,15 +90,102 @@ pub(crate) fn chat_client(cfg: &RunConfig, progress: &dyn Progress) -> Result<Ch
     })
 }
 
+/// Checks, before the hours-long cache stage, that the explainer's server can be asked at all:
+/// the settings make a client (base URL, API key variable present), the server answers one
+/// one-token request for the model named, and, when the simulation scorer reads prompt
+/// logprobs, the answer carries them. The in-process engine and runs that ask no chat model
+/// are not checked here (they fail when loading, before any latent).
+///
+/// # Errors
+/// [`crate::Error::Config`] naming the server (credentials redacted) and what failed: an
+/// unreachable server, an HTTP error (a wrong model name, a refused key), or a server without
+/// `prompt_logprobs` (with the flag that avoids them).
+pub fn preflight(cfg: &RunConfig) -> Result<()> {
+    let uses_chat = cfg.explainer.uses_chat() || cfg.scorer_kinds().iter().any(|k| k.uses_chat());
+    if !uses_chat || cfg.explainer_provider == Provider::Local {
+        return Ok(());
+    }
+    let chat = chat_client(cfg, &())?;
+    let simulation = cfg.scorer_kinds().contains(&ScorerKind::Simulation)
+        && cfg.simulation_mode == autointerp_score::SimulationMode::PromptLogprobs;
+    let mut req = ChatRequest::new(vec![Message::user("Reply with OK.")])
+        .with_max_tokens(1)
+        .with_temperature(0.0);
+    if simulation {
+        req = req.with_prompt_logprobs(1);
+    }
+    let server = autointerp_client::redact_url(cfg.explainer_base_url.as_deref().unwrap_or(
+        match cfg.explainer_provider {
+            Provider::Openrouter => OPENROUTER,
+            _ => OPENAI,
+        },
+    ));
+    // A runtime of its own, on a thread of its own: callers may be inside another runtime.
+    let answer = std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())
+                .map(|rt| rt.block_on(chat.client.chat(req)))
+        })
+        .join()
+    });
+    let answer = match answer {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(e)) => bail!("checking the explainer server {server}: {e}"),
+        Err(_) => bail!("checking the explainer server {server}: the check panicked"),
+    };
+    match answer {
+        Ok(r) => {
+            let has_prompt_logprobs = r.prompt_logprobs.as_ref().is_some_and(|p| !p.is_empty());
+            ensure!(
+                !simulation || has_prompt_logprobs,
+                "the explainer server {server} ignores `prompt_logprobs` (it answered without them), \
+                 which the simulation scorer's default mode reads; add --simulation-mode json, or \
+                 serve the model with vLLM"
+            );
+            Ok(())
+        }
+        // Only what no retry can mend stops the run: the server is there but busy or flaky
+        // otherwise, and the run's own retries and failure log handle that.
+        Err(
+            e
+            @ (ClientError::Connection { .. } | ClientError::Config(_) | ClientError::Http { .. }),
+        ) => {
+            bail!(
+                "the explainer server {server} cannot be asked for model {:?}: {e} (checked before caching)",
+                cfg.explainer_model
+            )
+        }
+        Err(ClientError::RetriesExhausted { last, .. })
+            if matches!(
+                *last,
+                ClientError::Connection { .. } | ClientError::Timeout { .. }
+            ) =>
+        {
+            bail!("the explainer server {server} does not answer: {last} (checked before caching)")
+        }
+        Err(e) => {
+            tracing::warn!(%server, error = %e, "the explainer server's check request failed; going on");
+            Ok(())
+        }
+    }
+}
+
 /// The explainer of `cfg`, or `None` for `--explainer none` (and for an LLM explainer without a
 /// client).
 pub(crate) fn explainer(
     cfg: &RunConfig,
     chat: Option<&SharedClient>,
-) -> Option<Box<dyn DynExplainer>> {
+) -> Result<Option<Box<dyn DynExplainer>>> {
     let generation = GenerationConfig::default().with_max_tokens(cfg.explainer_max_tokens);
-    cfg.explainer
-        .build(chat.cloned(), generation, cfg.explainer_prefill)
+    Ok(cfg.explainer.build_with_prompts(
+        chat.cloned(),
+        generation,
+        cfg.explainer_prefill,
+        cfg.prompts()?,
+    ))
 }
 
 /// The scorers of `kinds`, in order; `chat` is needed when one of them asks the chat model. The
@@ -110,9 +202,14 @@ pub(crate) fn scorers(
         answer: cfg.classifier_answer,
         logprobs: cfg.log_probs.then_some(5),
         simulation_mode: cfg.simulation_mode,
+        classifier_max_tokens: cfg.classifier_max_tokens,
+        intruder_max_tokens: cfg.intruder_max_tokens,
+        simulation_max_tokens: cfg.simulation_max_tokens,
+        fuzz_wrong_count: cfg.fuzz_wrong_count,
     };
     let mut deps = ScorerDeps {
         chat: chat.map(|c| Arc::clone(&c.client)),
+        prompts: Some(cfg.prompts()?),
         ..ScorerDeps::default()
     };
     if kinds.iter().any(|k| k.needs() == Needs::Embedder) {
@@ -180,8 +277,17 @@ fn embedder(cfg: &RunConfig, progress: &dyn Progress) -> Result<Arc<dyn Embedder
     } else {
         Some("OPENAI_API_KEY")
     });
-    let mut embedder =
-        OpenAiEmbedder::new(base.unwrap_or(OPENAI), model).context("--embedding-base-url")?;
+    let chat = cfg.http_settings()?;
+    let settings = HttpSettings {
+        max_requests_in_flight: chat
+            .max_requests_in_flight
+            .min(DEFAULT_EMBEDDING_REQUESTS_IN_FLIGHT),
+        extra_body: serde_json::Map::new(),
+        ..chat
+    };
+    let mut embedder = OpenAiEmbedder::new(base.unwrap_or(OPENAI), model)
+        .context("--embedding-base-url")?
+        .with_settings(&settings)?;
     if let Some(var) = key {
         embedder = embedder.with_api_key_env(var)?;
     }

@@ -67,7 +67,11 @@ pub fn ensure_cache(
         .dataset
         .clone()
         .with_context(|| format!("--dataset is required to cache {names}"))?;
+    // Hours of caching must not end in an explainer that cannot be asked.
+    crate::build::preflight(cfg)?;
     if overwrite {
+        // The cache itself takes the lock again, once these are gone.
+        let _lock = autointerp_core::fs::DirLock::acquire(root)?;
         for &h in &todo {
             let dir = autointerp_cache::hook_dir(root, h);
             if dir.exists() {
@@ -125,6 +129,8 @@ pub fn ensure_cache(
         model_name: cfg.model.clone(),
         skip_first_token: cfg.skip_first_token,
         extra: BTreeMap::new(),
+        checkpoint_every: CacheConfig::DEFAULT_CHECKPOINT_EVERY,
+        identity: String::new(),
     }
     .with_dataset(&dataset)
     .with_model_has_tokenizer(tok.is_some())

@@ -10,12 +10,14 @@
 //! accepted as aliases of `dataset` and `ctx_len`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use autointerp_core::HookPoint;
 pub use autointerp_explain::ExplainerKind;
+use autointerp_explain::PromptSet;
 use autointerp_latents::{LatentsConfig, TrainType};
 pub use autointerp_score::ScorerKind;
-use autointerp_score::{AnswerMode, SimulationMode};
+use autointerp_score::{AnswerMode, ScorerOptions, SimulationMode, WrongCount};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{bail, ensure, Context};
@@ -136,6 +138,20 @@ pub struct RunConfig {
     pub completion_price: Option<f64>,
     /// Attempts per request (retries on 429, 5xx, timeouts, dropped connections).
     pub max_attempts: u32,
+    /// Requests in flight at once to the explainer's server (and, capped at 8 by default, to the
+    /// embedding server); match it to what the server runs at once (vLLM's `--max-num-seqs`,
+    /// llama.cpp's `--parallel`), so that requests wait on this side, not in the server's queue
+    /// where their timeout runs.
+    pub max_requests: usize,
+    /// Longest time one request may take, from sending it to the answer's last byte (retried).
+    pub request_timeout_secs: f64,
+    /// Longest time one request may wait for a free slot before it is sent.
+    pub queue_timeout_secs: f64,
+    /// Fields added to every chat request body (e.g. `{"repeat_penalty": 1.0}` for llama.cpp,
+    /// `{"chat_template_kwargs": {"enable_thinking": false}}` for vLLM); they replace the
+    /// client's own fields of the same name, except `model`, `messages` and `stream`, which are
+    /// refused.
+    pub extra_body: serde_json::Map<String, serde_json::Value>,
     /// With `explainer_provider = "local"`: the longest sequence the engine runs (default: the
     /// model's `max_position_embeddings`).
     pub explainer_model_max_len: Option<usize>,
@@ -159,6 +175,16 @@ pub struct RunConfig {
     pub classifier_answer: AnswerMode,
     /// How the simulation scorer gets predictions: `prompt_logprobs` (vLLM) or `json`.
     pub simulation_mode: SimulationMode,
+    /// Longest detection/fuzzing answer in the `list` answer mode, in tokens.
+    pub classifier_max_tokens: u32,
+    /// Longest intruder answer, in tokens.
+    pub intruder_max_tokens: u32,
+    /// Longest simulation answer in the `json` mode, in tokens.
+    pub simulation_max_tokens: u32,
+    /// How many tokens a wrongly highlighted fuzzing excerpt highlights: `mean_nonzero`
+    /// (delphi's: the mean count of nonzero activations per activating example, rounded up) or
+    /// `match_highlighted` (as many as the correct excerpts highlight; see docs/SCORING.md).
+    pub fuzz_wrong_count: WrongCount,
     /// Base URL of an OpenAI-compatible `/embeddings` server (api.openai.com without it).
     pub embedding_base_url: Option<String>,
     /// The embedding model of the embedding scorer: `local:PATH` (or an existing folder) runs a
@@ -172,6 +198,9 @@ pub struct RunConfig {
     /// Also score each latent with the explanation of another latent (`scores/random/`).
     pub random_control: bool,
 
+    /// A folder of prompt templates (docs/PROMPTS.md) replacing the built-in ones file by file;
+    /// read and checked when the run starts.
+    pub prompt_dir: Option<PathBuf>,
     /// Latents in flight at once.
     pub max_concurrency: usize,
     /// The run's folder is `<results_dir>/<name>`.
@@ -188,6 +217,7 @@ impl Default for RunConfig {
     fn default() -> Self {
         let latents = LatentsConfig::default();
         let (c, s) = (&latents.constructor, &latents.sampler);
+        let scorer = ScorerOptions::default();
         Self {
             model: String::new(),
             tokenizer: None,
@@ -226,6 +256,10 @@ impl Default for RunConfig {
             prompt_price: None,
             completion_price: None,
             max_attempts: 5,
+            max_requests: autointerp_client::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+            request_timeout_secs: autointerp_client::DEFAULT_REQUEST_TIMEOUT.as_secs_f64(),
+            queue_timeout_secs: autointerp_client::DEFAULT_QUEUE_TIMEOUT.as_secs_f64(),
+            extra_body: serde_json::Map::new(),
             explainer_model_max_len: None,
             engine_max_batch_tokens: None,
             engine_prefix_cache_bytes: None,
@@ -234,11 +268,16 @@ impl Default for RunConfig {
             log_probs: false,
             classifier_answer: AnswerMode::List,
             simulation_mode: SimulationMode::default(),
+            classifier_max_tokens: scorer.classifier_max_tokens,
+            intruder_max_tokens: scorer.intruder_max_tokens,
+            simulation_max_tokens: scorer.simulation_max_tokens,
+            fuzz_wrong_count: scorer.fuzz_wrong_count,
             embedding_base_url: None,
             embedding_model: None,
             embedding_api_key_env: None,
             surprisal_model: None,
             random_control: false,
+            prompt_dir: None,
             max_concurrency: 8,
             name: String::new(),
             overwrite: Vec::new(),
@@ -271,6 +310,63 @@ impl RunConfig {
             what: format!("{} is not a run config", path.display()),
             reason: e.to_string(),
         })
+    }
+
+    /// This config with every setting `overrides` gives replaced: a struct of
+    /// [`crate::overrides`] or any map whose keys are config keys. A `None` (null) keeps the
+    /// config's value; a key that is not a setting is an error that names it.
+    pub fn merge(self, overrides: &impl Serialize) -> Result<Self> {
+        let parse = |e: serde_json::Error| Error::Parse {
+            what: "settings".into(),
+            reason: e.to_string(),
+        };
+        let serde_json::Value::Object(given) = serde_json::to_value(overrides).map_err(parse)?
+        else {
+            bail!("overrides must be a struct or a map of settings");
+        };
+        let serde_json::Value::Object(mut merged) = serde_json::to_value(&self).map_err(parse)?
+        else {
+            bail!("a run config serialises to a map");
+        };
+        for (key, value) in given {
+            if !value.is_null() {
+                merged.insert(key, value);
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(merged)).map_err(parse)
+    }
+
+    /// How the chat client uses its server: `max_requests`, the timeouts and `extra_body`.
+    pub fn http_settings(&self) -> Result<autointerp_client::HttpSettings> {
+        let secs = |name: &str, s: f64| {
+            std::time::Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{name} must be a number of seconds above 0, not {s}"
+                    ))
+                })
+        };
+        ensure!(self.max_requests >= 1, "max_requests must be at least 1");
+        Ok(autointerp_client::HttpSettings {
+            max_requests_in_flight: self.max_requests,
+            request_timeout: secs("request_timeout_secs", self.request_timeout_secs)?,
+            queue_timeout: secs("queue_timeout_secs", self.queue_timeout_secs)?,
+            extra_body: self.extra_body.clone(),
+            ..autointerp_client::HttpSettings::default()
+        })
+    }
+
+    /// The prompt templates: `prompt_dir`'s, over the built-in ones. A template that does not
+    /// compile, or names a variable its prompt lacks, is an error naming its file and line.
+    pub fn prompts(&self) -> Result<Arc<PromptSet>> {
+        match &self.prompt_dir {
+            None => Ok(PromptSet::embedded()),
+            Some(dir) => PromptSet::from_dir(dir)
+                .map(Arc::new)
+                .map_err(|e| Error::Config(format!("--prompt-dir {}: {e}", dir.display()))),
+        }
     }
 
     /// Whether `stage` is to be recomputed.
@@ -344,10 +440,18 @@ impl RunConfig {
             "max_concurrency must be at least 1"
         );
         ensure!(self.max_attempts >= 1, "max_attempts must be at least 1");
+        self.http_settings()?;
         ensure!(
             self.engine_max_batch_tokens != Some(0),
             "engine_max_batch_tokens must be at least 1"
         );
+        for (name, n) in [
+            ("classifier_max_tokens", self.classifier_max_tokens),
+            ("intruder_max_tokens", self.intruder_max_tokens),
+            ("simulation_max_tokens", self.simulation_max_tokens),
+        ] {
+            ensure!(n >= 1, "{name} must be at least 1");
+        }
         ensure!(
             self.num_examples_per_scorer_prompt >= 1,
             "num_examples_per_scorer_prompt must be at least 1"
@@ -362,6 +466,7 @@ impl RunConfig {
         }
         self.hooks()?;
         self.latents_config()?;
+        self.prompts()?;
         Ok(())
     }
 }

@@ -38,11 +38,15 @@ pub struct Failure {
     pub latent: Option<String>,
     /// `record`, `explain`, `score/<scorer>` or `random/<scorer>`.
     pub stage: String,
-    /// What went wrong.
+    /// What went wrong: for a score with failed items, the first of this attempt's errors.
     pub error: String,
     /// The explainer's answer, when it held no explanation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub answer: Option<String>,
+    /// For a score file written (or kept) with failed items: how many (examples, trials,
+    /// sequences). The same run started again asks for exactly those.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<usize>,
 }
 
 /// `failures.jsonl`: failures of the latents this command did not finish. Lines are appended
@@ -128,6 +132,7 @@ mod tests {
             stage: "explain".into(),
             error: "x".into(),
             answer: None,
+            items: None,
         };
         {
             let mut log = FailureLog::open(&path, &HashSet::new()).unwrap();
@@ -138,6 +143,7 @@ mod tests {
                 stage: "record".into(),
                 error: "bad split".into(),
                 answer: None,
+                items: None,
             })
             .unwrap();
         }

@@ -42,6 +42,7 @@ mod cache;
 mod config;
 mod error;
 mod layout;
+pub mod overrides;
 mod pipeline;
 mod plan;
 mod progress;
@@ -59,6 +60,7 @@ use autointerp_model::Tokenizer;
 use autointerp_score::DynScorer;
 
 pub use autointerp_core::layout::Layout;
+pub use build::preflight;
 pub use cache::{ensure_cache, Cached};
 pub use config::{ExplainerKind, Overwrite, Provider, RunConfig, ScorerKind};
 pub use error::{Error, Result};
@@ -257,6 +259,8 @@ impl Run {
             cancel,
         } = self;
         let layout = Layout::new(out.unwrap_or_else(|| config.results_dir.join(&config.name)));
+        // Another run on this folder would delete this one's temporary files, and it theirs.
+        let _lock = autointerp_core::fs::DirLock::acquire(layout.root())?;
         let cache_dir = cache.unwrap_or_else(|| layout.root().to_path_buf());
         let cache = LatentCache::open(&cache_dir)?;
         let tokenizer = match tokenizer {
@@ -305,7 +309,15 @@ pub fn load_tokenizer(cfg: &RunConfig) -> Result<Tokenizer> {
 
 /// Writes the effective settings as `run_config.json`, atomically.
 pub fn save_config(cfg: &RunConfig, layout: &Layout) -> Result<()> {
-    let json = serde_json::to_vec_pretty(cfg)?;
+    // Credentials in a URL (`user:pass@`, `?key=`) stay out of a file that gets shared.
+    let mut cfg = cfg.clone();
+    for url in [&mut cfg.explainer_base_url, &mut cfg.embedding_base_url]
+        .into_iter()
+        .flatten()
+    {
+        *url = autointerp_client::redact_url(url);
+    }
+    let json = serde_json::to_vec_pretty(&cfg)?;
     autointerp_core::fs::write_atomic(&layout.run_config(), &json)?;
     Ok(())
 }
@@ -404,7 +416,7 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
     };
     let explainer = match explainer {
         Some(e) if explains => Some(e),
-        _ if explains => build::explainer(cfg, chat.as_ref().map(|c| &c.client)),
+        _ if explains => build::explainer(cfg, chat.as_ref().map(|c| &c.client))?,
         _ => None,
     };
     let mut scorers = build::scorers(cfg, &kinds, chat.as_ref(), progress)?;
@@ -444,7 +456,7 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
     if control {
         retried.extend(selection.iter().filter(|id| {
             (0..names.len()).any(|i| {
-                reads_explanation[i] && (redo_scores || !layout.has_score(names[i], id, true))
+                reads_explanation[i] && (redo_scores || !plan::finished(layout, names[i], id, true))
             })
         }));
     }

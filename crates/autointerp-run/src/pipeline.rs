@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
@@ -40,8 +41,27 @@ pub struct Engine {
 pub struct Plan {
     /// The explanation to score; `None`: explain first.
     pub explanation: Option<Explanation>,
-    /// Indices into [`Engine::scorers`].
-    pub scorers: Vec<usize>,
+    /// The scorers still to run.
+    pub scorers: Vec<ScorerTask>,
+}
+
+/// One scorer a latent still needs.
+#[derive(Debug, Clone)]
+pub struct ScorerTask {
+    /// Index into [`Engine::scorers`].
+    pub index: usize,
+    /// Set when a score file with failed items exists: only those are asked again.
+    pub retry: Option<Retry>,
+}
+
+/// A score file with failed items, to complete.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// The file.
+    pub path: PathBuf,
+    /// Its failed items: a new result replaces the file only when it has fewer, so a judge
+    /// still failing never costs the answers already there.
+    pub failed: usize,
 }
 
 /// One latent going through the pipeline.
@@ -49,7 +69,7 @@ pub struct Plan {
 pub struct Job {
     record: Arc<LatentRecord>,
     explanation: Option<Explanation>,
-    scorers: Arc<[usize]>,
+    scorers: Arc<[ScorerTask]>,
     /// A random-control job: the explanation is another latent's; scores go to `scores/random/`.
     control: bool,
 }
@@ -77,7 +97,36 @@ pub struct Explained {
 pub struct Outcome {
     explained: Option<Result<ExplainOutcome, String>>,
     explanation: Option<Explanation>,
-    scores: Vec<(&'static str, Result<ScorerResult, String>)>,
+    scores: Vec<Scored>,
+}
+
+/// What one scorer made of a job.
+#[derive(Debug)]
+struct Scored {
+    name: &'static str,
+    /// Failed items of the file this result may replace.
+    failed_before: Option<usize>,
+    result: Result<ScorerResult, ScoreError>,
+}
+
+/// Why a scorer gave no result.
+#[derive(Debug)]
+enum ScoreError {
+    /// The latent has too few examples for this scorer (e.g. intruder trials): no score, and
+    /// not a failure.
+    TooFew(String),
+    /// Scoring failed.
+    Failed(String),
+}
+
+/// A score after the writer.
+enum ScoreState {
+    /// Written (or there), every item answered.
+    Complete,
+    /// Written (or kept) with failed items.
+    Incomplete,
+    /// No score: the scorer failed as a whole.
+    Failed,
 }
 
 /// An error with its causes, on one line.
@@ -120,19 +169,37 @@ impl Engine {
         }
     }
 
-    /// Runs the job's scorers, all at once, on its explanation (none when there is none).
+    /// Runs the job's scorers, all at once, on its explanation (none when there is none). A
+    /// scorer whose file has failed items asks again only for those, when the file can be read.
     async fn score(&self, x: Explained) -> Outcome {
         let scores = match &x.explanation {
             None => Vec::new(),
             Some(e) => {
                 let record = &x.job.record;
-                futures::future::join_all(x.job.scorers.iter().map(|&i| {
-                    let scorer = &self.scorers[i];
+                futures::future::join_all(x.job.scorers.iter().map(|task| {
+                    let scorer = &self.scorers[task.index];
+                    let name = scorer.scorer_name();
                     async move {
-                        (
-                            scorer.scorer_name(),
-                            scorer.score_boxed(record, e).await.map_err(|e| chain(&e)),
-                        )
+                        let previous = task.retry.as_ref().and_then(|r| {
+                            autointerp_score::read_score_file(&r.path, name)
+                                .inspect_err(|e| tracing::warn!(error = %e, "scoring anew"))
+                                .ok()
+                        });
+                        let result = match &previous {
+                            Some(p) => scorer.retry_failed_boxed(record, e, p).await,
+                            None => scorer.score_boxed(record, e).await,
+                        };
+                        Scored {
+                            name,
+                            failed_before: task.retry.as_ref().map(|r| r.failed),
+                            result: result.map_err(|e| {
+                                if e.is_skip() {
+                                    ScoreError::TooFew(e.to_string())
+                                } else {
+                                    ScoreError::Failed(chain(&e))
+                                }
+                            }),
+                        }
                     }
                 }))
                 .await
@@ -270,14 +337,23 @@ impl Iterator for Jobs<'_> {
 /// What a phase did.
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
-    /// Latents whose every stage succeeded.
+    /// Latents whose every stage succeeded, every item of every score included.
     pub done: usize,
     /// Latents explained (their explanation written).
     pub explained: usize,
-    /// Latents with at least one failed stage.
+    /// Latents with at least one failed stage, or a score with failed items.
     pub failed: usize,
+    /// Of the failed latents, those with a score file some of whose items (examples, trials,
+    /// sequences) failed: a failed request or an unparseable answer. Each such score has a line
+    /// in `failures.jsonl`, and the same run started again asks for exactly those items.
+    pub incomplete: usize,
+    /// The failed items in those score files, as the files stand after this phase.
+    pub failed_items: usize,
     /// Latents skipped for having too few activating examples.
     pub skipped: usize,
+    /// Scores not computed because the latent has too few examples for that scorer (e.g. fewer
+    /// test examples than an intruder trial shows): neither written nor failed.
+    pub too_few: usize,
     /// Latents aborted while in flight ([`Cancel::abort`]).
     pub aborted: usize,
     /// Tokens and cost.
@@ -316,7 +392,53 @@ impl Writer<'_> {
             stage,
             error,
             answer,
+            items: None,
         })
+    }
+
+    /// Writes a scorer's result, unless it would replace a file with as many failed items or
+    /// fewer; logs the items still failed, or the error.
+    fn write_score(&mut self, job: &Job, stage: String, s: Scored) -> Result<ScoreState> {
+        let (left, error) = match (s.result, s.failed_before) {
+            (Ok(r), before) => {
+                add_usage(&mut self.tally.usage, &r.usage);
+                let failed = r.n_failed();
+                let left = match before {
+                    Some(before) if failed >= before => before,
+                    _ => {
+                        r.write_score_file(&self.layout.scores(job.control))?;
+                        failed
+                    }
+                };
+                if left == 0 {
+                    return Ok(ScoreState::Complete);
+                }
+                let error = r.failures.first().cloned().unwrap_or_else(|| {
+                    format!("{left} items failed without a message (see the score file)")
+                });
+                (left, error)
+            }
+            (Err(ScoreError::TooFew(why)), _) => {
+                tracing::info!(latent = %job.record.id, %stage, "no score: {why}");
+                self.tally.too_few += 1;
+                return Ok(ScoreState::Complete);
+            }
+            // The file there is stays, with its failed items.
+            (Err(ScoreError::Failed(e)), Some(before)) => (before, e),
+            (Err(ScoreError::Failed(e)), None) => {
+                self.fail(&job.record.id, stage, e, None)?;
+                return Ok(ScoreState::Failed);
+            }
+        };
+        self.tally.failed_items += left;
+        self.failures.record(&Failure {
+            latent: Some(job.record.id.to_string()),
+            stage,
+            error,
+            answer: None,
+            items: Some(left),
+        })?;
+        Ok(ScoreState::Incomplete)
     }
 
     fn write(&mut self, job: Job, result: Result<Outcome, BoxError>) -> Result<()> {
@@ -367,17 +489,17 @@ impl Writer<'_> {
             }
         }
         let kind = if job.control { "random" } else { "score" };
-        for (name, result) in outcome.scores {
-            match result {
-                Ok(r) => {
-                    r.write_score_file(&self.layout.scores(job.control))?;
-                    add_usage(&mut self.tally.usage, &r.usage);
-                }
-                Err(e) => {
-                    self.fail(&id, format!("{kind}/{name}"), e, None)?;
-                    ok = false;
-                }
+        let mut incomplete = false;
+        for s in outcome.scores {
+            let stage = format!("{kind}/{}", s.name);
+            match self.write_score(&job, stage, s)? {
+                ScoreState::Complete => {}
+                ScoreState::Incomplete => (ok, incomplete) = (false, true),
+                ScoreState::Failed => ok = false,
             }
+        }
+        if incomplete {
+            self.tally.incomplete += 1;
         }
         if ok {
             self.tally.done += 1;
@@ -495,6 +617,7 @@ pub async fn run_phase(
             stage: "record".into(),
             error,
             answer: None,
+            items: None,
         })?;
     }
     result.map_err(|e| crate::Error::Config(format!("writing results: {e}")))?;

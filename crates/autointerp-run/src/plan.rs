@@ -1,4 +1,6 @@
-//! Resume planning: what is left to do of each phase, from the files that exist.
+//! Resume planning: what is left to do of each phase, from the files that exist. A score file
+//! is finished only when none of its items failed; one with failed items is completed by asking
+//! for those items again.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -6,8 +8,42 @@ use autointerp_core::layout::Layout;
 use autointerp_core::LatentId;
 
 use crate::layout::load_explanations;
-use crate::pipeline::Plan;
+use crate::pipeline::{Plan, Retry, ScorerTask};
 use crate::{Event, Progress, Result, RunConfig};
+
+/// What scorer `index` (named `name`) still has to do for `id`; `None` when its file is
+/// finished. With `redo`, everything. A file that cannot be read is scored anew and replaced.
+fn task(
+    layout: &Layout,
+    (index, name): (usize, &str),
+    id: &LatentId,
+    control: bool,
+    redo: bool,
+) -> Option<ScorerTask> {
+    let path = layout.score_file(name, id, control);
+    let anew = Some(ScorerTask { index, retry: None });
+    if redo || !path.is_file() {
+        return anew;
+    }
+    match autointerp_score::read_score_file(&path, name) {
+        Ok(details) => {
+            let failed = details.n_failed();
+            (failed > 0).then_some(ScorerTask {
+                index,
+                retry: Some(Retry { path, failed }),
+            })
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "unreadable score file: scoring it anew");
+            anew
+        }
+    }
+}
+
+/// Whether `name`'s score file for `id` exists and none of its items failed.
+pub(crate) fn finished(layout: &Layout, name: &str, id: &LatentId, control: bool) -> bool {
+    task(layout, (0, name), id, control, false).is_none()
+}
 
 /// What is left to do of the main phase.
 pub(crate) struct Todo {
@@ -19,7 +55,7 @@ pub(crate) struct Todo {
 }
 
 /// The latents of `selection` still to explain or score: those without a usable explanation
-/// (when `explains`), or without one of the scores `names`. `redo` is (scores, explanations).
+/// (when `explains`), or without one of the scores `names` finished. `redo` is (scores, explanations).
 pub(crate) fn plan(
     layout: &Layout,
     selection: &BTreeSet<LatentId>,
@@ -44,8 +80,8 @@ pub(crate) fn plan(
         };
         // A new explanation is scored by every scorer.
         let fresh = explanation.is_none();
-        let scorers: Vec<usize> = (0..names.len())
-            .filter(|&i| fresh || redo_scores || !layout.has_score(names[i], id, false))
+        let scorers: Vec<ScorerTask> = (names.iter().copied().enumerate())
+            .filter_map(|s| task(layout, s, id, false, fresh || redo_scores))
             .collect();
         if !fresh && scorers.is_empty() {
             todo.finished += 1;
@@ -89,11 +125,9 @@ pub(crate) fn control_plans(
         if !selection.contains(&e.latent) {
             continue;
         }
-        let scorers: Vec<usize> = (0..names.len())
-            .filter(|&i| {
-                reads_explanation[i]
-                    && (redo_scores || !layout.has_score(names[i], &e.latent, true))
-            })
+        let scorers: Vec<ScorerTask> = (names.iter().copied().enumerate())
+            .filter(|&(i, _)| reads_explanation[i])
+            .filter_map(|s| task(layout, s, &e.latent, true, redo_scores))
             .collect();
         if scorers.is_empty() {
             continue;

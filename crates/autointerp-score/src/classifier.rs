@@ -3,9 +3,11 @@
 
 use std::future::Future;
 use std::ops::Range;
+use std::sync::Arc;
 
 use autointerp_client::{Client, TokenLogprobs, Usage};
 use autointerp_core::{Explanation, LatentId, LatentRecord, Message};
+use autointerp_explain::prompts::{PromptKind, PromptSet};
 use autointerp_explain::GenerationConfig;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -142,10 +144,23 @@ impl Batch {
     /// ([`parse_labels`]), with probabilities when token `logprobs` of the answer are given
     /// ([`label_probabilities`]). An unparseable answer or one of the wrong length marks every
     /// example of the batch as failed.
-    pub fn resolve(mut self, answer: &str, logprobs: Option<&[TokenLogprobs]>) -> BatchResult {
-        match parse_labels(answer, self.len()) {
+    pub fn resolve(self, answer: &str, logprobs: Option<&[TokenLogprobs]>) -> BatchResult {
+        self.resolve_numbered(answer, logprobs, 1)
+    }
+
+    /// [`Batch::resolve`] for a prompt that numbers its excerpts from `numbering_base` (a
+    /// template's `numbering_base`), so that `Excerpt k: 1` lines are read by that numbering.
+    pub fn resolve_numbered(
+        mut self,
+        answer: &str,
+        logprobs: Option<&[TokenLogprobs]>,
+        numbering_base: usize,
+    ) -> BatchResult {
+        match parse_labels_with(answer, self.len(), numbering_base) {
             Ok(labels) => {
-                let probs = logprobs.and_then(|lp| label_probabilities(answer, lp, self.len()));
+                let probs = logprobs.and_then(|lp| {
+                    label_probabilities_numbered(answer, lp, self.len(), numbering_base)
+                });
                 for (i, (item, label)) in self.items.iter_mut().zip(labels).enumerate() {
                     item.set_prediction(Some(label), probs.as_ref().map(|p| p[i]));
                 }
@@ -220,7 +235,8 @@ pub(crate) fn into_batches(examples: Vec<ExampleOutcome>, n: usize) -> Vec<Batch
 /// Accepted, tried in this order:
 /// 1. a bracketed list of `0`/`1` (or `true`/`false`, quoted or not), anywhere in the answer,
 ///    even inside prose or a code fence — the last list of exactly `n` entries wins;
-/// 2. one `Excerpt k: 1` (or `Example k: 1`) line per excerpt, `k` running over `1..=n`;
+/// 2. one `Excerpt k: 1` (or `Example k: 1`) line per excerpt, `k` running over `1..=n`
+///    ([`parse_labels_with`] for another first number);
 /// 3. a line holding only `n` labels separated by commas or spaces, optionally after a label
 ///    such as `Answer:` (brackets forgotten).
 ///
@@ -234,7 +250,20 @@ pub(crate) fn into_batches(examples: Vec<ExampleOutcome>, n: usize) -> Vec<Batch
 /// # Ok::<(), autointerp_score::Error>(())
 /// ```
 pub fn parse_labels(answer: &str, n: usize) -> Result<Vec<bool>> {
-    parse_labels_span(answer, n).map(|(labels, _)| labels)
+    parse_labels_with(answer, n, 1)
+}
+
+/// [`parse_labels`] for a prompt that numbers its excerpts from `numbering_base`: the
+/// `Excerpt k: 1` lines must then run over `numbering_base..numbering_base + n`.
+///
+/// ```
+/// use autointerp_score::parse_labels_with;
+/// assert_eq!(parse_labels_with("Example 0: 1\nExample 1: 0", 2, 0)?, vec![true, false]);
+/// assert!(parse_labels_with("Example 1: 1\nExample 2: 0", 2, 0).is_err());
+/// # Ok::<(), autointerp_score::Error>(())
+/// ```
+pub fn parse_labels_with(answer: &str, n: usize, numbering_base: usize) -> Result<Vec<bool>> {
+    parse_labels_span(answer, n, numbering_base).map(|(labels, _)| labels)
 }
 
 fn label(item: &str) -> Option<bool> {
@@ -261,7 +290,11 @@ fn label_list(s: &str) -> Option<Vec<bool>> {
 }
 
 /// The labels and the byte range of the answer they were read from.
-pub(crate) fn parse_labels_span(answer: &str, n: usize) -> Result<(Vec<bool>, Range<usize>)> {
+pub(crate) fn parse_labels_span(
+    answer: &str,
+    n: usize,
+    numbering_base: usize,
+) -> Result<(Vec<bool>, Range<usize>)> {
     let wrong_len = |got: usize| parse_failure(format!("expected {n} labels, found {got}"), answer);
 
     // 1. Bracketed lists.
@@ -299,7 +332,7 @@ pub(crate) fn parse_labels_span(answer: &str, n: usize) -> Result<(Vec<bool>, Ra
         && per_line
             .iter()
             .enumerate()
-            .all(|(i, (k, _, _))| *k == i + 1)
+            .all(|(i, (k, _, _))| *k == i + numbering_base)
         && n > 0
     {
         let span = per_line[0].2.start..per_line[n - 1].2.end;
@@ -366,7 +399,17 @@ fn word_label(token: &str) -> Option<bool> {
 /// has no `n` labels, the label tokens cannot be matched one to one, or a label position puts no
 /// probability on either label.
 pub fn label_probabilities(answer: &str, tokens: &[TokenLogprobs], n: usize) -> Option<Vec<f32>> {
-    let (_, span) = parse_labels_span(answer, n).ok()?;
+    label_probabilities_numbered(answer, tokens, n, 1)
+}
+
+/// [`label_probabilities`] for a prompt that numbers its excerpts from `numbering_base`.
+fn label_probabilities_numbered(
+    answer: &str,
+    tokens: &[TokenLogprobs],
+    n: usize,
+    numbering_base: usize,
+) -> Option<Vec<f32>> {
+    let (_, span) = parse_labels_span(answer, n, numbering_base).ok()?;
     let spelled: String = tokens.iter().map(|t| t.token.as_str()).collect();
     let positions: Vec<&TokenLogprobs> = if spelled == answer {
         let mut at = 0;
@@ -430,10 +473,27 @@ pub trait ClassifierTask: Send + Sync + 'static {
     fn classifier(config: &Self::Config) -> &ClassifierConfig;
     /// The record's shuffled batches, each item with its right answer.
     fn batches(record: &LatentRecord, config: &Self::Config) -> Result<Vec<Batch>>;
-    /// The prompt of one batch in [`AnswerMode::List`].
+    /// The prompt of one batch in [`AnswerMode::List`], from the built-in templates.
     fn prompt(explanation: &str, batch: &Batch) -> Vec<Message>;
-    /// The prompt of one excerpt in [`AnswerMode::Logprob`].
+    /// The prompt of one excerpt in [`AnswerMode::Logprob`], from the built-in templates.
     fn prompt_one(explanation: &str, excerpt: &str) -> Vec<Message>;
+    /// The templates of [`ClassifierTask::render`] and [`ClassifierTask::render_one`], whose
+    /// `numbering_base` the answers are read by; `None` (the default): a task written in Rust,
+    /// whose excerpts are numbered from 1.
+    fn templates() -> Option<(PromptKind, PromptKind)> {
+        None
+    }
+    /// The prompt of one batch from `prompts`' templates; by default [`ClassifierTask::prompt`].
+    fn render(prompts: &PromptSet, explanation: &str, batch: &Batch) -> Result<Vec<Message>> {
+        let _ = prompts;
+        Ok(Self::prompt(explanation, batch))
+    }
+    /// The prompt of one excerpt from `prompts`' templates; by default
+    /// [`ClassifierTask::prompt_one`].
+    fn render_one(prompts: &PromptSet, explanation: &str, excerpt: &str) -> Result<Vec<Message>> {
+        let _ = prompts;
+        Ok(Self::prompt_one(explanation, excerpt))
+    }
 }
 
 /// A scorer that shows an LLM excerpts and asks a yes/no question about each
@@ -442,6 +502,7 @@ pub trait ClassifierTask: Send + Sync + 'static {
 pub struct ClassifierScorer<C, T: ClassifierTask> {
     client: C,
     config: T::Config,
+    prompts: Arc<PromptSet>,
     generation: GenerationConfig,
     logprobs: Option<u8>,
 }
@@ -456,9 +517,18 @@ impl<C, T: ClassifierTask> ClassifierScorer<C, T> {
         Self {
             client,
             config,
+            prompts: PromptSet::embedded(),
             generation: GenerationConfig::default().with_max_tokens(200),
             logprobs: Some(DEFAULT_LOGPROBS),
         }
+    }
+
+    /// Renders its prompts from `prompts` instead of the built-in templates, and reads answers
+    /// by their numbering.
+    #[must_use]
+    pub fn with_prompts(mut self, prompts: Arc<PromptSet>) -> Self {
+        self.prompts = prompts;
+        self
     }
 
     /// Sets the sampling options of its requests.
@@ -491,16 +561,69 @@ impl<C: Client, T: ClassifierTask> ClassifierScorer<C, T> {
         explanation: &Explanation,
     ) -> Result<ScorerResult> {
         let batches = T::batches(record, &self.config)?;
+        self.ask(
+            record,
+            explanation,
+            batches.into_iter().map(Ask::Yes).collect(),
+        )
+        .await
+    }
+
+    /// Asks again for the batches that hold a failed example of `previous`, with the same
+    /// seeded batches, and keeps the other batches' outcomes verbatim; see
+    /// [`Scorer::retry_failed`].
+    #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = T::NAME))]
+    pub async fn retry_failed(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+        previous: &ScoreDetails,
+    ) -> Result<ScorerResult> {
+        let batches = T::batches(record, &self.config)?;
+        let plan = match previous {
+            ScoreDetails::Classifier { outcomes, .. } => reuse(batches, outcomes),
+            _ => Err(batches),
+        };
+        let plan = plan.unwrap_or_else(|batches| {
+            tracing::debug!("earlier outcomes do not match the batches: scoring them all");
+            batches.into_iter().map(Ask::Yes).collect()
+        });
+        self.ask(record, explanation, plan).await
+    }
+
+    /// Sends the batches to ask, all at once, and reads their answers; kept batches pass
+    /// through. Fails only when every request failed and nothing was kept.
+    async fn ask(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+        plan: Vec<Ask>,
+    ) -> Result<ScorerResult> {
         let answer = T::classifier(&self.config).answer;
+        let prompts = &*self.prompts;
         let prompt = |batch: &Batch| match answer {
-            AnswerMode::List => T::prompt(&explanation.text, batch),
+            AnswerMode::List => T::render(prompts, &explanation.text, batch),
             AnswerMode::Logprob => {
                 let excerpt = batch.items.first().and_then(|o| o.text.as_deref());
-                T::prompt_one(&explanation.text, excerpt.unwrap_or_default())
+                T::render_one(prompts, &explanation.text, excerpt.unwrap_or_default())
             }
         };
-        let requests = batches.iter().map(|batch| {
-            let mut req = self.generation.request(prompt(batch));
+        let (mut asked, mut kept) = (Vec::new(), Vec::new());
+        for (i, a) in plan.into_iter().enumerate() {
+            match a {
+                Ask::Yes(batch) => asked.push((i, batch)),
+                Ask::Keep(batch) => kept.push((i, batch)),
+            }
+        }
+        // A template that fails on this latent fails it before anything is sent.
+        let messages = asked
+            .iter()
+            .map(|(_, batch)| prompt(batch))
+            .collect::<Result<Vec<_>>>()?;
+        let numbering_base =
+            T::templates().map_or(1, |(list, _)| prompts.settings(list).numbering_base);
+        let requests = messages.into_iter().map(|messages| {
+            let mut req = self.generation.request(messages);
             match answer {
                 AnswerMode::List => {
                     if let Some(k) = self.logprobs {
@@ -516,16 +639,26 @@ impl<C: Client, T: ClassifierTask> ClassifierScorer<C, T> {
             }
             self.client.chat(req)
         });
-        let responses = unless_all_failed(futures::future::join_all(requests).await)?;
-        let mut outcomes = Vec::new();
+        let responses = futures::future::join_all(requests).await;
+        let responses = if kept.is_empty() {
+            unless_all_failed(responses)?
+        } else {
+            responses
+        };
         let mut failures = Vec::new();
         let mut usage = Usage::default();
-        for (batch, response) in batches.into_iter().zip(responses) {
+        let mut answered: Vec<(usize, Vec<ExampleOutcome>)> = kept
+            .into_iter()
+            .map(|(i, batch)| (i, batch.items))
+            .collect();
+        for ((i, batch), response) in asked.into_iter().zip(responses) {
             let result = match response {
                 Ok(r) => {
                     add_usage(&mut usage, &r.usage);
                     match answer {
-                        AnswerMode::List => batch.resolve(&r.text, r.logprobs.as_deref()),
+                        AnswerMode::List => {
+                            batch.resolve_numbered(&r.text, r.logprobs.as_deref(), numbering_base)
+                        }
                         AnswerMode::Logprob => {
                             batch.resolve_first_token(&r.text, r.logprobs.as_deref())
                         }
@@ -539,8 +672,11 @@ impl<C: Client, T: ClassifierTask> ClassifierScorer<C, T> {
                 tracing::debug!(error = %why, "classifier batch failed");
                 failures.push(why.to_string());
             }
-            outcomes.extend(result.outcomes);
+            answered.push((i, result.outcomes));
         }
+        // Outcomes in the order shown, whichever batches were asked now.
+        answered.sort_by_key(|(i, _)| *i);
+        let outcomes: Vec<ExampleOutcome> = answered.into_iter().flat_map(|(_, o)| o).collect();
         let summary = ClassifierSummary::from_outcomes(&outcomes);
         Ok(ScorerResult {
             score: summary.score(record.id, T::NAME),
@@ -549,6 +685,47 @@ impl<C: Client, T: ClassifierTask> ClassifierScorer<C, T> {
             usage,
         })
     }
+}
+
+/// Whether a batch is asked, or kept with its earlier outcomes.
+enum Ask {
+    Yes(Batch),
+    Keep(Batch),
+}
+
+/// The batches to ask again: those holding a failed example of `previous`; the others keep
+/// their earlier outcomes. `Err(batches)` when `previous` is not the outcomes of these examples
+/// in this order (another seed, record or highlighting), judged by each example's text as shown
+/// and its right answer.
+fn reuse(batches: Vec<Batch>, previous: &[ExampleOutcome]) -> Result<Vec<Ask>, Vec<Batch>> {
+    let total: usize = batches.iter().map(Batch::len).sum();
+    let same = |new: &ExampleOutcome, old: &ExampleOutcome| {
+        new.text == old.text && new.activating == old.activating
+    };
+    let matches = total == previous.len()
+        && batches
+            .iter()
+            .flat_map(|b| &b.items)
+            .zip(previous)
+            .all(|(new, old)| same(new, old));
+    if !matches {
+        return Err(batches);
+    }
+    let mut at = 0;
+    Ok(batches
+        .into_iter()
+        .map(|batch| {
+            let old = &previous[at..at + batch.len()];
+            at += batch.len();
+            if old.iter().any(ExampleOutcome::failed) {
+                Ask::Yes(batch)
+            } else {
+                Ask::Keep(Batch {
+                    items: old.to_vec(),
+                })
+            }
+        })
+        .collect())
 }
 
 impl<C: Client, T: ClassifierTask> Scorer for ClassifierScorer<C, T> {
@@ -561,6 +738,14 @@ impl<C: Client, T: ClassifierTask> Scorer for ClassifierScorer<C, T> {
         explanation: &Explanation,
     ) -> impl Future<Output = Result<ScorerResult>> + Send {
         ClassifierScorer::score(self, record, explanation)
+    }
+    fn retry_failed(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+        previous: &ScoreDetails,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        ClassifierScorer::retry_failed(self, record, explanation, previous)
     }
 }
 

@@ -2,6 +2,10 @@
 
 use autointerp_core::{Example, LatentRecord, Message};
 use autointerp_explain::escape_text;
+use autointerp_explain::highlight::rehighlight;
+use autointerp_explain::prompts::{
+    ClassifierContext, ClassifierOneContext, Excerpt, PromptError, PromptKind, PromptSet,
+};
 use rand::seq::SliceRandom;
 
 use crate::classifier::{into_batches, latent_rng, ClassifierScorer, ClassifierTask};
@@ -52,137 +56,96 @@ pub fn detection_batches(record: &LatentRecord, cfg: &ClassifierConfig) -> Resul
     Ok(into_batches(items, cfg.batch_size()))
 }
 
-const SYSTEM: &str = "You are a careful linguist checking a description of a language-model feature against text.
-
-You will be given a description of what the feature responds to, followed by numbered text excerpts. \
-Decide for each excerpt whether the feature would be active anywhere in it, judging only by the description.
-
-Answer with one number per excerpt, in order: 1 if the feature is active in the excerpt, 0 if it is not. \
-Write the numbers as a list such as [1,0,0] and nothing else.";
-
-const SHOTS: [(&str, &[&str], &str); 3] = [
-    (
-        "Units of time right after a number, stating a duration.",
-        &[
-            "The flight takes about six hours from here",
-            "She bought three apples and a pear",
-            "Let the dough rest for ten minutes before rolling",
-            "What time is it in Tokyo right now?",
-        ],
-        "[1,0,1,0]",
-    ),
-    (
-        "Names of programming languages.",
-        &[
-            "The island is famous for its coffee and volcanic beaches",
-            "He ported the whole library from Java to Kotlin",
-            "Our team meets every Tuesday at noon",
-        ],
-        "[0,1,0]",
-    ),
-    (
-        "Negation words (not, n't, never), especially before a positive word.",
-        &[
-            "I don't like waiting in line",
-            "The results were never good enough for him",
-            "It is not a pleasant smell",
-            "We will not forget this kindness",
-        ],
-        "[1,1,1,1]",
-    ),
-];
-
-const SYSTEM_ONE: &str =
-    "You are a careful linguist checking a description of a language-model feature against text.
-
-You will be given a description of what the feature responds to and one text excerpt. \
-Decide whether the feature would be active anywhere in the excerpt, judging only by the description.
-
-Answer 1 if it would be active, 0 if not: one digit and nothing else.";
-
-const SHOTS_ONE: [(&str, &str, &str); 4] = [
-    (
-        "Units of time right after a number, stating a duration.",
-        "Let the dough rest for ten minutes before rolling",
-        "1",
-    ),
-    (
-        "Names of programming languages.",
-        "The island is famous for its coffee and volcanic beaches",
-        "0",
-    ),
-    (
-        "Negation words (not, n't, never), especially before a positive word.",
-        "We will not forget this kindness",
-        "1",
-    ),
-    (
-        "Units of time right after a number, stating a duration.",
-        "She bought three apples and a pear",
-        "0",
-    ),
-];
-
-/// The user message of a one-excerpt classifier prompt.
-pub(crate) fn query_one(explanation: &str, excerpt: &str) -> String {
-    format!(
-        "Feature description: {}\n\nExcerpt: {excerpt}",
-        escape_text(explanation.trim())
-    )
+/// The result of rendering a built-in template, which renders every context it is given (the
+/// tests render each one); a failure is a bug in the explain crate's templates.
+pub(crate) fn built_in<T>(rendered: std::result::Result<T, PromptError>) -> T {
+    rendered.unwrap_or_else(|e| panic!("built-in prompt template failed, a bug: {e}"))
 }
 
-/// Worked examples of a one-excerpt classifier prompt, as user/assistant turns.
-pub(crate) fn shots_one_messages(shots: &[(&str, &str, &str)]) -> Vec<Message> {
-    shots
+/// The texts of a batch's excerpts as shown: redrawn with `kind`'s highlight markers (the
+/// batches are built with the default ones).
+pub(crate) fn batch_excerpts(prompts: &PromptSet, kind: PromptKind, batch: &Batch) -> Vec<Excerpt> {
+    let markers = &prompts.settings(kind).highlight;
+    batch
+        .items
         .iter()
-        .flat_map(|(explanation, excerpt, answer)| {
-            [
-                Message::user(query_one(explanation, excerpt)),
-                Message::assistant(*answer),
-            ]
-        })
+        .map(|o| Excerpt::plain(rehighlight(o.text.as_deref().unwrap_or_default(), markers)))
         .collect()
 }
 
-/// The user message of a classifier prompt.
-pub(crate) fn query(explanation: &str, excerpts: &str) -> String {
-    format!(
-        "Feature description: {}\n\nExcerpts:\n{excerpts}",
-        escape_text(explanation.trim())
-    )
+/// The `kind` prompt (detection or fuzzing) of one batch.
+pub(crate) fn classifier_prompt(
+    prompts: &PromptSet,
+    kind: PromptKind,
+    explanation: &str,
+    batch: &Batch,
+) -> std::result::Result<Vec<Message>, PromptError> {
+    let context = ClassifierContext {
+        explanation: escape_text(explanation.trim()),
+        examples: batch_excerpts(prompts, kind, batch),
+    };
+    prompts.render_messages(kind, &context)
 }
 
-pub(crate) fn shots_messages(shots: &[(&str, &[&str], &str)]) -> Vec<Message> {
-    let mut messages = Vec::new();
-    for (explanation, excerpts, answer) in shots {
-        let excerpts: Vec<String> = excerpts
-            .iter()
-            .enumerate()
-            .map(|(i, e)| format!("Excerpt {}: {e}", i + 1))
-            .collect();
-        messages.push(Message::user(query(explanation, &excerpts.join("\n"))));
-        messages.push(Message::assistant(*answer));
-    }
-    messages
+/// The `kind` prompt (detection or fuzzing) of one excerpt.
+pub(crate) fn classifier_prompt_one(
+    prompts: &PromptSet,
+    kind: PromptKind,
+    explanation: &str,
+    excerpt: &str,
+) -> std::result::Result<Vec<Message>, PromptError> {
+    let context = ClassifierOneContext {
+        explanation: escape_text(explanation.trim()),
+        example: Excerpt::plain(rehighlight(excerpt, &prompts.settings(kind).highlight)),
+    };
+    prompts.render_messages(kind, &context)
 }
 
 /// The detection prompt for one batch: instructions (system), three worked examples, then the
-/// explanation and the batch's numbered excerpts (user). The answer is read with
-/// [`Batch::resolve`].
+/// explanation and the batch's numbered excerpts (user), from the built-in `detection.jinja`.
+/// The answer is read with [`Batch::resolve`].
 pub fn detection_prompt(explanation: &str, batch: &Batch) -> Vec<Message> {
-    let mut messages = vec![Message::system(SYSTEM)];
-    messages.extend(shots_messages(&SHOTS));
-    messages.push(Message::user(query(explanation, &batch.excerpts())));
-    messages
+    built_in(detection_prompt_with(
+        &PromptSet::embedded(),
+        explanation,
+        batch,
+    ))
 }
 
-/// The detection prompt for one excerpt in [`AnswerMode::Logprob`](crate::AnswerMode::Logprob): instructions asking for a
-/// single digit (system), four worked examples, then the explanation and the excerpt (user).
+/// [`detection_prompt`] from `prompts`' `detection.jinja`; read the answer with
+/// [`Batch::resolve_numbered`] and the template's `numbering_base`.
+///
+/// # Errors
+/// [`PromptError::Template`] when the template fails on this batch.
+pub fn detection_prompt_with(
+    prompts: &PromptSet,
+    explanation: &str,
+    batch: &Batch,
+) -> std::result::Result<Vec<Message>, PromptError> {
+    classifier_prompt(prompts, PromptKind::Detection, explanation, batch)
+}
+
+/// The detection prompt for one excerpt in [`AnswerMode::Logprob`](crate::AnswerMode::Logprob):
+/// instructions asking for a single digit (system), four worked examples, then the explanation
+/// and the excerpt (user), from the built-in `detection_one.jinja`.
 pub fn detection_prompt_one(explanation: &str, excerpt: &str) -> Vec<Message> {
-    let mut messages = vec![Message::system(SYSTEM_ONE)];
-    messages.extend(shots_one_messages(&SHOTS_ONE));
-    messages.push(Message::user(query_one(explanation, excerpt)));
-    messages
+    built_in(detection_prompt_one_with(
+        &PromptSet::embedded(),
+        explanation,
+        excerpt,
+    ))
+}
+
+/// [`detection_prompt_one`] from `prompts`' `detection_one.jinja`.
+///
+/// # Errors
+/// [`PromptError::Template`] when the template fails on this excerpt.
+pub fn detection_prompt_one_with(
+    prompts: &PromptSet,
+    explanation: &str,
+    excerpt: &str,
+) -> std::result::Result<Vec<Message>, PromptError> {
+    classifier_prompt_one(prompts, PromptKind::DetectionOne, explanation, excerpt)
 }
 
 /// The detection task of a [`ClassifierScorer`]: plain excerpts, "which activate the latent?".
@@ -205,11 +168,20 @@ impl ClassifierTask for Detection {
     fn prompt_one(explanation: &str, excerpt: &str) -> Vec<Message> {
         detection_prompt_one(explanation, excerpt)
     }
+    fn templates() -> Option<(PromptKind, PromptKind)> {
+        Some((PromptKind::Detection, PromptKind::DetectionOne))
+    }
+    fn render(prompts: &PromptSet, explanation: &str, batch: &Batch) -> Result<Vec<Message>> {
+        Ok(detection_prompt_with(prompts, explanation, batch)?)
+    }
+    fn render_one(prompts: &PromptSet, explanation: &str, excerpt: &str) -> Result<Vec<Message>> {
+        Ok(detection_prompt_one_with(prompts, explanation, excerpt)?)
+    }
 }
 
 /// The detection scorer: [`detection_batches`] shown with [`detection_prompt`] (or
-/// [`detection_prompt_one`] in [`AnswerMode::Logprob`](crate::AnswerMode::Logprob)(crate::AnswerMode::Logprob)), one request
-/// per batch.
+/// [`detection_prompt_one`] in [`AnswerMode::Logprob`](crate::AnswerMode::Logprob)), one request
+/// per batch; [`ClassifierScorer::with_prompts`] renders them from other templates.
 ///
 /// The score is the balanced accuracy over the examples whose answer could be read
 /// ([`ClassifierSummary::score`](crate::ClassifierSummary::score)); the details hold the

@@ -23,6 +23,23 @@ pub enum Error {
         /// What is missing.
         what: String,
     },
+    /// A latent has too few examples for a scorer to measure anything: the scorer skips it
+    /// rather than give it a score that says nothing (e.g. intruder trials of two excerpts,
+    /// which a perfect judge passes by coin flip). A skip, not a failure: see
+    /// [`Error::is_skip`].
+    #[error("latent {latent}: too few {what} for {scorer}: {have}, at least {need} needed")]
+    TooFewExamples {
+        /// The latent scored.
+        latent: LatentId,
+        /// The scorer (its folder name, e.g. `intruder`).
+        scorer: &'static str,
+        /// Which examples: `test examples`, `non-activating examples`, ….
+        what: &'static str,
+        /// How many the record has.
+        have: usize,
+        /// How many the scorer needs.
+        need: usize,
+    },
     /// A scorer option out of range.
     #[error("invalid scorer configuration: {0}")]
     InvalidConfig(String),
@@ -42,6 +59,9 @@ pub enum Error {
         /// The cause.
         source: serde_json::Error,
     },
+    /// A prompt template failed to render (see [`autointerp_explain::prompts`]).
+    #[error(transparent)]
+    Prompt(#[from] autointerp_explain::PromptError),
     /// A request to the LLM, embedder or token scorer failed (after the client's own retries).
     #[error("request failed: {0}")]
     Client(#[from] autointerp_client::Error),
@@ -55,6 +75,18 @@ pub enum Error {
     /// A shared-type operation failed (e.g. an atomic write).
     #[error(transparent)]
     Core(#[from] autointerp_core::Error),
+}
+
+impl Error {
+    /// Whether the error says the latent was skipped for lack of examples
+    /// ([`Error::TooFewExamples`], [`Error::NotEnoughExamples`]) rather than that scoring
+    /// failed: a run reports such a latent as skipped by that scorer, with no score.
+    pub fn is_skip(&self) -> bool {
+        matches!(
+            self,
+            Self::TooFewExamples { .. } | Self::NotEnoughExamples { .. }
+        )
+    }
 }
 
 /// Result with this crate's [`Error`].

@@ -3,9 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::Arc;
 
 use autointerp_client::{Client, Usage};
 use autointerp_core::{Example, Explanation, LatentRecord, Message, Score};
+use autointerp_explain::highlight::rehighlight;
+use autointerp_explain::prompts::{
+    Excerpt, IntruderContext, PromptError, PromptKind, PromptSet, PromptSettings,
+};
 use autointerp_explain::{above_threshold, render_highlighted, GenerationConfig};
 use rand::seq::{index, IndexedRandom};
 use rand::Rng;
@@ -54,7 +59,9 @@ pub struct IntruderTrial {
     pub examples: Vec<String>,
     /// 0-based position of the intruder in `examples`.
     pub intruder_index: usize,
-    /// The quantile the other excerpts were drawn from (0 when examples carry none).
+    /// The quantile the other excerpts were drawn from, 1 = strongest (0 when examples carry
+    /// none). Written as delphi numbers quantiles, from 0, so `q - 1`, and `-1` for none.
+    #[serde(with = "delphi_chosen_quantile")]
     pub chosen_quantile: u8,
     /// Activations of each excerpt.
     pub activations: Vec<Vec<f32>>,
@@ -62,6 +69,29 @@ pub struct IntruderTrial {
     pub tokens: Vec<Vec<String>>,
     /// The intruder's distance to the latent, `-1` when it has none (delphi's convention).
     pub intruder_distance: f32,
+}
+
+/// `chosen_quantile` in delphi's numbering: 0-based, `-1` for none.
+mod delphi_chosen_quantile {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::outcome::{delphi_quantile, our_quantile, NONE};
+
+    pub(super) fn serialize<S: Serializer>(q: &u8, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(if *q == 0 { NONE } else { delphi_quantile(*q) })
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+        let v = f64::deserialize(d)?;
+        if v == NONE as f64 {
+            return Ok(0);
+        }
+        our_quantile(v).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "chosen_quantile {v} is neither -1 nor a quantile in 0..=254"
+            ))
+        })
+    }
 }
 
 /// The result of one trial, serialised with the field names of delphi's `IntruderResult`.
@@ -84,11 +114,20 @@ pub struct IntruderOutcome {
 impl IntruderTrial {
     /// Reads the scorer's answer; an unparseable one gives a failed outcome, with the error.
     pub fn resolve(self, answer: &str) -> (IntruderOutcome, Option<Error>) {
-        let (interpretation, prediction, error) = match parse_intruder(answer, self.examples.len())
-        {
-            Ok((interpretation, p)) => (interpretation, Some(p), None),
-            Err(e) => (String::new(), None, Some(e)),
-        };
+        self.resolve_with(answer, &PromptSettings::defaults(PromptKind::Intruder))
+    }
+
+    /// [`IntruderTrial::resolve`] for a prompt with `settings` (see [`parse_intruder_with`]).
+    pub fn resolve_with(
+        self,
+        answer: &str,
+        settings: &PromptSettings,
+    ) -> (IntruderOutcome, Option<Error>) {
+        let (interpretation, prediction, error) =
+            match parse_intruder_with(answer, self.examples.len(), settings) {
+                Ok((interpretation, p)) => (interpretation, Some(p), None),
+                Err(e) => (String::new(), None, Some(e)),
+            };
         let outcome = IntruderOutcome {
             interpretation,
             correct_index: self.intruder_index,
@@ -115,39 +154,56 @@ fn highlighted_count(e: &Example, threshold: f32) -> usize {
     above_threshold(e, threshold).iter().filter(|b| **b).count()
 }
 
-/// The intruder trials of `record`, one per non-activating example, as delphi builds them.
+/// The intruder trials of `record`, one per non-activating example, as delphi builds them, except
+/// that every trial shows exactly `n_examples_shown` excerpts.
 ///
-/// Test examples are grouped by quantile and the groups taken in turn. Each trial shows up to
+/// Test examples are grouped by quantile and the groups taken in turn. Each trial shows
 /// `n_examples_shown − 1` examples of one group, drawn without replacement and highlighted
 /// correctly, plus one non-activating example inserted at a random place. The intruder is
-/// highlighted by its own activations if it has any, else on as many random tokens as the
-/// majority excerpts have highlighted on average (rounded, at least 1).
+/// highlighted by its own activations if it has any (a neighbour's, see autointerp-latents),
+/// else on as many random tokens as the majority excerpts have highlighted on average (rounded,
+/// at least 1).
+///
+/// delphi shows fewer excerpts when a quantile has fewer test examples than that; a small
+/// latent (10 test examples over 10 quantiles) then gets trials of two excerpts, which a judge
+/// that cannot tell anything passes half the time and a perfect one can only guess. Here a
+/// quantile too small for a trial is pooled with the next weaker ones until the pool is large
+/// enough (a small remainder joins the last pool), and the trial's `chosen_quantile` is the one
+/// most of its majority excerpts come from (the stronger on a tie).
+///
+/// # Errors
+/// [`Error::TooFewExamples`] when the record has fewer than `n_examples_shown − 1` test
+/// examples: the latent is skipped, not scored. [`Error::NotEnoughExamples`] without
+/// non-activating examples; [`Error::InvalidConfig`] when `n_examples_shown < 2`.
 pub fn intruder_trials(record: &LatentRecord, cfg: &IntruderConfig) -> Result<Vec<IntruderTrial>> {
     if cfg.n_examples_shown < 2 {
-        return Err(Error::InvalidConfig(
-            "the intruder scorer needs n_examples_shown >= 2".into(),
-        ));
+        return Err(Error::InvalidConfig(format!(
+            "the intruder scorer needs n_examples_shown >= 2, got {}",
+            cfg.n_examples_shown
+        )));
     }
-    let missing = |what: &str| Error::NotEnoughExamples {
-        latent: record.id,
-        what: what.into(),
-    };
-    if record.test.is_empty() {
-        return Err(missing("no test examples for intruder trials"));
+    let majority = cfg.n_examples_shown - 1;
+    if record.test.len() < majority {
+        return Err(Error::TooFewExamples {
+            latent: record.id,
+            scorer: INTRUDER,
+            what: "test examples",
+            have: record.test.len(),
+            need: majority,
+        });
     }
     if record.non_activating.is_empty() {
-        return Err(missing("no non-activating examples to use as intruders"));
+        return Err(Error::NotEnoughExamples {
+            latent: record.id,
+            what: "no non-activating examples to use as intruders".into(),
+        });
     }
-    let mut groups: BTreeMap<u8, Vec<&Example>> = BTreeMap::new();
-    for e in &record.test {
-        groups.entry(e.quantile.unwrap_or(0)).or_default().push(e);
-    }
-    let groups: Vec<(u8, Vec<&Example>)> = groups.into_iter().collect();
+    let groups = pooled_quantiles(&record.test, majority);
     let mut rng = latent_rng(cfg.seed, &record.id, "intruder");
     let mut trials = Vec::with_capacity(record.non_activating.len());
     for (i, intruder) in record.non_activating.iter().enumerate() {
-        let (quantile, members) = &groups[i % groups.len()];
-        let k = (cfg.n_examples_shown - 1).min(members.len());
+        let members = &groups[i % groups.len()];
+        let k = majority;
         let chosen: Vec<&Example> = members.choose_multiple(&mut rng, k).copied().collect();
         let mut examples: Vec<&Example> = chosen.clone();
         let mut texts: Vec<String> = chosen
@@ -175,7 +231,7 @@ pub fn intruder_trials(record: &LatentRecord, cfg: &IntruderConfig) -> Result<Ve
         trials.push(IntruderTrial {
             examples: texts,
             intruder_index: at,
-            chosen_quantile: *quantile,
+            chosen_quantile: most_common_quantile(&chosen),
             activations: examples.iter().map(|e| e.activations.clone()).collect(),
             tokens: examples.iter().map(|e| e.str_tokens.clone()).collect(),
             intruder_distance: intruder.distance.unwrap_or(-1.0),
@@ -184,73 +240,75 @@ pub fn intruder_trials(record: &LatentRecord, cfg: &IntruderConfig) -> Result<Ve
     Ok(trials)
 }
 
-const SYSTEM: &str = "You are a careful linguist playing an odd-one-out game with text.
+/// `test` grouped by quantile, strongest first (examples without one first), each group pooled
+/// with the next weaker ones until it holds at least `majority` examples; a remainder smaller
+/// than that joins the last group. Needs `test.len() >= majority`.
+fn pooled_quantiles(test: &[Example], majority: usize) -> Vec<Vec<&Example>> {
+    let mut by_quantile: BTreeMap<u8, Vec<&Example>> = BTreeMap::new();
+    for e in test {
+        by_quantile
+            .entry(e.quantile.unwrap_or(0))
+            .or_default()
+            .push(e);
+    }
+    let mut groups: Vec<Vec<&Example>> = Vec::new();
+    let mut pool: Vec<&Example> = Vec::new();
+    for (_, members) in by_quantile {
+        pool.extend(members);
+        if pool.len() >= majority {
+            groups.push(std::mem::take(&mut pool));
+        }
+    }
+    match groups.last_mut() {
+        Some(last) => last.extend(pool),
+        None => groups.push(pool),
+    }
+    groups
+}
 
-You will be given numbered text excerpts. All but one of them were chosen because the same feature of \
-a language model is active in them, and the tokens where it is active are marked between << and >>. \
-The remaining excerpt, the intruder, was chosen differently: its marked tokens, if any, are not what \
-the feature responds to.
-
-Find the pattern the excerpts share, then the one excerpt that does not fit it. There is exactly one \
-intruder. Finish with a line that starts with [INTRUDER]: followed by the intruder's excerpt number only.";
-
-const SYSTEM_COT: &str =
-    "\n\nBefore that line, say in one or two sentences what most excerpts have in common \
-and why the intruder does not fit.";
-
-const SHOTS: [(&[&str], &str, &str); 2] = [
-    (
-        &[
-            "The flight takes about six<< hours>> from here",
-            "Let the dough rest for ten<< minutes>> before rolling",
-            "She bought three apples and a<< pear>>",
-            "The warranty lasts two<< years>> from purchase",
-        ],
-        "Excerpts 1, 2 and 4 mark a unit of time after a number; excerpt 3 marks a fruit.",
-        "3",
-    ),
-    (
-        &[
-            "Our team meets every<< Tuesday>> at noon",
-            "He ported the library from<< Java>> to<< Kotlin>>",
-            "Most scripts here are written in<< Perl>>",
-            "The legacy code is in<< Visual Basic>>",
-            "I wrote the parser in<< Rust>>",
-        ],
-        "Excerpts 2 to 5 mark names of programming languages; excerpt 1 marks a weekday.",
-        "1",
-    ),
-];
-
-fn numbered(excerpts: &[impl AsRef<str>]) -> String {
-    let lines: Vec<String> = excerpts
-        .iter()
-        .enumerate()
-        .map(|(i, e)| format!("Excerpt {}: {}", i + 1, e.as_ref()))
-        .collect();
-    format!("Excerpts:\n{}", lines.join("\n"))
+/// The quantile most of `examples` come from, the stronger (lower) on a tie; 0 when they carry
+/// none.
+fn most_common_quantile(examples: &[&Example]) -> u8 {
+    let mut counts: BTreeMap<u8, usize> = BTreeMap::new();
+    for e in examples {
+        *counts.entry(e.quantile.unwrap_or(0)).or_default() += 1;
+    }
+    // `max_by_key` keeps the last maximum, so walk from the weakest quantile to the strongest.
+    counts
+        .into_iter()
+        .rev()
+        .max_by_key(|&(_, n)| n)
+        .map_or(0, |(q, _)| q)
 }
 
 /// The intruder prompt for one trial: instructions (system), two worked examples, then the
-/// trial's numbered excerpts (user). Excerpts are numbered from 1; [`parse_intruder`] maps the
-/// answer back to a 0-based index.
+/// trial's numbered excerpts (user), from the built-in `intruder.jinja`. Excerpts are numbered
+/// from 1; [`parse_intruder`] maps the answer back to a 0-based index.
 pub fn intruder_prompt(trial: &IntruderTrial, cot: bool) -> Vec<Message> {
-    let mut system = SYSTEM.to_string();
-    if cot {
-        system.push_str(SYSTEM_COT);
-    }
-    let mut messages = vec![Message::system(system)];
-    for (excerpts, reasoning, answer) in SHOTS {
-        messages.push(Message::user(numbered(excerpts)));
-        let answer = if cot {
-            format!("{reasoning}\n{INTRUDER_MARKER} {answer}")
-        } else {
-            format!("{INTRUDER_MARKER} {answer}")
-        };
-        messages.push(Message::assistant(answer));
-    }
-    messages.push(Message::user(numbered(&trial.examples)));
-    messages
+    crate::detection::built_in(intruder_prompt_with(&PromptSet::embedded(), trial, cot))
+}
+
+/// [`intruder_prompt`] from `prompts`' `intruder.jinja`, the excerpts' highlights redrawn with
+/// the template's markers; read the answer with [`parse_intruder_with`] and the template's
+/// settings.
+///
+/// # Errors
+/// [`PromptError::Template`] when the template fails on this trial.
+pub fn intruder_prompt_with(
+    prompts: &PromptSet,
+    trial: &IntruderTrial,
+    cot: bool,
+) -> std::result::Result<Vec<Message>, PromptError> {
+    let markers = &prompts.settings(PromptKind::Intruder).highlight;
+    let context = IntruderContext {
+        examples: trial
+            .examples
+            .iter()
+            .map(|e| Excerpt::plain(rehighlight(e, markers)))
+            .collect(),
+        cot,
+    };
+    prompts.render_messages(PromptKind::Intruder, &context)
 }
 
 /// Reads the intruder's 0-based index from an answer to a prompt of `n` excerpts: the number
@@ -264,43 +322,77 @@ pub fn intruder_prompt(trial: &IntruderTrial, cot: bool) -> Vec<Message> {
 /// # Ok::<(), autointerp_score::Error>(())
 /// ```
 pub fn parse_intruder(answer: &str, n: usize) -> Result<(String, usize)> {
-    let tag = "[intruder]";
-    let found = answer
-        .as_bytes()
-        .windows(tag.len())
-        .rposition(|w| w.eq_ignore_ascii_case(tag.as_bytes()));
+    parse_intruder_with(answer, n, &PromptSettings::defaults(PromptKind::Intruder))
+}
+
+/// [`parse_intruder`] for a prompt with `settings` (a template's): the number follows its
+/// `answer_marker` (without the colon, any case) and counts from its `numbering_base`.
+///
+/// ```
+/// use autointerp_explain::prompts::{PromptKind, PromptSettings};
+/// use autointerp_score::parse_intruder_with;
+///
+/// let mut settings = PromptSettings::defaults(PromptKind::Intruder);
+/// settings.answer_marker = "[RESPONSE]:".into();
+/// settings.numbering_base = 0;
+/// assert_eq!(parse_intruder_with("Odd one.\n[RESPONSE]: 0", 4, &settings)?.1, 0);
+/// assert!(parse_intruder_with("[RESPONSE]: 4", 4, &settings).is_err());
+/// # Ok::<(), autointerp_score::Error>(())
+/// ```
+pub fn parse_intruder_with(
+    answer: &str,
+    n: usize,
+    settings: &PromptSettings,
+) -> Result<(String, usize)> {
+    let marker = settings.answer_marker.trim();
+    let tag = marker.trim_end_matches(':').trim_end();
+    let base = settings.numbering_base;
+    let found = (!tag.is_empty())
+        .then(|| {
+            answer
+                .as_bytes()
+                .windows(tag.len())
+                .rposition(|w| w.eq_ignore_ascii_case(tag.as_bytes()))
+        })
+        .flatten();
     let (before, after) = match found {
         Some(at) => (answer[..at].trim(), &answer[at + tag.len()..]),
         None => ("", answer),
     };
     let after = after.trim_start_matches([':', '*', ' ', '\t', '\n', '\r']);
-    let after = after
-        .strip_prefix("Excerpt")
-        .or_else(|| after.strip_prefix("excerpt"))
+    let after = ["Excerpt", "excerpt", "Example", "example"]
+        .iter()
+        .find_map(|word| after.strip_prefix(word))
         .unwrap_or(after);
     let after = after.trim_start_matches([' ', '#', '*']);
     let digits = after.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
-        return Err(parse_failure("no excerpt number after [INTRUDER]:", answer));
+        return Err(parse_failure(
+            format!("no excerpt number after {marker}"),
+            answer,
+        ));
     }
     // Without the marker, the answer must be the number alone.
     if found.is_none() && !after[digits..].trim().trim_end_matches('.').is_empty() {
-        return Err(parse_failure("no [INTRUDER]: marker", answer));
+        return Err(parse_failure(format!("no {marker} marker"), answer));
     }
     let k: usize = after[..digits]
         .parse()
         .map_err(|_| parse_failure("excerpt number too large", answer))?;
-    if k == 0 || k > n {
-        return Err(parse_failure(
-            format!("excerpt {k} is not in 1..={n}"),
+    match k.checked_sub(base).filter(|i| *i < n) {
+        Some(i) => Ok((before.to_string(), i)),
+        None => Err(parse_failure(
+            format!(
+                "excerpt {k} is not in {base}..={}",
+                (base + n).saturating_sub(1)
+            ),
             answer,
-        ));
+        )),
     }
-    Ok((before.to_string(), k - 1))
 }
 
 /// The intruder scorer: [`intruder_trials`] shown with [`intruder_prompt`], one request per
-/// trial. It needs no explanation (it measures how interpretable the latent's examples are);
+/// trial ([`IntruderScorer::with_prompts`] renders them from other templates). It needs no explanation (it measures how interpretable the latent's examples are);
 /// the one given is ignored.
 ///
 /// The score is the fraction of trials whose intruder was found, among the trials whose answer
@@ -309,6 +401,7 @@ pub fn parse_intruder(answer: &str, n: usize) -> Result<(String, usize)> {
 pub struct IntruderScorer<C> {
     client: C,
     config: IntruderConfig,
+    prompts: Arc<PromptSet>,
     generation: GenerationConfig,
 }
 
@@ -318,8 +411,17 @@ impl<C> IntruderScorer<C> {
         Self {
             client,
             config,
+            prompts: PromptSet::embedded(),
             generation: GenerationConfig::default().with_max_tokens(500),
         }
+    }
+
+    /// Renders its prompts from `prompts` instead of the built-in templates, and reads answers
+    /// by their answer marker and numbering.
+    #[must_use]
+    pub fn with_prompts(mut self, prompts: Arc<PromptSet>) -> Self {
+        self.prompts = prompts;
+        self
     }
 
     /// Sets the sampling options of its requests.
@@ -340,30 +442,88 @@ impl<C: Client> IntruderScorer<C> {
     #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = INTRUDER))]
     pub async fn score(&self, record: &LatentRecord) -> Result<ScorerResult> {
         let trials = intruder_trials(record, &self.config)?;
-        let requests = trials.iter().map(|trial| {
-            self.client.chat(
-                self.generation
-                    .request(intruder_prompt(trial, self.config.cot)),
-            )
-        });
-        let responses = unless_all_failed(futures::future::join_all(requests).await)?;
-        let mut outcomes = Vec::with_capacity(trials.len());
+        self.ask(record, trials.into_iter().map(Err).collect())
+            .await
+    }
+
+    /// Runs again the trials that failed in `previous`, keeping the others' outcomes verbatim;
+    /// see [`Scorer::retry_failed`]. All trials run again when `previous` is not the outcomes
+    /// of the trials these options build.
+    #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = INTRUDER))]
+    pub async fn retry_failed(
+        &self,
+        record: &LatentRecord,
+        previous: &ScoreDetails,
+    ) -> Result<ScorerResult> {
+        let trials = intruder_trials(record, &self.config)?;
+        let old = match previous {
+            ScoreDetails::Intruder { outcomes } => outcomes.as_slice(),
+            _ => &[],
+        };
+        let same =
+            old.len() == trials.len() && old.iter().zip(&trials).all(|(o, t)| o.sample == *t);
+        if !same {
+            tracing::debug!("earlier outcomes do not match the trials: running them all");
+        }
+        let slots = trials
+            .into_iter()
+            .enumerate()
+            .map(|(i, trial)| match old.get(i) {
+                Some(o) if same && o.correct.is_some() => Ok(o.clone()),
+                _ => Err(trial),
+            })
+            .collect();
+        self.ask(record, slots).await
+    }
+
+    /// Asks for the trials in `slots` (`Err`), keeps the outcomes given (`Ok`). Fails only when
+    /// every request failed and nothing was kept.
+    async fn ask(
+        &self,
+        record: &LatentRecord,
+        slots: Vec<std::result::Result<IntruderOutcome, IntruderTrial>>,
+    ) -> Result<ScorerResult> {
+        let prompts = slots
+            .iter()
+            .filter_map(|s| s.as_ref().err())
+            .map(|trial| intruder_prompt_with(&self.prompts, trial, self.config.cot))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let settings = self.prompts.settings(PromptKind::Intruder);
+        let requests = prompts
+            .into_iter()
+            .map(|messages| self.client.chat(self.generation.request(messages)));
+        let responses = futures::future::join_all(requests).await;
+        let responses = if slots.iter().any(std::result::Result::is_ok) {
+            responses
+        } else {
+            unless_all_failed(responses)?
+        };
+        let mut responses = responses.into_iter();
+        let mut outcomes = Vec::with_capacity(slots.len());
         let mut failures = Vec::new();
         let mut usage = Usage::default();
-        for (trial, response) in trials.into_iter().zip(responses) {
-            let outcome = match response {
-                Ok(r) => {
+        for slot in slots {
+            let trial = match slot {
+                Ok(kept) => {
+                    outcomes.push(kept);
+                    continue;
+                }
+                Err(trial) => trial,
+            };
+            let outcome = match responses.next() {
+                Some(Ok(r)) => {
                     add_usage(&mut usage, &r.usage);
-                    let (outcome, error) = trial.resolve(&r.text);
+                    let (outcome, error) = trial.resolve_with(&r.text, settings);
                     if let Some(e) = error {
                         failures.push(e.to_string());
                     }
                     outcome
                 }
-                Err(e) => {
+                Some(Err(e)) => {
                     failures.push(Error::Client(e).to_string());
                     trial.fail()
                 }
+                None => trial.fail(),
             };
             outcomes.push(outcome);
         }
@@ -402,6 +562,14 @@ impl<C: Client> Scorer for IntruderScorer<C> {
     ) -> impl Future<Output = Result<ScorerResult>> + Send {
         IntruderScorer::score(self, record)
     }
+    fn retry_failed(
+        &self,
+        record: &LatentRecord,
+        _explanation: &Explanation,
+        previous: &ScoreDetails,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        IntruderScorer::retry_failed(self, record, previous)
+    }
     fn reads_explanation(&self) -> bool {
         false
     }
@@ -410,6 +578,14 @@ impl<C: Client> Scorer for IntruderScorer<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_marker_is_the_templates() {
+        assert_eq!(
+            PromptSettings::defaults(PromptKind::Intruder).answer_marker,
+            INTRUDER_MARKER
+        );
+    }
 
     #[test]
     fn parses_answers() {

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use autointerp_client::{Embedder, SharedClient, SharedTokenScorer};
+use autointerp_explain::prompts::PromptSet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     AnswerMode, ClassifierConfig, DetectionScorer, DynScorer, EmbeddingConfig, EmbeddingScorer,
-    Error, FuzzConfig, FuzzingScorer, IntruderConfig, IntruderScorer, Result, SimulationConfig,
-    SimulationMode, SimulationScorer, SurprisalConfig, SurprisalScorer,
+    Error, FuzzConfig, FuzzingScorer, GenerationConfig, IntruderConfig, IntruderScorer, Result,
+    SimulationConfig, SimulationMode, SimulationScorer, SurprisalConfig, SurprisalScorer,
+    WrongCount,
 };
 
 /// A scorer, named as delphi names its score folders.
@@ -55,6 +57,16 @@ pub struct ScorerOptions {
     pub logprobs: Option<u8>,
     /// How simulation gets its predictions.
     pub simulation_mode: SimulationMode,
+    /// Longest answer, in tokens, of a detection or fuzzing prompt in the `list` answer mode
+    /// (`logprob` asks for one token).
+    pub classifier_max_tokens: u32,
+    /// Longest answer, in tokens, of an intruder trial.
+    pub intruder_max_tokens: u32,
+    /// Longest answer, in tokens, of a simulation in the `json` mode (`prompt_logprobs`
+    /// generates one token): a model that never stops costs this much per sequence.
+    pub simulation_max_tokens: u32,
+    /// How many tokens a wrongly highlighted fuzzing excerpt highlights.
+    pub fuzz_wrong_count: WrongCount,
 }
 
 impl Default for ScorerOptions {
@@ -66,6 +78,10 @@ impl Default for ScorerOptions {
             answer: classifier.answer,
             logprobs: None,
             simulation_mode: SimulationMode::default(),
+            classifier_max_tokens: 200,
+            intruder_max_tokens: 500,
+            simulation_max_tokens: 4000,
+            fuzz_wrong_count: WrongCount::default(),
         }
     }
 }
@@ -79,6 +95,9 @@ pub struct ScorerDeps {
     pub embedder: Option<Arc<dyn Embedder>>,
     /// The base model of the surprisal scorer.
     pub token_scorer: Option<SharedTokenScorer>,
+    /// The prompt templates of every scorer that sends prompts (e.g. a run's `--prompt-dir`,
+    /// loaded with [`PromptSet::from_dir`]); the built-in ones when `None`.
+    pub prompts: Option<Arc<PromptSet>>,
 }
 
 impl ScorerKind {
@@ -126,53 +145,72 @@ impl ScorerKind {
         let missing =
             |what: &str| Error::InvalidConfig(format!("the {} scorer needs {what}", self.name()));
         let chat = || deps.chat.clone().ok_or_else(|| missing("a chat client"));
+        let prompts = deps.prompts.clone().unwrap_or_else(PromptSet::embedded);
         let classifier = ClassifierConfig {
             n_examples_shown: options.n_examples_shown,
             seed: options.seed,
             answer: options.answer,
             ..ClassifierConfig::default()
         };
+        let answer = |max_tokens: u32| GenerationConfig::default().with_max_tokens(max_tokens);
         Ok(match self {
-            Self::Detection => {
-                Box::new(DetectionScorer::new(chat()?, classifier).with_logprobs(options.logprobs))
-            }
+            Self::Detection => Box::new(
+                DetectionScorer::new(chat()?, classifier)
+                    .with_logprobs(options.logprobs)
+                    .with_generation(answer(options.classifier_max_tokens))
+                    .with_prompts(prompts),
+            ),
             Self::Fuzz => Box::new(
                 FuzzingScorer::new(
                     chat()?,
                     FuzzConfig {
                         classifier,
+                        wrong_count: options.fuzz_wrong_count,
                         ..FuzzConfig::default()
                     },
                 )
-                .with_logprobs(options.logprobs),
+                .with_logprobs(options.logprobs)
+                .with_generation(answer(options.classifier_max_tokens))
+                .with_prompts(prompts),
             ),
-            Self::Intruder => Box::new(IntruderScorer::new(
-                chat()?,
-                IntruderConfig {
-                    n_examples_shown: options.n_examples_shown,
-                    seed: options.seed,
-                    ..IntruderConfig::default()
-                },
-            )),
-            Self::Simulation => Box::new(SimulationScorer::new(
-                chat()?,
-                SimulationConfig {
-                    mode: options.simulation_mode,
-                    ..SimulationConfig::default()
-                },
-            )),
+            Self::Intruder => Box::new(
+                IntruderScorer::new(
+                    chat()?,
+                    IntruderConfig {
+                        n_examples_shown: options.n_examples_shown,
+                        seed: options.seed,
+                        ..IntruderConfig::default()
+                    },
+                )
+                .with_generation(answer(options.intruder_max_tokens))
+                .with_prompts(prompts),
+            ),
+            Self::Simulation => Box::new(
+                SimulationScorer::new(
+                    chat()?,
+                    SimulationConfig {
+                        mode: options.simulation_mode,
+                        ..SimulationConfig::default()
+                    },
+                )
+                .with_generation(answer(options.simulation_max_tokens))
+                .with_prompts(prompts),
+            ),
             Self::Embedding => Box::new(EmbeddingScorer::new(
                 deps.embedder
                     .clone()
                     .ok_or_else(|| missing("an embedder"))?,
                 EmbeddingConfig::default(),
             )),
-            Self::Surprisal => Box::new(SurprisalScorer::new(
-                deps.token_scorer
-                    .clone()
-                    .ok_or_else(|| missing("a token scorer (a base model)"))?,
-                SurprisalConfig::default(),
-            )),
+            Self::Surprisal => Box::new(
+                SurprisalScorer::new(
+                    deps.token_scorer
+                        .clone()
+                        .ok_or_else(|| missing("a token scorer (a base model)"))?,
+                    SurprisalConfig::default(),
+                )
+                .with_prompts(prompts),
+            ),
         })
     }
 }

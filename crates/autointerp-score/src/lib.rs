@@ -6,7 +6,11 @@
 //! [`Explanation`](autointerp_core::Explanation) on one latent's held-out examples, returning a
 //! [`ScorerResult`] with the headline [`Score`](autointerp_core::Score), per-example outcomes in
 //! delphi's layout ([`ScoreDetails`]), the failed count with the reasons, and the tokens spent.
-//! Answers that cannot be parsed are counted as failed and excluded, never a panic.
+//! Answers that cannot be parsed are counted as failed and excluded, never a panic. A result
+//! with failed items is completed later by [`Scorer::retry_failed`], which asks again only for
+//! those (detection and fuzzing: the batches holding them, with the same seeded batches;
+//! intruder: the trials; simulation: the sequences) and keeps every other answer verbatim; the
+//! earlier result comes back from its score file through [`read_score_file`].
 //!
 //! | scorer | asks | score |
 //! |---|---|---|
@@ -137,25 +141,26 @@ mod surprisal;
 pub use autointerp_client::{Embedder, TokenLogprobs, TokenScorer, Usage};
 pub use autointerp_explain::GenerationConfig;
 pub use classifier::{
-    first_token_probability, label_probabilities, parse_labels, AnswerMode, Batch, BatchResult,
-    ClassifierConfig, ClassifierScorer, ClassifierTask,
+    first_token_probability, label_probabilities, parse_labels, parse_labels_with, AnswerMode,
+    Batch, BatchResult, ClassifierConfig, ClassifierScorer, ClassifierTask,
 };
 pub use detection::{
-    detection_batches, detection_prompt, detection_prompt_one, Detection, DetectionScorer,
-    DETECTION,
+    detection_batches, detection_prompt, detection_prompt_one, detection_prompt_one_with,
+    detection_prompt_with, Detection, DetectionScorer, DETECTION,
 };
 pub use embedding::{
     cosine_similarity, EmbeddingConfig, EmbeddingOutcome, EmbeddingScorer, DELPHI_QUERY_PREFIX,
     EMBEDDING,
 };
 pub use error::{Error, Result};
-pub use files::{read_classifier_file, score_file_path, write_score_file};
+pub use files::{read_classifier_file, read_score_file, score_file_path, write_score_file};
 pub use fuzz::{
-    fuzz_batches, fuzz_prompt, fuzz_prompt_one, FuzzConfig, FuzzMode, Fuzzing, FuzzingScorer, FUZZ,
+    fuzz_batches, fuzz_prompt, fuzz_prompt_one, fuzz_prompt_one_with, fuzz_prompt_with, FuzzConfig,
+    FuzzMode, Fuzzing, FuzzingScorer, WrongCount, FUZZ,
 };
 pub use intruder::{
-    intruder_prompt, intruder_trials, parse_intruder, IntruderConfig, IntruderOutcome,
-    IntruderScorer, IntruderTrial, INTRUDER, INTRUDER_MARKER,
+    intruder_prompt, intruder_prompt_with, intruder_trials, parse_intruder, parse_intruder_with,
+    IntruderConfig, IntruderOutcome, IntruderScorer, IntruderTrial, INTRUDER, INTRUDER_MARKER,
 };
 pub use kind::{Needs, ScorerDeps, ScorerKind, ScorerOptions};
 pub use metrics::{
@@ -164,11 +169,14 @@ pub use metrics::{
 pub use outcome::ExampleOutcome;
 pub use scorer::{DynScorer, ScoreDetails, ScoreFuture, Scorer, ScorerResult};
 pub use simulation::{
-    display_token, expected_activation, json_simulation_prompt, parse_json_simulation,
-    score_simulation, simulate_from_prompt_logprobs, simulate_from_response, simulation_prompt,
-    simulation_targets, MaybeNan, ScoredSequenceSimulation, ScoredSimulation, SequenceSimulation,
-    SimulatedSequence, SimulationConfig, SimulationMode, SimulationScorer, SIMULATION,
+    display_token, display_token_with, expected_activation, json_simulation_prompt,
+    json_simulation_prompt_with, parse_json_simulation, score_simulation,
+    simulate_from_prompt_logprobs, simulate_from_prompt_logprobs_with, simulate_from_response,
+    simulate_from_response_with, simulation_prompt, simulation_prompt_with, simulation_targets,
+    MaybeNan, ScoredSequenceSimulation, ScoredSimulation, SequenceSimulation, SimulatedSequence,
+    SimulationConfig, SimulationMode, SimulationScorer, SIMULATION,
 };
 pub use surprisal::{
-    surprisal_prefix, SurprisalConfig, SurprisalOutcome, SurprisalScorer, SURPRISAL,
+    surprisal_prefix, surprisal_prefix_with, SurprisalConfig, SurprisalOutcome, SurprisalScorer,
+    SURPRISAL,
 };

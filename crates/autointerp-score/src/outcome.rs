@@ -7,8 +7,14 @@ use serde::{Deserialize, Serialize};
 /// Serialised in delphi's `ClassifierOutput` layout — `str_tokens`, `activations`, `distance`,
 /// `activating`, `prediction`, `probability`, `correct` — plus two fields delphi lacks and
 /// ignores when reading: `quantile` and `text` (the excerpt exactly as shown, highlights
-/// included). As in delphi, `distance` holds the quantile for activating examples and the
-/// distance for non-activating ones, `-1` when there is none.
+/// included).
+///
+/// As in delphi, `distance` holds the quantile for activating examples and the distance for
+/// non-activating ones, `-1` when there is none. delphi numbers quantiles from 0 (strongest)
+/// and we from 1, so an activating example of our quantile `q` is written with `distance` `q - 1`
+/// and read back as `q`; the extra `quantile` field holds our 1-based number. An activating
+/// example without a quantile is written with `distance` `-1`, never `0`, which is delphi's
+/// strongest quantile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(into = "Wire", from = "Wire")]
 pub struct ExampleOutcome {
@@ -56,6 +62,21 @@ enum Number {
     Float(f64),
 }
 
+/// delphi's `distance` (and intruder `chosen_quantile`, simulation `distance`) when there is
+/// none.
+pub(crate) const NONE: i64 = -1;
+
+/// delphi's 0-based number of our 1-based quantile `q` (1 = strongest).
+pub(crate) fn delphi_quantile(q: u8) -> i64 {
+    i64::from(q) - 1
+}
+
+/// Our 1-based quantile of delphi's 0-based number `d`; `None` for `-1` or anything that is no
+/// quantile (negative, fractional, beyond 254).
+pub(crate) fn our_quantile(d: f64) -> Option<u8> {
+    (d >= 0.0 && d.fract() == 0.0 && d < 255.0).then(|| d as u8 + 1)
+}
+
 #[derive(Serialize, Deserialize)]
 struct Wire {
     str_tokens: Vec<String>,
@@ -77,9 +98,10 @@ struct Wire {
 impl From<ExampleOutcome> for Wire {
     fn from(o: ExampleOutcome) -> Self {
         let distance = match (o.activating, o.quantile, o.distance) {
-            (true, Some(q), _) => Number::Int(i64::from(q)),
-            (_, _, Some(d)) => Number::Float(f64::from(d)),
-            _ => Number::Int(-1),
+            (true, Some(q), _) => Number::Int(delphi_quantile(q)),
+            (true, None, _) => Number::Int(NONE),
+            (false, _, Some(d)) => Number::Float(f64::from(d)),
+            (false, _, None) => Number::Int(NONE),
         };
         Self {
             str_tokens: o.str_tokens,
@@ -101,12 +123,11 @@ impl From<Wire> for ExampleOutcome {
             Number::Int(i) => i as f64,
             Number::Float(f) => f,
         };
-        let quantile = w.quantile.or_else(|| {
-            // delphi files: an activating example's distance is its quantile.
-            (w.activating && distance >= 0.0 && distance.fract() == 0.0 && distance <= 255.0)
-                .then_some(distance as u8)
-        });
-        let distance = (!w.activating && distance != -1.0).then_some(distance as f32);
+        // Files of ours carry the quantile itself; delphi's only its 0-based number in `distance`.
+        let quantile = w
+            .quantile
+            .or_else(|| w.activating.then(|| our_quantile(distance)).flatten());
+        let distance = (!w.activating && distance != NONE as f64).then_some(distance as f32);
         Self {
             str_tokens: w.str_tokens,
             activations: w.activations,
@@ -146,7 +167,7 @@ mod tests {
         let json = serde_json::to_string(&o).unwrap();
         assert_eq!(
             json,
-            r#"{"str_tokens":["a"],"activations":[1.5],"distance":3,"activating":true,"prediction":true,"probability":0.75,"correct":true,"quantile":3}"#
+            r#"{"str_tokens":["a"],"activations":[1.5],"distance":2,"activating":true,"prediction":true,"probability":0.75,"correct":true,"quantile":3}"#
         );
         assert_eq!(serde_json::from_str::<ExampleOutcome>(&json).unwrap(), o);
 
@@ -175,6 +196,63 @@ mod tests {
         );
         let delphi = r#"{"str_tokens":["x"],"activations":[2.0],"distance":4,"activating":true,"prediction":true,"probability":0.9,"correct":true}"#;
         let o: ExampleOutcome = serde_json::from_str(delphi).unwrap();
-        assert_eq!((o.distance, o.quantile), (None, Some(4)));
+        assert_eq!((o.distance, o.quantile), (None, Some(5)));
+    }
+
+    /// #13: delphi's quantiles are 0-based (`split_quantiles` sets `example.quantile = i` for
+    /// `i in range(n_quantiles)`, 0 = strongest) and its score files put them in `distance`.
+    #[test]
+    fn quantiles_cross_delphis_zero_based_distance() {
+        // delphi's strongest quantile, 0, was read as out of range.
+        let delphi = r#"{"str_tokens":["x"],"activations":[2.0],"distance":0,"activating":true,"prediction":true,"probability":0.9,"correct":true}"#;
+        let o: ExampleOutcome = serde_json::from_str(delphi).unwrap();
+        assert_eq!(o.quantile, Some(1));
+        // Written back without our extra fields, it is the same line delphi wrote.
+        let back = serde_json::to_string(&o).unwrap();
+        assert_eq!(back.replace(r#","quantile":1"#, ""), delphi);
+        // delphi's last quantile of 10, and floats of integer value.
+        let nine = delphi.replace(r#""distance":0"#, r#""distance":9.0"#);
+        assert_eq!(
+            serde_json::from_str::<ExampleOutcome>(&nine)
+                .unwrap()
+                .quantile,
+            Some(10)
+        );
+
+        for q in [1u8, 2, 10, 255] {
+            let o = outcome(true, Some(q), None);
+            let json = serde_json::to_value(&o).unwrap();
+            assert_eq!(json["distance"], i64::from(q) - 1);
+            assert_eq!(
+                serde_json::from_value::<ExampleOutcome>(json.clone()).unwrap(),
+                o
+            );
+            // A reader that only has delphi's fields gets the same quantile.
+            let mut bare = json;
+            bare.as_object_mut().unwrap().remove("quantile");
+            assert_eq!(serde_json::from_value::<ExampleOutcome>(bare).unwrap(), o);
+        }
+    }
+
+    #[test]
+    fn an_activating_example_without_quantile_is_minus_one_not_zero() {
+        for distance in [None, Some(0.5)] {
+            let o = outcome(true, None, distance);
+            let json = serde_json::to_value(&o).unwrap();
+            assert_eq!(
+                json["distance"], -1,
+                "0 would read as delphi's strongest quantile"
+            );
+            assert!(json.get("quantile").is_none());
+            let back: ExampleOutcome = serde_json::from_value(json).unwrap();
+            assert_eq!((back.quantile, back.distance), (None, None));
+        }
+        // A non-activating example's distance passes through, -1 when it has none.
+        let o = outcome(false, None, Some(0.0));
+        assert_eq!(serde_json::to_value(&o).unwrap()["distance"], 0.0);
+        assert_eq!(
+            serde_json::from_value::<ExampleOutcome>(serde_json::to_value(&o).unwrap()).unwrap(),
+            o
+        );
     }
 }

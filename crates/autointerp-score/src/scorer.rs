@@ -33,6 +33,26 @@ pub trait Scorer: Send + Sync {
         explanation: &Explanation,
     ) -> impl Future<Output = Result<ScorerResult>> + Send;
 
+    /// Scores again only the items that failed in `previous`, an earlier result of this scorer
+    /// for the same record and explanation (read back with
+    /// [`read_score_file`](crate::read_score_file)), and returns the whole result: the items
+    /// that succeeded before are kept verbatim, so a rerun pays only for what failed.
+    ///
+    /// The default scores everything again, which is right for scorers whose items cannot
+    /// fail apart. When `previous` does not match what this scorer would show now (the record
+    /// or the options changed), a scorer scores everything again too. [`Scorer::score`]'s
+    /// errors apply, except that requests failing again are not an error while some earlier
+    /// item is kept: the result then has the same failed items as `previous`.
+    fn retry_failed(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+        previous: &ScoreDetails,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        let _ = previous;
+        self.score(record, explanation)
+    }
+
     /// Whether the score depends on the explanation. Intruder's does not (its trials show
     /// examples only), so a random-explanation control has nothing to compare there.
     fn reads_explanation(&self) -> bool {
@@ -56,6 +76,13 @@ pub trait DynScorer: Send + Sync {
         record: &'a LatentRecord,
         explanation: &'a Explanation,
     ) -> ScoreFuture<'a>;
+    /// [`Scorer::retry_failed`], boxed.
+    fn retry_failed_boxed<'a>(
+        &'a self,
+        record: &'a LatentRecord,
+        explanation: &'a Explanation,
+        previous: &'a ScoreDetails,
+    ) -> ScoreFuture<'a>;
 }
 
 impl<S: Scorer> DynScorer for S {
@@ -71,6 +98,14 @@ impl<S: Scorer> DynScorer for S {
         explanation: &'a Explanation,
     ) -> ScoreFuture<'a> {
         Box::pin(self.score(record, explanation))
+    }
+    fn retry_failed_boxed<'a>(
+        &'a self,
+        record: &'a LatentRecord,
+        explanation: &'a Explanation,
+        previous: &'a ScoreDetails,
+    ) -> ScoreFuture<'a> {
+        Box::pin(self.retry_failed(record, explanation, previous))
     }
 }
 
@@ -94,6 +129,14 @@ impl<S: Scorer> Scorer for Arc<S> {
     ) -> impl Future<Output = Result<ScorerResult>> + Send {
         (**self).score(record, explanation)
     }
+    fn retry_failed(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+        previous: &ScoreDetails,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        (**self).retry_failed(record, explanation, previous)
+    }
 }
 
 impl<S: Scorer> Scorer for &S {
@@ -109,6 +152,14 @@ impl<S: Scorer> Scorer for &S {
         explanation: &Explanation,
     ) -> impl Future<Output = Result<ScorerResult>> + Send {
         (**self).score(record, explanation)
+    }
+    fn retry_failed(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+        previous: &ScoreDetails,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        (**self).retry_failed(record, explanation, previous)
     }
 }
 
@@ -182,6 +233,40 @@ pub enum ScoreDetails {
         /// Test examples, then non-activating ones.
         outcomes: Vec<SurprisalOutcome>,
     },
+}
+
+impl ScoreDetails {
+    /// Items (examples, trials, sequences) whose answer could not be used, as the scorer counts
+    /// them in [`Score::n_failed`]: a classifier example or intruder trial without a
+    /// prediction, a sequence without a simulation, an example without a similarity or a loss
+    /// reduction.
+    pub fn n_failed(&self) -> usize {
+        match self {
+            Self::Classifier { outcomes, .. } => outcomes.iter().filter(|o| o.failed()).count(),
+            Self::Intruder { outcomes } => outcomes.iter().filter(|o| o.correct.is_none()).count(),
+            Self::Simulation { groups } => groups.first().map_or(0, |g| g.n_failed),
+            Self::Embedding { outcomes } => {
+                outcomes.iter().filter(|o| o.similarity.is_none()).count()
+            }
+            Self::Surprisal { outcomes } => outcomes
+                .iter()
+                .filter(|o| o.loss_reduction.is_none())
+                .count(),
+        }
+    }
+
+    /// Items (examples, trials, sequences) scored, failed ones included.
+    pub fn n_items(&self) -> usize {
+        match self {
+            Self::Classifier { outcomes, .. } => outcomes.len(),
+            Self::Intruder { outcomes } => outcomes.len(),
+            Self::Simulation { groups } => groups
+                .first()
+                .map_or(0, |g| g.scored_sequence_simulations.len() + g.n_failed),
+            Self::Embedding { outcomes } => outcomes.len(),
+            Self::Surprisal { outcomes } => outcomes.len(),
+        }
+    }
 }
 
 /// [`Score`] with its value written as [`MaybeNan`], so that NaN survives JSON.

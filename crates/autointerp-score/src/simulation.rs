@@ -11,9 +11,14 @@
 //!   in a JSON list of token activations ([`parse_json_simulation`]).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use autointerp_client::{ChatResponse, Client, Usage};
 use autointerp_core::{Example, Explanation, LatentRecord, Message, Score};
+use autointerp_explain::highlight::defuse;
+use autointerp_explain::prompts::{
+    PromptError, PromptKind, PromptSet, PromptSettings, SimulationContext,
+};
 use autointerp_explain::{normalized_activation, GenerationConfig};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -25,104 +30,63 @@ use crate::{Error, Result, ScoreDetails, Scorer, ScorerResult};
 /// Name of the simulation scorer, as in delphi (`scores/simulation/`).
 pub const SIMULATION: &str = "simulation";
 
-/// The value written for an activation still to be predicted.
-const UNKNOWN: &str = "unknown";
-
-/// A token as written on its line of a simulation prompt: line breaks become `↵`, tabs `⇥`, and
-/// `<|endoftext|>` becomes `<|not_endoftext|>` (as OpenAI's simulator does), so that each token
-/// stays on its line and reads as text.
+/// A token as written on its line of a simulation prompt: line breaks become `↵`, tabs `⇥`,
+/// `<|endoftext|>` becomes `<|not_endoftext|>` (as OpenAI's simulator does), and the document
+/// markers `<start>` and `<end>` become `‹start›` and `‹end›`, so that each token stays on its
+/// line, reads as text, and cannot pass for the line the predictions are read after.
 pub fn display_token(token: &str) -> String {
-    token
+    display_token_with(token, &PromptSettings::defaults(PromptKind::Simulation))
+}
+
+/// [`display_token`] for a template with `settings`: its `document_start` and `document_end`
+/// are the markers broken (see [`defuse`]).
+pub fn display_token_with(token: &str, settings: &PromptSettings) -> String {
+    let shown = token
         .replace("<|endoftext|>", "<|not_endoftext|>")
         .replace("\r\n", "↵")
         .replace(['\n', '\r'], "↵")
-        .replace('\t', "⇥")
-}
-
-const SYSTEM: &str = "We are studying features of a language model. Each feature responds to particular \
-things in text. Given a description of what a feature responds to, predict how strongly it is active \
-on each token of a document.
-
-Documents are written one token per line: the token, a tab, then the activation, an integer from 0 \
-(inactive) to 10 (strongest). \"unknown\" stands for an activation you have to predict. Most \
-activations are 0.";
-
-/// Worked examples: description and (token, activation) pairs.
-const SHOTS: [(&str, &[(&str, u8)]); 2] = [
-    (
-        "units of time right after a number, stating a duration",
-        &[
-            ("We", 0),
-            (" waited", 0),
-            (" for", 0),
-            (" three", 0),
-            (" hours", 9),
-            (" before", 0),
-            (" the", 0),
-            (" doctor", 0),
-            (" came", 0),
-            (".", 0),
-            (" Bake", 0),
-            (" for", 0),
-            (" 20", 1),
-            (" minutes", 8),
-            (".", 0),
-        ],
-    ),
-    (
-        "names of programming languages",
-        &[
-            ("Most", 0),
-            (" data", 0),
-            (" scientists", 0),
-            (" use", 0),
-            (" Python", 10),
-            (" and", 0),
-            (" R", 7),
-            (",", 0),
-            (" not", 0),
-            (" Excel", 1),
-            (".", 0),
-        ],
-    ),
-];
-
-fn document(lines: impl Iterator<Item = (String, String)>) -> String {
-    let body: Vec<String> = lines.map(|(t, a)| format!("{t}\t{a}")).collect();
-    format!("Activations:\n<start>\n{}\n<end>\n", body.join("\n"))
+        .replace('\t', "⇥");
+    defuse(
+        &defuse(&shown, &settings.document_start),
+        &settings.document_end,
+    )
 }
 
 /// The all-at-once simulation prompt for one sequence: instructions (system), two worked
 /// examples, the explanation (user), and a **final assistant message** listing the tokens
-/// (see [`display_token`]) with activation `unknown`.
+/// (see [`display_token`]) with activation `unknown`, from the built-in `simulation.jinja`.
 ///
 /// Send it for prompt logprobs without generating (continue the final assistant message; do not
 /// add a generation prompt), then pass the prompt's tokens and logprobs to
 /// [`simulate_from_prompt_logprobs`].
 pub fn simulation_prompt<S: AsRef<str>>(explanation: &str, str_tokens: &[S]) -> Vec<Message> {
-    let mut messages = vec![Message::system(SYSTEM)];
-    for (i, (description, tokens)) in SHOTS.iter().enumerate() {
-        messages.push(Message::user(format!(
-            "Feature {}\nDescription: {description}",
-            i + 1
-        )));
-        messages.push(Message::assistant(document(
-            tokens
-                .iter()
-                .map(|(t, a)| (display_token(t), a.to_string())),
-        )));
-    }
-    messages.push(Message::user(format!(
-        "Feature {}\nDescription: {}",
-        SHOTS.len() + 1,
-        autointerp_explain::escape_text(explanation.trim())
-    )));
-    messages.push(Message::assistant(document(
-        str_tokens
+    crate::detection::built_in(simulation_prompt_with(
+        &PromptSet::embedded(),
+        explanation,
+        str_tokens,
+    ))
+}
+
+/// [`simulation_prompt`] from `prompts`' `simulation.jinja`, the tokens shown with
+/// [`display_token_with`] and its settings; read the predictions with
+/// [`simulate_from_prompt_logprobs_with`] and its `document_start`.
+///
+/// # Errors
+/// [`PromptError::Template`] when the template fails on this sequence.
+pub fn simulation_prompt_with<S: AsRef<str>>(
+    prompts: &PromptSet,
+    explanation: &str,
+    str_tokens: &[S],
+) -> std::result::Result<Vec<Message>, PromptError> {
+    let settings = prompts.settings(PromptKind::Simulation);
+    let context = SimulationContext {
+        explanation: autointerp_explain::escape_text(explanation.trim()),
+        tokens: str_tokens
             .iter()
-            .map(|t| (display_token(t.as_ref()), UNKNOWN.to_string())),
-    )));
-    messages
+            .map(|t| display_token_with(t.as_ref(), settings))
+            .collect(),
+    };
+    prompts.render_messages(PromptKind::Simulation, &context)
 }
 
 /// The expected activation at one position from its top `(token, logprob)` alternatives:
@@ -146,7 +110,8 @@ pub fn expected_activation(top: &[(String, f32)]) -> Option<f32> {
 ///
 /// `prompt_tokens` are the prompt's tokens as text, in order, as the model saw them (chat
 /// template applied); `top_logprobs[j]` are the alternatives for token `j` given the tokens
-/// before it (empty where the API gives none). In the text after the last `<start>`, the token
+/// before it (empty where the API gives none). In the text after the last `<start>` (which no
+/// token can forge: [`display_token`] breaks it), the token
 /// holding the first character after each tab is where an activation is predicted; its
 /// [`expected_activation`] is the prediction. The first `n_tokens` predictions are returned;
 /// fewer, or a position without numeric alternatives, is a [`Error::ParseFailure`](crate::Error).
@@ -154,6 +119,17 @@ pub fn simulate_from_prompt_logprobs<S: AsRef<str>>(
     prompt_tokens: &[S],
     top_logprobs: &[Vec<(String, f32)>],
     n_tokens: usize,
+) -> Result<Vec<f32>> {
+    simulate_from_prompt_logprobs_with(prompt_tokens, top_logprobs, n_tokens, "<start>")
+}
+
+/// [`simulate_from_prompt_logprobs`] for a template whose document follows `document_start`
+/// (its setting of that name).
+pub fn simulate_from_prompt_logprobs_with<S: AsRef<str>>(
+    prompt_tokens: &[S],
+    top_logprobs: &[Vec<(String, f32)>],
+    n_tokens: usize,
+    document_start: &str,
 ) -> Result<Vec<f32>> {
     let text: String = prompt_tokens.iter().map(AsRef::as_ref).collect();
     let fail = |reason: String| parse_failure(reason, &text);
@@ -165,8 +141,8 @@ pub fn simulate_from_prompt_logprobs<S: AsRef<str>>(
         )));
     }
     let start = text
-        .rfind("<start>")
-        .ok_or_else(|| fail("no <start> in the prompt".into()))?;
+        .rfind(document_start)
+        .ok_or_else(|| fail(format!("no {document_start} in the prompt")))?;
     let mut ends = Vec::with_capacity(prompt_tokens.len());
     let mut at = 0;
     for t in prompt_tokens {
@@ -197,67 +173,31 @@ pub fn simulate_from_prompt_logprobs<S: AsRef<str>>(
     Ok(predictions)
 }
 
-const SYSTEM_JSON: &str = "We are studying features of a language model. Each feature responds to particular \
-things in text. Your task is to read a description of what a feature responds to and predict how \
-strongly it is active on each token of a document.
-
-You will receive JSON with the description, the document's full text, and its tokens with their \
-activations left empty (null). Reply with the same JSON, the tokens copied exactly and in order, \
-with every activation filled in as an integer from 0 (inactive) to 10 (strongest). Most activations \
-are 0. Pay attention to what the description says about context and word order.";
-
-/// The JSON exchanged in JSON mode; fields in this order, so the description comes first.
-#[derive(Serialize)]
-struct JsonDocument<'a> {
-    description: &'a str,
-    document: String,
-    activations: Vec<JsonEntry<'a>>,
-}
-
-#[derive(Serialize)]
-struct JsonEntry<'a> {
-    token: &'a str,
-    activation: Option<u8>,
-}
-
-fn json_document(description: &str, tokens: &[&str], activations: Option<&[u8]>) -> String {
-    let doc = JsonDocument {
-        description,
-        document: tokens.concat(),
-        activations: tokens
-            .iter()
-            .enumerate()
-            .map(|(i, t)| JsonEntry {
-                token: t,
-                activation: activations.map(|a| a[i]),
-            })
-            .collect(),
-    };
-    serde_json::to_string(&doc).expect("strings and integers always serialise")
-}
-
 /// The JSON-mode simulation prompt: instructions (system), two worked examples (user JSON with
-/// empty activations, assistant JSON filled in), then the sequence (user). Read the answer with
-/// [`parse_json_simulation`].
+/// empty activations, assistant JSON filled in), then the sequence (user), from the built-in
+/// `simulation_json.jinja`. Read the answer with [`parse_json_simulation`].
 pub fn json_simulation_prompt<S: AsRef<str>>(explanation: &str, str_tokens: &[S]) -> Vec<Message> {
-    let mut messages = vec![Message::system(SYSTEM_JSON)];
-    for (description, pairs) in SHOTS {
-        let tokens: Vec<&str> = pairs.iter().map(|(t, _)| *t).collect();
-        let acts: Vec<u8> = pairs.iter().map(|(_, a)| *a).collect();
-        messages.push(Message::user(json_document(description, &tokens, None)));
-        messages.push(Message::assistant(json_document(
-            description,
-            &tokens,
-            Some(&acts),
-        )));
-    }
-    let tokens: Vec<&str> = str_tokens.iter().map(AsRef::as_ref).collect();
-    messages.push(Message::user(json_document(
-        explanation.trim(),
-        &tokens,
-        None,
-    )));
-    messages
+    crate::detection::built_in(json_simulation_prompt_with(
+        &PromptSet::embedded(),
+        explanation,
+        str_tokens,
+    ))
+}
+
+/// [`json_simulation_prompt`] from `prompts`' `simulation_json.jinja`.
+///
+/// # Errors
+/// [`PromptError::Template`] when the template fails on this sequence.
+pub fn json_simulation_prompt_with<S: AsRef<str>>(
+    prompts: &PromptSet,
+    explanation: &str,
+    str_tokens: &[S],
+) -> std::result::Result<Vec<Message>, PromptError> {
+    let context = SimulationContext {
+        explanation: explanation.trim().to_string(),
+        tokens: str_tokens.iter().map(|t| t.as_ref().to_string()).collect(),
+    };
+    prompts.render_messages(PromptKind::SimulationJson, &context)
 }
 
 /// Reads the predicted activations from a JSON-mode answer: the outermost `{…}` (code fences and
@@ -399,7 +339,8 @@ pub struct SequenceSimulation {
 /// delphi's `ScoredSequenceSimulation`: one sequence and its scores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoredSequenceSimulation {
-    /// The sequence's quantile; `-1` for a non-activating sequence.
+    /// The sequence's quantile numbered from 0 as delphi numbers them (our quantile `q` is
+    /// `q - 1`); `-1` for a non-activating sequence or one without a quantile.
     pub distance: i64,
     /// The prediction.
     pub simulation: SequenceSimulation,
@@ -431,6 +372,11 @@ pub struct ScoredSimulation {
     /// Sequences of the group whose prediction failed, excluded above (not in delphi's format).
     #[serde(default)]
     pub n_failed: usize,
+    /// Where those failed sequences are among all the sequences scored (in the order given to
+    /// [`score_simulation`]: test examples, then non-activating ones), so that a rerun asks for
+    /// exactly these again. Not in delphi's format; written only when there are some.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_sequences: Vec<usize>,
 }
 
 fn scores(truth: &[f64], pred: &[f64]) -> (MaybeNan, MaybeNan, MaybeNan) {
@@ -441,17 +387,18 @@ fn scores(truth: &[f64], pred: &[f64]) -> (MaybeNan, MaybeNan, MaybeNan) {
     )
 }
 
-fn group(distance: i64, members: &[&SimulatedSequence]) -> ScoredSimulation {
+/// One group's scores; `members` are the group's sequences with their places among all.
+fn group(distance: i64, members: &[(usize, &SimulatedSequence)]) -> ScoredSimulation {
     let mut seqs = Vec::new();
     let (mut all_true, mut all_pred) = (Vec::new(), Vec::new());
-    let mut n_failed = 0;
-    for s in members {
+    let mut failed_sequences = Vec::new();
+    for &(at, s) in members {
         let Some(pred) = s
             .predicted
             .as_ref()
             .filter(|p| p.len() == s.true_activations.len())
         else {
-            n_failed += 1;
+            failed_sequences.push(at);
             continue;
         };
         let t: Vec<f64> = s.true_activations.iter().map(|&x| f64::from(x)).collect();
@@ -460,10 +407,9 @@ fn group(distance: i64, members: &[&SimulatedSequence]) -> ScoredSimulation {
         all_true.extend(t);
         all_pred.extend(p);
         seqs.push(ScoredSequenceSimulation {
-            distance: if s.activating {
-                s.quantile.map_or(0, i64::from)
-            } else {
-                -1
+            distance: match (s.activating, s.quantile) {
+                (true, Some(q)) => crate::outcome::delphi_quantile(q),
+                _ => crate::outcome::NONE,
             },
             simulation: SequenceSimulation {
                 tokens: s.tokens.clone(),
@@ -486,7 +432,8 @@ fn group(distance: i64, members: &[&SimulatedSequence]) -> ScoredSimulation {
         ev_correlation_score: ev,
         rsquared_score: r2,
         absolute_dev_explained_score: ade,
-        n_failed,
+        n_failed: failed_sequences.len(),
+        failed_sequences,
     }
 }
 
@@ -500,7 +447,7 @@ fn group(distance: i64, members: &[&SimulatedSequence]) -> ScoredSimulation {
 /// there. The headline simulation score is the all-sequences correlation,
 /// `result[0].ev_correlation_score`.
 pub fn score_simulation(sequences: &[SimulatedSequence]) -> Vec<ScoredSimulation> {
-    let all: Vec<&SimulatedSequence> = sequences.iter().collect();
+    let all: Vec<(usize, &SimulatedSequence)> = sequences.iter().enumerate().collect();
     let mut out = vec![group(0, &all)];
     let mut quantiles: Vec<u8> = sequences
         .iter()
@@ -510,9 +457,10 @@ pub fn score_simulation(sequences: &[SimulatedSequence]) -> Vec<ScoredSimulation
     quantiles.sort_unstable();
     quantiles.dedup();
     for q in quantiles {
-        let members: Vec<&SimulatedSequence> = sequences
+        let members: Vec<(usize, &SimulatedSequence)> = sequences
             .iter()
-            .filter(|s| s.activating && s.quantile == Some(q))
+            .enumerate()
+            .filter(|(_, s)| s.activating && s.quantile == Some(q))
             .collect();
         out.push(group(i64::from(q), &members));
     }
@@ -559,6 +507,15 @@ impl Default for SimulationConfig {
 /// [`simulate_from_prompt_logprobs`] over the positions the server returned (a position without
 /// a value, such as the first, counts as an empty token without alternatives).
 pub fn simulate_from_response(response: &ChatResponse, n_tokens: usize) -> Result<Vec<f32>> {
+    simulate_from_response_with(response, n_tokens, "<start>")
+}
+
+/// [`simulate_from_response`] for a template whose document follows `document_start`.
+pub fn simulate_from_response_with(
+    response: &ChatResponse,
+    n_tokens: usize,
+    document_start: &str,
+) -> Result<Vec<f32>> {
     let Some(positions) = &response.prompt_logprobs else {
         return Err(parse_failure(
             "the server returned no prompt logprobs; use SimulationMode::Json with it",
@@ -573,7 +530,7 @@ pub fn simulate_from_response(response: &ChatResponse, n_tokens: usize) -> Resul
         .iter()
         .map(|p| p.as_ref().map_or_else(Vec::new, |t| t.top.clone()))
         .collect();
-    simulate_from_prompt_logprobs(&tokens, &top, n_tokens)
+    simulate_from_prompt_logprobs_with(&tokens, &top, n_tokens, document_start)
 }
 
 /// The simulation scorer: for each test and non-activating example
@@ -587,6 +544,7 @@ pub fn simulate_from_response(response: &ChatResponse, n_tokens: usize) -> Resul
 pub struct SimulationScorer<C> {
     client: C,
     config: SimulationConfig,
+    prompts: Arc<PromptSet>,
     generation: GenerationConfig,
 }
 
@@ -596,8 +554,17 @@ impl<C> SimulationScorer<C> {
         Self {
             client,
             config,
+            prompts: PromptSet::embedded(),
             generation: GenerationConfig::default().with_max_tokens(4000),
         }
+    }
+
+    /// Renders its prompts from `prompts` instead of the built-in templates, and reads the
+    /// predictions after their `document_start`.
+    #[must_use]
+    pub fn with_prompts(mut self, prompts: Arc<PromptSet>) -> Self {
+        self.prompts = prompts;
+        self
     }
 
     /// Sets the sampling options of its requests (in prompt-logprobs mode, `max_tokens` is 1
@@ -623,38 +590,94 @@ impl<C: Client> SimulationScorer<C> {
         record: &LatentRecord,
         explanation: &Explanation,
     ) -> Result<ScorerResult> {
-        let mut sequences = simulation_targets(record);
-        if sequences.is_empty() {
-            return Err(Error::NotEnoughExamples {
-                latent: record.id,
-                what: "no examples to simulate".into(),
-            });
+        let sequences = targets(record)?;
+        self.simulate(record, explanation, sequences).await
+    }
+
+    /// Simulates again the sequences that failed in `previous`, keeping the others' predictions
+    /// verbatim; see [`Scorer::retry_failed`]. Every sequence is simulated again when
+    /// `previous` does not say which failed (a file from before
+    /// [`ScoredSimulation::failed_sequences`], or delphi's) or is not about these sequences.
+    #[tracing::instrument(skip_all, fields(latent = %record.id, scorer = SIMULATION))]
+    pub async fn retry_failed(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+        previous: &ScoreDetails,
+    ) -> Result<ScorerResult> {
+        let mut sequences = targets(record)?;
+        let earlier = match previous {
+            ScoreDetails::Simulation { groups } => groups.first(),
+            _ => None,
+        };
+        match earlier.and_then(|all| earlier_predictions(all, &sequences)) {
+            Some(predictions) => {
+                for (s, p) in sequences.iter_mut().zip(predictions) {
+                    s.predicted = p;
+                }
+            }
+            None => tracing::debug!("earlier simulations do not match: simulating them all"),
         }
+        self.simulate(record, explanation, sequences).await
+    }
+
+    /// Asks for the sequences without a prediction, all at once; those with one pass through.
+    /// Fails only when every request failed and no prediction was there before.
+    async fn simulate(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+        mut sequences: Vec<SimulatedSequence>,
+    ) -> Result<ScorerResult> {
         let mode = self.config.mode;
-        let requests = sequences.iter().map(|s| {
+        let kept_any = sequences.iter().any(|s| s.predicted.is_some());
+        let prompts = &*self.prompts;
+        let messages = sequences
+            .iter()
+            .filter(|s| s.predicted.is_none())
+            .map(|s| match mode {
+                SimulationMode::PromptLogprobs => {
+                    simulation_prompt_with(prompts, &explanation.text, &s.tokens)
+                }
+                SimulationMode::Json => {
+                    json_simulation_prompt_with(prompts, &explanation.text, &s.tokens)
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let document_start = prompts
+            .settings(PromptKind::Simulation)
+            .document_start
+            .as_str();
+        let requests = messages.into_iter().map(|messages| {
             let req = match mode {
                 SimulationMode::PromptLogprobs => self
                     .generation
-                    .request(simulation_prompt(&explanation.text, &s.tokens))
+                    .request(messages)
                     .with_max_tokens(1)
                     .with_prompt_logprobs(self.config.top_logprobs)
                     .with_extra("add_generation_prompt", false)
                     .with_extra("continue_final_message", true),
-                SimulationMode::Json => self
-                    .generation
-                    .request(json_simulation_prompt(&explanation.text, &s.tokens)),
+                SimulationMode::Json => self.generation.request(messages),
             };
             self.client.chat(req)
         });
-        let responses = unless_all_failed(futures::future::join_all(requests).await)?;
+        let responses = futures::future::join_all(requests).await;
+        let responses = if kept_any {
+            responses
+        } else {
+            unless_all_failed(responses)?
+        };
         let mut failures = Vec::new();
         let mut usage = Usage::default();
-        for (sequence, response) in sequences.iter_mut().zip(responses) {
+        let asked = sequences.iter_mut().filter(|s| s.predicted.is_none());
+        for (sequence, response) in asked.zip(responses) {
             let n = sequence.tokens.len();
             let predicted = response.map_err(Error::Client).and_then(|r| {
                 add_usage(&mut usage, &r.usage);
                 match mode {
-                    SimulationMode::PromptLogprobs => simulate_from_response(&r, n),
+                    SimulationMode::PromptLogprobs => {
+                        simulate_from_response_with(&r, n, document_start)
+                    }
                     SimulationMode::Json => parse_json_simulation(&r.text, n),
                 }
             });
@@ -684,6 +707,47 @@ impl<C: Client> SimulationScorer<C> {
     }
 }
 
+/// The sequences of `record` to simulate; an error when it has none.
+fn targets(record: &LatentRecord) -> Result<Vec<SimulatedSequence>> {
+    let sequences = simulation_targets(record);
+    if sequences.is_empty() {
+        return Err(Error::NotEnoughExamples {
+            latent: record.id,
+            what: "no examples to simulate".into(),
+        });
+    }
+    Ok(sequences)
+}
+
+/// The earlier prediction of each of `sequences` (`None` where it failed), from the
+/// all-sequences group of an earlier result; `None` unless that group lists its failed
+/// sequences and its scored ones are, in order, the others (same tokens, same truth).
+fn earlier_predictions(
+    all: &ScoredSimulation,
+    sequences: &[SimulatedSequence],
+) -> Option<Vec<Option<Vec<f32>>>> {
+    let failed = &all.failed_sequences;
+    let scored = &all.scored_sequence_simulations;
+    if failed.len() != all.n_failed || failed.len() + scored.len() != sequences.len() {
+        return None;
+    }
+    let mut scored = scored.iter();
+    sequences
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            if failed.contains(&i) {
+                return Some(None);
+            }
+            let old = scored.next()?;
+            let same = old.simulation.tokens == s.tokens
+                && old.true_activations == s.true_activations
+                && old.simulation.expected_activations.len() == s.tokens.len();
+            same.then(|| Some(old.simulation.expected_activations.clone()))
+        })
+        .collect()
+}
+
 impl<C: Client> Scorer for SimulationScorer<C> {
     fn name(&self) -> &'static str {
         SIMULATION
@@ -694,6 +758,14 @@ impl<C: Client> Scorer for SimulationScorer<C> {
         explanation: &Explanation,
     ) -> impl Future<Output = Result<ScorerResult>> + Send {
         SimulationScorer::score(self, record, explanation)
+    }
+    fn retry_failed(
+        &self,
+        record: &LatentRecord,
+        explanation: &Explanation,
+        previous: &ScoreDetails,
+    ) -> impl Future<Output = Result<ScorerResult>> + Send {
+        SimulationScorer::retry_failed(self, record, explanation, previous)
     }
 }
 
@@ -752,6 +824,8 @@ mod tests {
         let last = &m.last().unwrap().content;
         assert_eq!(m.last().unwrap().role, autointerp_core::Role::Assistant);
         assert_eq!(last, "Activations:\n<start>\nThe\tunknown\n Thames\tunknown\n↵\tunknown\n<|not_endoftext|>\tunknown\n<end>\n");
+        // A token cannot pass for the line the predictions are read after.
+        assert_eq!(display_token("a<start>\t<end>"), "a‹start›⇥‹end›");
     }
 
     #[test]
@@ -777,7 +851,8 @@ mod tests {
         );
         // The worked answers parse with our own parser.
         assert_eq!(
-            parse_json_simulation(&prompt[2].content, SHOTS[0].1.len()).unwrap()[4],
+            // The first worked example has 15 tokens, the fifth at 9.
+            parse_json_simulation(&prompt[2].content, 15).unwrap()[4],
             9.0
         );
     }
@@ -816,5 +891,24 @@ mod tests {
         assert_eq!(json["ev_correlation_score"], "nan");
         assert_eq!(json["distance"], -1);
         assert!((scored[2].ev_correlation_score.0.unwrap() - 1.0).abs() < 1e-12);
+        // Sequences carry delphi's 0-based quantile (#13), groups its `q + 1`, i.e. ours.
+        assert_eq!(
+            scored[0]
+                .scored_sequence_simulations
+                .iter()
+                .map(|s| s.distance)
+                .collect::<Vec<_>>(),
+            vec![0, 1, -1]
+        );
+        assert_eq!(scored[2].scored_sequence_simulations[0].distance, 1);
+        let unquantiled = SimulatedSequence {
+            activating: true,
+            ..seq(None, &[0.0, 10.0], Some(&[0.0, 10.0]))
+        };
+        assert_eq!(
+            score_simulation(&[unquantiled])[0].scored_sequence_simulations[0].distance,
+            -1,
+            "0 would read as delphi's strongest quantile"
+        );
     }
 }

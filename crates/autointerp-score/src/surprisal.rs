@@ -8,9 +8,11 @@
 //! drops more than that of non-activating examples.
 
 use std::future::Future;
+use std::sync::Arc;
 
 use autointerp_client::{TokenScorer, Usage};
 use autointerp_core::{Explanation, LatentRecord, Score};
+use autointerp_explain::prompts::{PromptError, PromptKind, PromptSet, SurprisalContext};
 use serde::{Deserialize, Serialize};
 
 use crate::embedding::labelled_examples;
@@ -20,34 +22,6 @@ use crate::{Error, Result, ScoreDetails, Scorer, ScorerResult};
 
 /// Name of the surprisal scorer, as in delphi (`scores/surprisal/`).
 pub const SURPRISAL: &str = "surprisal";
-
-/// Worked examples of the surprisal prompt: a description, then excerpts that fit it.
-const SHOTS: [(&str, &[&str]); 3] = [
-    (
-        "Units of time right after a number, stating a duration.",
-        &[
-            " the flight takes about six hours from here",
-            " let the dough rest for ten minutes before rolling",
-            " the warranty lasts two years from the date of purchase",
-        ],
-    ),
-    (
-        "Names of programming languages.",
-        &[
-            " he ported the whole library from Java to Kotlin",
-            " most data scientists use Python and R",
-            " the legacy code is written in Visual Basic",
-        ],
-    ),
-    (
-        "Negation words (not, n't, never), especially before a positive word.",
-        &[
-            " I don't like waiting in line",
-            " the results were never good enough for him",
-            " it is not a pleasant smell",
-        ],
-    ),
-];
 
 /// Options of the surprisal scorer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,27 +40,29 @@ impl Default for SurprisalConfig {
 }
 
 /// The prefix an example is scored after: an introduction, three worked descriptions with their
-/// excerpts, then `description` and the `Excerpts:` line that the example continues.
+/// excerpts, then `description` and the `Excerpts:` line that the example continues, from the
+/// built-in `surprisal.jinja`.
 ///
 /// ```
 /// let p = autointerp_score::surprisal_prefix("Names of rivers.");
 /// assert!(p.ends_with("Description: Names of rivers.\nExcerpts:\n"));
 /// ```
 pub fn surprisal_prefix(description: &str) -> String {
-    let mut prefix = String::from(
-        "The following are descriptions of features of text, each followed by short excerpts \
-         in which the feature appears.\n\n",
-    );
-    for (shot, excerpts) in SHOTS {
-        prefix.push_str(&format!("Description: {shot}\nExcerpts:\n"));
-        for e in excerpts {
-            prefix.push_str(e);
-            prefix.push('\n');
-        }
-        prefix.push('\n');
-    }
-    prefix.push_str(&format!("Description: {}\nExcerpts:\n", description.trim()));
-    prefix
+    crate::detection::built_in(surprisal_prefix_with(&PromptSet::embedded(), description))
+}
+
+/// [`surprisal_prefix`] from `prompts`' `surprisal.jinja`.
+///
+/// # Errors
+/// [`PromptError::Template`] when the template fails on this description.
+pub fn surprisal_prefix_with(
+    prompts: &PromptSet,
+    description: &str,
+) -> std::result::Result<String, PromptError> {
+    let context = SurprisalContext {
+        description: description.trim().to_string(),
+    };
+    prompts.render_text(PromptKind::Surprisal, &context)
 }
 
 /// One example's losses, in the layout of delphi's `SurprisalOutput` plus `activating`,
@@ -130,12 +106,24 @@ fn mean_loss(losses: &[f32]) -> Option<f64> {
 pub struct SurprisalScorer<T> {
     model: T,
     config: SurprisalConfig,
+    prompts: Arc<PromptSet>,
 }
 
 impl<T> SurprisalScorer<T> {
     /// A surprisal scorer asking `model`, with options `config`.
     pub fn new(model: T, config: SurprisalConfig) -> Self {
-        Self { model, config }
+        Self {
+            model,
+            config,
+            prompts: PromptSet::embedded(),
+        }
+    }
+
+    /// Builds its prefixes from `prompts`' `surprisal.jinja` instead of the built-in one.
+    #[must_use]
+    pub fn with_prompts(mut self, prompts: Arc<PromptSet>) -> Self {
+        self.prompts = prompts;
+        self
     }
 
     /// The options.
@@ -155,8 +143,8 @@ impl<T: TokenScorer> SurprisalScorer<T> {
         explanation: &Explanation,
     ) -> Result<ScorerResult> {
         let examples = labelled_examples(record, SURPRISAL)?;
-        let with = surprisal_prefix(&explanation.text);
-        let without = surprisal_prefix(&self.config.baseline);
+        let with = surprisal_prefix_with(&self.prompts, &explanation.text)?;
+        let without = surprisal_prefix_with(&self.prompts, &self.config.baseline)?;
         let texts: Vec<String> = examples.iter().map(|(e, _)| e.text()).collect();
         let calls = texts.iter().map(|text| async {
             let (a, b) = futures::join!(

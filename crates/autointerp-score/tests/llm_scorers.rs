@@ -447,6 +447,104 @@ fn intruder_finds_the_odd_excerpt_or_fails_cleanly() {
     assert_eq!(good.usage.prompt_tokens, 6 * 50);
 }
 
+/// #13: with disjoint train and test, a latent of 50 windows keeps 10 test examples, one per
+/// quantile. Trials drawn from one quantile then showed 2 excerpts, which a judge passes by
+/// coin flip; now every trial shows the configured 5, and a latent too small for one is
+/// skipped with a typed error, not scored.
+#[test]
+fn intruder_on_a_small_latent_shows_full_trials_or_skips_it() {
+    let client = Scripted::new(|req| {
+        let shown = excerpts(req);
+        let odd: Vec<usize> = (0..shown.len())
+            .filter(|&i| !highlights_only_rivers(&shown[i]))
+            .collect();
+        Ok(text_response(match odd.as_slice() {
+            [k] => format!("[INTRUDER]: {}", k + 1),
+            _ => "They all look alike to me.".to_string(),
+        }))
+    });
+    let small = LatentRecord {
+        id: LatentId::new(HookPoint::Residual(4), 3),
+        train: vec![],
+        test: (0..10)
+            .map(|i| {
+                example(
+                    &format!("We sailed down the {} on day {i}", RIVERS[i % 6]),
+                    Some(4),
+                    Some(i as u8 + 1),
+                )
+            })
+            .collect(),
+        non_activating: records()[0].non_activating.clone(),
+        stats: LatentStats::default(),
+    };
+    let scorer = IntruderScorer::new(&client, IntruderConfig::default());
+    let result = block_on(scorer.score(&small)).unwrap();
+    assert_eq!((result.score.value, result.n_failed()), (1.0, 0));
+    let ScoreDetails::Intruder { outcomes } = &result.details else {
+        panic!()
+    };
+    assert_eq!(outcomes.len(), 6);
+    for o in outcomes {
+        assert_eq!(o.sample.examples.len(), 5, "{:?}", o.sample.examples);
+    }
+    assert!(client
+        .requests
+        .lock()
+        .unwrap()
+        .iter()
+        .all(|r| excerpts(r).len() == 5));
+    // Quantiles 1–4 make the first pool, 5–10 the second; trials alternate between them.
+    let quantile_of = |tokens: &Vec<String>| {
+        small
+            .test
+            .iter()
+            .find(|e| &e.str_tokens == tokens)
+            .and_then(|e| e.quantile)
+    };
+    for (i, o) in outcomes.iter().enumerate() {
+        let pool = if i % 2 == 0 { 1..=4 } else { 5..=10 };
+        for (j, tokens) in o.sample.tokens.iter().enumerate() {
+            if j != o.sample.intruder_index {
+                assert!(pool.contains(&quantile_of(tokens).unwrap()), "trial {i}");
+            }
+        }
+        assert!(pool.contains(&o.sample.chosen_quantile));
+    }
+
+    let calls = client.calls.load(Ordering::SeqCst);
+    let mut tiny = small.clone();
+    tiny.test.truncate(3);
+    let err = block_on(scorer.score(&tiny)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::TooFewExamples {
+                scorer: INTRUDER,
+                have: 3,
+                need: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_skip());
+    assert!(err.to_string().contains("too few test examples"), "{err}");
+    assert_eq!(
+        client.calls.load(Ordering::SeqCst),
+        calls,
+        "no request made"
+    );
+    // Exactly enough for one trial's majority is enough.
+    tiny.test = small.test[..4].to_vec();
+    assert_eq!(
+        intruder_trials(&tiny, &IntruderConfig::default())
+            .unwrap()
+            .len(),
+        6
+    );
+}
+
 /// Answers a JSON simulation prompt: 10 on river names when the description is right.
 fn json_simulator(req: &ChatRequest) -> autointerp_client::Result<ChatResponse> {
     let doc: serde_json::Value = serde_json::from_str(last(req)).unwrap();

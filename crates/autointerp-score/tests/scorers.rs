@@ -113,6 +113,7 @@ fn fuzz_prompt_snapshots() {
         &record(),
         &FuzzConfig {
             mode: FuzzMode::Active,
+            wrong_count: WrongCount::MatchHighlighted,
             ..FuzzConfig::default()
         },
     )
@@ -120,9 +121,17 @@ fn fuzz_prompt_snapshots() {
     insta::assert_snapshot!("fuzz_active", render(&fuzz_prompt(EXPLANATION, &active[0])));
 }
 
+/// Trials of three excerpts: each quantile of [`record`] fills one.
+fn three_per_trial() -> IntruderConfig {
+    IntruderConfig {
+        n_examples_shown: 3,
+        ..IntruderConfig::default()
+    }
+}
+
 #[test]
 fn intruder_prompt_snapshots() {
-    let trials = intruder_trials(&record(), &IntruderConfig::default()).unwrap();
+    let trials = intruder_trials(&record(), &three_per_trial()).unwrap();
     insta::assert_snapshot!("intruder", render(&intruder_prompt(&trials[0], false)));
     insta::assert_snapshot!("intruder_cot", render(&intruder_prompt(&trials[1], true)));
 }
@@ -218,8 +227,9 @@ fn detection_batches_hold_every_example_once_in_a_seeded_order() {
 #[test]
 fn fuzzing_highlights_as_many_wrong_tokens_as_right_ones() {
     let r = record();
-    // Correct highlights per test example: a: t1 t2 (2), b: t3 (1; 0.5 ≤ 0.3·5 is not above),
-    // c: 1, d: 3, e: 1, f: 1 → mean 9/6 = 1.5 → 2 wrong tokens per non-activating example.
+    // Nonzero activations per test example: a 2, b 2, c 1, d 3, e 1, f 1 → ceil(10/6) = 2
+    // wrong tokens per non-activating example (delphi's count). Correct highlights: a: t1 t2
+    // (2), b: t3 (1; 0.5 ≤ 0.3·5 is not above), c: 1, d: 3, e: 1, f: 1 → ceil(9/6) = 2 as well.
     let items: Vec<ExampleOutcome> = fuzz_batches(&r, &FuzzConfig::default())
         .unwrap()
         .into_iter()
@@ -242,6 +252,7 @@ fn fuzzing_highlights_as_many_wrong_tokens_as_right_ones() {
 
     let active = FuzzConfig {
         mode: FuzzMode::Active,
+        wrong_count: WrongCount::MatchHighlighted,
         ..FuzzConfig::default()
     };
     let items: Vec<ExampleOutcome> = fuzz_batches(&r, &active)
@@ -284,9 +295,124 @@ fn fuzzing_highlights_as_many_wrong_tokens_as_right_ones() {
 }
 
 #[test]
+fn fuzzing_counts_wrong_tokens_as_delphi_does_by_default() {
+    // Weak activations: 5 nonzero tokens per test example, 1 above the threshold (0.3 × 5).
+    let mut r = record();
+    r.test = (0..4)
+        .map(|i| {
+            example(
+                &[0.2, 5.0, 0.1, 0.0, 0.3, 0.0, 0.2, 0.0],
+                Some(1 + i / 2),
+                &format!("w{i}_"),
+            )
+        })
+        .collect();
+    r.non_activating = (0..3)
+        .map(|i| example(&[0.0; 8], None, &format!("n{i}_")))
+        .collect();
+    let wrong_counts = |cfg: FuzzConfig| -> Vec<usize> {
+        fuzz_batches(&r, &cfg)
+            .unwrap()
+            .into_iter()
+            .flat_map(|b| b.items)
+            .filter(|o| !o.activating)
+            .map(|o| highlighted_tokens(o.text.as_deref().unwrap()))
+            .collect()
+    };
+    let cfg = |mode, wrong_count| FuzzConfig {
+        mode,
+        wrong_count,
+        ..FuzzConfig::default()
+    };
+    assert_eq!(FuzzConfig::default().wrong_count, WrongCount::MeanNonzero);
+    // delphi: ceil(mean nonzero activations per test example) = 5, in both modes (in `active`
+    // among each example's 7 tokens not above the threshold).
+    assert_eq!(
+        wrong_counts(cfg(FuzzMode::Default, WrongCount::MeanNonzero)),
+        vec![5; 3]
+    );
+    assert_eq!(
+        wrong_counts(cfg(FuzzMode::Active, WrongCount::MeanNonzero)),
+        vec![5; 4]
+    );
+    // As many as the correct excerpts show: 1.
+    assert_eq!(
+        wrong_counts(cfg(FuzzMode::Default, WrongCount::MatchHighlighted)),
+        vec![1; 3]
+    );
+    assert_eq!(
+        wrong_counts(cfg(FuzzMode::Active, WrongCount::MatchHighlighted)),
+        vec![1; 4]
+    );
+    let parsed: FuzzConfig =
+        serde_json::from_str(r#"{"mode": "active", "wrong_count": "match_highlighted"}"#).unwrap();
+    assert_eq!(parsed, cfg(FuzzMode::Active, WrongCount::MatchHighlighted));
+    assert!(serde_json::from_str::<FuzzConfig>(r#"{"wrong_count": "ceil"}"#).is_err());
+}
+
+/// #13: non-activating examples from a neighbouring latent keep its activations. Detection
+/// still answers 0 for them; fuzzing and intruder highlight where the neighbour fires.
+#[test]
+fn neighbour_examples_are_silent_but_highlighted_where_the_neighbour_fires() {
+    let mut r = record();
+    for (i, e) in r.non_activating.iter_mut().enumerate() {
+        e.activations = vec![0.0; 6];
+        e.activations[i] = 2.0;
+        e.activations[5] = 0.1;
+    }
+    let detection: Vec<ExampleOutcome> = detection_batches(&r, &ClassifierConfig::default())
+        .unwrap()
+        .into_iter()
+        .flat_map(|b| b.items)
+        .collect();
+    let from_neighbours: Vec<&ExampleOutcome> = detection
+        .iter()
+        .filter(|o| o.activations.iter().any(|a| *a > 0.0))
+        .filter(|o| {
+            r.non_activating
+                .iter()
+                .any(|e| e.str_tokens == o.str_tokens)
+        })
+        .collect();
+    assert_eq!(from_neighbours.len(), 4);
+    assert!(from_neighbours.iter().all(|o| !o.activating));
+
+    let own = |tokens: &[String]| {
+        let e = r
+            .non_activating
+            .iter()
+            .find(|e| e.str_tokens == tokens)
+            .unwrap();
+        autointerp_explain::highlight(e, 0.3)
+    };
+    for wrong_count in [WrongCount::MeanNonzero, WrongCount::MatchHighlighted] {
+        let cfg = FuzzConfig {
+            wrong_count,
+            ..FuzzConfig::default()
+        };
+        let wrong: Vec<ExampleOutcome> = fuzz_batches(&r, &cfg)
+            .unwrap()
+            .into_iter()
+            .flat_map(|b| b.items)
+            .filter(|o| !o.activating)
+            .collect();
+        assert_eq!(wrong.len(), 4);
+        for o in &wrong {
+            let text = o.text.as_deref().unwrap();
+            assert_eq!(text, own(&o.str_tokens));
+            assert_eq!(highlighted_tokens(text), 1, "{text}");
+        }
+    }
+    for t in intruder_trials(&r, &three_per_trial()).unwrap() {
+        let i = t.intruder_index;
+        assert_eq!(t.examples[i], own(&t.tokens[i]));
+    }
+}
+
+#[test]
 fn intruder_trials_mix_one_quantile_with_one_intruder() {
     let r = record();
-    let trials = intruder_trials(&r, &IntruderConfig::default()).unwrap();
+    let trials = intruder_trials(&r, &three_per_trial()).unwrap();
     assert_eq!(trials.len(), 4, "one per non-activating example");
     assert_eq!(
         trials.iter().map(|t| t.chosen_quantile).collect::<Vec<_>>(),
@@ -310,6 +436,21 @@ fn intruder_trials_mix_one_quantile_with_one_intruder() {
     }
     assert_eq!(trials[1].intruder_distance, 0.25);
     assert_eq!(trials[0].intruder_distance, -1.0);
+    // Written as delphi numbers quantiles, from 0 (#13), and read back as ours.
+    let json = serde_json::to_value(&trials).unwrap();
+    let written: Vec<i64> = (0..4)
+        .map(|i| json[i]["chosen_quantile"].as_i64().unwrap())
+        .collect();
+    assert_eq!(written, vec![0, 1, 2, 0]);
+    assert_eq!(
+        serde_json::from_value::<Vec<IntruderTrial>>(json).unwrap(),
+        trials
+    );
+    let mut none = trials[0].clone();
+    none.chosen_quantile = 0;
+    let json = serde_json::to_value(&none).unwrap();
+    assert_eq!(json["chosen_quantile"], -1);
+    assert_eq!(serde_json::from_value::<IntruderTrial>(json).unwrap(), none);
 
     let t = trials[0].clone();
     let answer = format!(

@@ -184,6 +184,43 @@ impl<W: Write> SplitWriter<W> {
         }
     }
 
+    /// Appends the next locations, `[row, position, offset]` each: [`SplitWriter::write_location`]
+    /// for many at once, in one write.
+    pub fn write_locations(&mut self, locations: &[[u32; 3]]) -> Result<()> {
+        self.admit(0, locations.len())?;
+        let mut buf = Vec::with_capacity(locations.len() * 12);
+        match self.layout.locations {
+            LocationDtype::U32 => {
+                for l in locations {
+                    for v in l {
+                        buf.extend_from_slice(&v.to_le_bytes());
+                    }
+                }
+            }
+            LocationDtype::U16 => {
+                for l in locations {
+                    for &v in l {
+                        let narrow = u16::try_from(v).map_err(|_| {
+                            self.bad(
+                                0,
+                                format!("({}, {}, {}) does not fit U16", l[0], l[1], l[2]),
+                            )
+                        })?;
+                        buf.extend_from_slice(&narrow.to_le_bytes());
+                    }
+                }
+            }
+        }
+        self.write(&buf)
+    }
+
+    /// Appends the next activations: [`SplitWriter::write_activation`] for many at once.
+    pub fn write_activations(&mut self, values: &[f16]) -> Result<()> {
+        self.admit(1, values.len())?;
+        let buf: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write(&buf)
+    }
+
     /// Appends the next activation; every location must be written first.
     pub fn write_activation(&mut self, value: f16) -> Result<()> {
         self.admit(1, 1)?;

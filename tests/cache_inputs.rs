@@ -4,7 +4,7 @@
 mod cache_support;
 mod run_support;
 
-#[path = "../../autointerp-cache/tests/support/fake_hub.rs"]
+#[path = "../crates/autointerp-cache/tests/support/fake_hub.rs"]
 mod fake_hub;
 
 use std::path::Path;

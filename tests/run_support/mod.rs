@@ -221,7 +221,8 @@ pub fn failures(run_dir: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Whether latent `i` has its explanation and every score file of `scorers` in `run_dir`.
+/// Whether latent `i` has its explanation and every score file of `scorers` in `run_dir`, each
+/// without failed items.
 pub fn complete(run_dir: &Path, i: usize, scorers: &[&str]) -> bool {
     let id = latent(i);
     run_dir
@@ -229,11 +230,8 @@ pub fn complete(run_dir: &Path, i: usize, scorers: &[&str]) -> bool {
         .join(format!("{id}.txt"))
         .is_file()
         && scorers.iter().all(|s| {
-            run_dir
-                .join("scores")
-                .join(s)
-                .join(format!("{id}.txt"))
-                .is_file()
+            let path = run_dir.join("scores").join(s).join(format!("{id}.txt"));
+            autointerp_score::read_score_file(&path, s).is_ok_and(|d| d.n_failed() == 0)
         })
 }
 
@@ -260,6 +258,10 @@ struct ServerState {
     faults: Faults,
     count: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
+    /// `(kind, body)` of every chat request answered.
+    bodies: Mutex<Vec<(String, Value)>>,
+    /// The `Authorization` header of every chat request, if it had one.
+    auth: Mutex<Vec<Option<String>>>,
     injected: AtomicUsize,
 }
 
@@ -277,6 +279,8 @@ impl Server {
             faults,
             count: AtomicUsize::new(0),
             seen: Mutex::new(Vec::new()),
+            bodies: Mutex::new(Vec::new()),
+            auth: Mutex::new(Vec::new()),
             injected: AtomicUsize::new(0),
         });
         let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
@@ -309,6 +313,16 @@ impl Server {
     /// The chat requests answered so far.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
+    }
+
+    /// `(kind, body)` of every chat request answered so far.
+    pub fn bodies(&self) -> Vec<(String, Value)> {
+        self.state.bodies.lock().unwrap().clone()
+    }
+
+    /// The `Authorization` header of every chat request so far.
+    pub fn auth_headers(&self) -> Vec<Option<String>> {
+        self.state.auth.lock().unwrap().clone()
     }
 
     /// Forgets the requests seen so far.
@@ -431,8 +445,18 @@ fn answer(body: &Value) -> (String, String, String) {
     ("explain".into(), word, text)
 }
 
-async fn chat(State(state): State<Arc<ServerState>>, Json(body): Json<Value>) -> Response {
+async fn chat(
+    State(state): State<Arc<ServerState>>,
+    headers: axum::http::HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
     let n = state.count.fetch_add(1, Ordering::SeqCst);
+    state.auth.lock().unwrap().push(
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    );
     if !state.faults.delay.is_zero() {
         tokio::time::sleep(state.faults.delay).await;
     }
@@ -475,6 +499,11 @@ async fn chat(State(state): State<Arc<ServerState>>, Json(body): Json<Value>) ->
             return Response::new(Body::from_stream(futures::stream::iter(chunks)));
         }
     }
+    state
+        .bodies
+        .lock()
+        .unwrap()
+        .push((kind.clone(), body.clone()));
     state.seen.lock().unwrap().push(Seen { kind, word });
     let prompt_chars: usize = body["messages"]
         .as_array()

@@ -12,11 +12,34 @@ pub const D_MODEL: i64 = 32;
 /// Writes a random TopK SAE in sparsify's layout (`<dir>/<hook>/{cfg.json, sae.safetensors}`)
 /// and returns `dir`.
 pub fn write_sae(dir: &Path, hook: &str, d_in: i64, width: i64, k: i64) -> PathBuf {
+    write_sae_seeded(dir, hook, d_in, width, k, 7)
+}
+
+/// [`write_sae`] with weights drawn from `seed`: another coder of the same shape.
+pub fn write_sae_seeded(
+    dir: &Path,
+    hook: &str,
+    d_in: i64,
+    width: i64,
+    k: i64,
+    seed: i64,
+) -> PathBuf {
     let sub = dir.join(hook);
     std::fs::create_dir_all(&sub).unwrap();
-    tch::manual_seed(7);
     let opts = (Kind::Float, Device::Cpu);
-    let enc = Tensor::randn([width, d_in], opts);
+    // splitmix64, not tch's generator: that one is global, and tests run on parallel threads.
+    let mut state = seed as u64;
+    let uniform: Vec<f32> = (0..width * d_in)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect();
+    let enc = Tensor::from_slice(&uniform).reshape([width, d_in]);
     let tensors = [
         ("encoder.weight", enc.copy()),
         ("encoder.bias", Tensor::zeros([width], opts)),
