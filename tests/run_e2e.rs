@@ -135,6 +135,17 @@ fn a_run_explains_scores_and_controls_every_latent_then_resumes_without_asking_a
         "{stderr}"
     );
     assert!(stderr.contains("cost $"), "{stderr}");
+    // The per-scorer table ends the run, and the results folder keeps it in run.log with the
+    // command line and what was done.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("mean, failures excluded"), "{stdout}");
+    for s in scorers {
+        assert!(stdout.lines().any(|l| l.trim_start().starts_with(s)), "{s}: {stdout}");
+    }
+    let log = std::fs::read_to_string(run_dir.join("run.log")).unwrap();
+    assert!(log.contains("autointerp") && log.contains("--explainer-base-url"), "{log}");
+    assert!(log.contains(&format!("{N} latents done")) && log.contains("mean, failures excluded"), "{log}");
+    assert!(!log.contains("sk-very-secret"));
     let first = files(&run_dir);
 
     // A rerun finds everything done and asks nothing.
@@ -148,6 +159,8 @@ fn a_run_explains_scores_and_controls_every_latent_then_resumes_without_asking_a
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains(&format!("{N} already done")), "{stderr}");
     assert_eq!(files(&run_dir), first);
+    let log = std::fs::read_to_string(run_dir.join("run.log")).unwrap();
+    assert_eq!(log.matches("=== autointerp").count(), 2, "each command appends: {log}");
 
     // `--overwrite scores` scores again with the same explanations: same files.
     let mut again = args.clone();

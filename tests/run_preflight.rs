@@ -83,3 +83,34 @@ fn a_server_without_prompt_logprobs_is_refused_for_simulation_before_caching() {
         .join("results/pre/latents/layers.0/config.json")
         .is_file());
 }
+
+#[test]
+fn a_server_that_ignores_continue_final_message_is_refused_for_prefill_before_caching() {
+    let dir = tempfile::tempdir().unwrap();
+    let ignoring = Server::start(Faults {
+        ignores_continue: true,
+        ..Faults::default()
+    });
+    let mut args = run_args(dir.path(), &ignoring.url, "detection");
+    args.push("--explainer-prefill".into());
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("continue_final_message") && err.contains("--explainer-prefill"),
+        "{err}"
+    );
+    assert!(!dir.path().join("results/pre/latents").exists());
+
+    // A server that continues the prefilled answer passes the check; the run goes on.
+    let honouring = Server::start(Faults::default());
+    let mut args = run_args(dir.path(), &honouring.url, "detection");
+    args.push("--explainer-prefill".into());
+    assert_success(&run(&args));
+    let continued = honouring
+        .bodies()
+        .iter()
+        .filter(|(_, body)| body["continue_final_message"] == serde_json::json!(true))
+        .count();
+    assert!(continued > 1, "the probe and the explainer continue answers");
+}

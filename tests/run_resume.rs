@@ -105,7 +105,7 @@ fn a_killed_run_resumes_without_asking_again_and_ends_as_an_uninterrupted_one() 
     let results = dir.path().join("results");
     let server = Server::start(Faults {
         delay: Duration::from_millis(40),
-        inject: false,
+        ..Faults::default()
     });
 
     run_to_end(&args(&tok, &results, "reference", &server.url));
@@ -168,7 +168,7 @@ fn ctrl_c_finishes_the_latents_in_flight_and_a_rerun_completes() {
     let run_dir = results.join("interrupted");
     let server = Server::start(Faults {
         delay: Duration::from_millis(40),
-        inject: false,
+        ..Faults::default()
     });
     let args = args(&tok, &results, "interrupted", &server.url);
 
@@ -213,7 +213,7 @@ fn a_second_ctrl_c_aborts_the_latents_in_flight_and_writes_nothing_of_theirs() {
     // Slow enough that finishing the latents in flight would take many seconds.
     let server = Server::start(Faults {
         delay: Duration::from_millis(2500),
-        inject: false,
+        ..Faults::default()
     });
     let args = args(&tok, &results, "aborted", &server.url);
 

@@ -189,7 +189,8 @@ pub fn assert_success(out: &Output) {
     );
 }
 
-/// Every file under `dir`, relative path → contents.
+/// Every file under `dir`, relative path → contents; but `run.log`, which every command appends
+/// to (a rerun that writes nothing else still logs that it ran).
 pub fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -201,6 +202,8 @@ pub fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             let p = e.unwrap().path();
             if p.is_dir() {
                 stack.push(p);
+            } else if p.file_name().is_some_and(|n| n == "run.log") {
+                continue;
             } else {
                 out.insert(
                     p.strip_prefix(dir).unwrap().to_path_buf(),
@@ -243,6 +246,9 @@ pub struct Faults {
     /// Inject 500s, 429s, dropped connections and garbage bodies, by request count; and always
     /// fail walnut's explanation and falcon's fuzzing.
     pub inject: bool,
+    /// Ignore `continue_final_message`, as llama-cpp-python's server does: a prefilled answer
+    /// is closed and a new turn opened after it (seen in the prompt token counts).
+    pub ignores_continue: bool,
 }
 
 /// One chat request the server answered.
@@ -513,11 +519,14 @@ async fn chat(
                 .sum()
         })
         .unwrap_or(0);
+    // A new turn costs an end-of-turn and an assistant header; a continued answer does not.
+    let continued = body["continue_final_message"] == json!(true) && !state.faults.ignores_continue;
+    let prompt_tokens = prompt_chars / 4 + if continued { 0 } else { 3 };
     Json(json!({
         "id": format!("chatcmpl-{n}"),
         "object": "chat.completion",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_chars / 4, "completion_tokens": text.len() / 4 + 1, "cost": 0.001}
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": text.len() / 4 + 1, "cost": 0.001}
     }))
     .into_response()
 }

@@ -40,7 +40,6 @@ pub struct SplitSpiller {
     fingerprint: String,
     ranges: Vec<(u32, u32)>,
     spills: Vec<Spill>,
-    scratch: Vec<(u32, f32)>,
 }
 
 #[derive(Debug)]
@@ -143,7 +142,6 @@ impl SplitSpiller {
             fingerprint: fingerprint.to_string(),
             ranges,
             spills,
-            scratch: Vec::new(),
         })
     }
 
@@ -154,28 +152,15 @@ impl SplitSpiller {
 
     /// Records the nonzero latents `(latent, value)` of one token; zeros are skipped.
     pub fn push_token(&mut self, row: u32, position: u32, latents: &[(u32, f32)]) -> Result<()> {
-        self.scratch.clear();
-        self.scratch
-            .extend(latents.iter().copied().filter(|&(_, v)| v != 0.0));
-        self.scratch.sort_unstable_by_key(|&(l, _)| l);
-        for &(latent, value) in &self.scratch {
-            if latent >= self.width {
-                return Err(Error::LatentOutOfRange {
-                    latent,
-                    width: self.width,
-                });
+        let mut packed = Vec::with_capacity(latents.len());
+        for &(latent, value) in latents {
+            if value != 0.0 {
+                packed.push(self.pack(i64::from(latent), value)?);
             }
-            let s = self.ranges.partition_point(|&(_, end)| end < latent);
-            let offset = latent - self.ranges[s].0;
-            let spill = &mut self.spills[s];
-            let rec = record(row, position, offset, value);
-            spill.out.write_all(&rec).map_err(|source| Error::Io {
-                path: spill.path.clone(),
-                source,
-            })?;
-            spill.len += RECORD as u64;
         }
-        Ok(())
+        let mut staged = vec![Vec::new(); self.spills.len()];
+        self.stage_token(row, position, &mut packed, &mut staged);
+        self.append(std::slice::from_ref(&staged))
     }
 
     /// Records a batch of rows at once: `indices` and `values` hold `k` entries per token, for
@@ -234,8 +219,13 @@ impl SplitSpiller {
             })
         };
         let parts = parts.into_iter().collect::<Result<Vec<_>>>()?;
+        self.append(&parts)
+    }
+
+    /// Appends staged records, split by split, in the order of `parts`.
+    fn append(&mut self, parts: &[Vec<Vec<u8>>]) -> Result<()> {
         for (s, spill) in self.spills.iter_mut().enumerate() {
-            for part in &parts {
+            for part in parts {
                 let bytes = &part[s];
                 spill.out.write_all(bytes).map_err(|source| Error::Io {
                     path: spill.path.clone(),
@@ -263,7 +253,6 @@ impl SplitSpiller {
             Vec::with_capacity(indices.len() * RECORD / self.spills.len().max(1));
             self.spills.len()
         ];
-        // (latent << 32 | value bits): one integer sort orders a token's latents.
         let mut token_latents: Vec<u64> = Vec::with_capacity(k);
         for (i, (idx, val)) in indices.chunks(k).zip(values.chunks(k)).enumerate() {
             let token = first_token + i;
@@ -274,27 +263,37 @@ impl SplitSpiller {
             let row = first_row + (token / ctx_len) as u32;
             token_latents.clear();
             for (&i, &v) in idx.iter().zip(val) {
-                if v == 0.0 {
-                    continue;
+                if v != 0.0 {
+                    token_latents.push(self.pack(i, v)?);
                 }
-                let latent = u32::try_from(i)
-                    .ok()
-                    .filter(|&l| l < self.width)
-                    .ok_or_else(|| Error::LatentOutOfRange {
-                        latent: u32::try_from(i).unwrap_or(u32::MAX),
-                        width: self.width,
-                    })?;
-                token_latents.push(u64::from(latent) << 32 | u64::from(v.to_bits()));
             }
-            token_latents.sort_unstable();
-            for &packed in &token_latents {
-                let (latent, value) = ((packed >> 32) as u32, f32::from_bits(packed as u32));
-                let s = self.ranges.partition_point(|&(_, end)| end < latent);
-                let rec = record(row, position, latent - self.ranges[s].0, value);
-                staged[s].extend_from_slice(&rec);
-            }
+            self.stage_token(row, position, &mut token_latents, &mut staged);
         }
         Ok(staged)
+    }
+
+    /// `latent << 32 | value bits`, so that one integer sort orders a token's latents; refuses
+    /// a latent outside the coder.
+    fn pack(&self, latent: i64, value: f32) -> Result<u64> {
+        let latent = u32::try_from(latent)
+            .ok()
+            .filter(|&l| l < self.width)
+            .ok_or_else(|| Error::LatentOutOfRange {
+                latent: u32::try_from(latent).unwrap_or(u32::MAX),
+                width: self.width,
+            })?;
+        Ok(u64::from(latent) << 32 | u64::from(value.to_bits()))
+    }
+
+    /// Appends one token's records (its packed latents, sorted here) to each split's bytes.
+    fn stage_token(&self, row: u32, position: u32, packed: &mut [u64], staged: &mut [Vec<u8>]) {
+        packed.sort_unstable();
+        for &p in packed.iter() {
+            let (latent, value) = ((p >> 32) as u32, f32::from_bits(p as u32));
+            let s = self.ranges.partition_point(|&(_, end)| end < latent);
+            let rec = record(row, position, latent - self.ranges[s].0, value);
+            staged[s].extend_from_slice(&rec);
+        }
     }
 
     /// Makes everything pushed so far durable; returns each spill file's length, from which

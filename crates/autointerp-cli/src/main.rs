@@ -10,6 +10,7 @@ mod demo;
 mod latents;
 mod report;
 mod run;
+mod run_log;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -48,12 +49,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_logging();
     // Registers libtorch's CUDA kernels where a GPU build of torch is present; no-op on CPU.
     autointerp_model::init_cuda();
     let cli = Cli::parse();
@@ -76,4 +72,27 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Log events on stderr (`RUST_LOG`, default `warn`) and in a results folder's `run.log`
+/// (`RUST_LOG`, default `info`), once a command opens one.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
+
+    let filter = |default: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    tracing_subscriber::registry()
+        .with(
+            fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter("warn")),
+        )
+        .with(
+            fmt::layer()
+                .with_ansi(false)
+                .with_writer(run_log::RunLog)
+                .with_filter(filter("info")),
+        )
+        .init();
 }

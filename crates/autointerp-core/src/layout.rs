@@ -11,6 +11,7 @@
 //!   scores/<scorer>/<latent>.txt     delphi's format
 //!   scores/random/<scorer>/<latent>.txt
 //!   failures.jsonl                   one line per failed stage of a latent
+//!   run.log                          what each command did (appended)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -78,6 +79,11 @@ impl Layout {
         } else {
             dir
         }
+    }
+
+    /// `run.log`: each command's line, log events and summary, appended.
+    pub fn run_log(&self) -> PathBuf {
+        self.root.join("run.log")
     }
 
     /// `failures.jsonl`.

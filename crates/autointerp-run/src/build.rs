@@ -92,84 +92,156 @@ pub(crate) fn chat_client(cfg: &RunConfig, progress: &dyn Progress) -> Result<Ch
 
 /// Checks, before the hours-long cache stage, that the explainer's server can be asked at all:
 /// the settings make a client (base URL, API key variable present), the server answers one
-/// one-token request for the model named, and, when the simulation scorer reads prompt
-/// logprobs, the answer carries them. The in-process engine and runs that ask no chat model
-/// are not checked here (they fail when loading, before any latent).
+/// one-token request for the model named, and the server does what the run will ask of it: when
+/// the simulation scorer reads prompt logprobs, the answer carries them; with
+/// `--explainer-prefill`, the server continues the prefilled answer rather than opening a new
+/// turn after it. The in-process engine and runs that ask no chat model are not checked here
+/// (they fail when loading, before any latent).
 ///
 /// # Errors
 /// [`crate::Error::Config`] naming the server (credentials redacted) and what failed: an
-/// unreachable server, an HTTP error (a wrong model name, a refused key), or a server without
-/// `prompt_logprobs` (with the flag that avoids them).
+/// unreachable server, an HTTP error (a wrong model name, a refused key), a server without
+/// `prompt_logprobs` or without `continue_final_message` (with the flag that avoids them).
 pub fn preflight(cfg: &RunConfig) -> Result<()> {
-    let uses_chat = cfg.explainer.uses_chat() || cfg.scorer_kinds().iter().any(|k| k.uses_chat());
+    let kinds = cfg.scorer_kinds();
+    let uses_chat = cfg.explainer.uses_chat() || kinds.iter().any(|k| k.uses_chat());
     if !uses_chat || cfg.explainer_provider == Provider::Local {
         return Ok(());
     }
     let chat = chat_client(cfg, &())?;
-    let simulation = cfg.scorer_kinds().contains(&ScorerKind::Simulation)
+    let simulation = kinds.contains(&ScorerKind::Simulation)
         && cfg.simulation_mode == autointerp_score::SimulationMode::PromptLogprobs;
-    let mut req = ChatRequest::new(vec![Message::user("Reply with OK.")])
-        .with_max_tokens(1)
-        .with_temperature(0.0);
-    if simulation {
-        req = req.with_prompt_logprobs(1);
-    }
+    let prefill = cfg.explainer_prefill && cfg.explainer.uses_chat();
     let server = autointerp_client::redact_url(cfg.explainer_base_url.as_deref().unwrap_or(
         match cfg.explainer_provider {
             Provider::Openrouter => OPENROUTER,
             _ => OPENAI,
         },
     ));
+    let probe = Probe {
+        client: &chat.client,
+        server: &server,
+        model: &cfg.explainer_model,
+    };
     // A runtime of its own, on a thread of its own: callers may be inside another runtime.
-    let answer = std::thread::scope(|s| {
+    let checked = std::thread::scope(|s| {
         s.spawn(|| {
-            tokio::runtime::Builder::new_current_thread()
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())
-                .map(|rt| rt.block_on(chat.client.chat(req)))
+                .map_err(|e| crate::Error::Config(format!("checking the explainer server {server}: {e}")))?;
+            rt.block_on(async {
+                if !probe.answers(simulation).await? {
+                    return Ok(());
+                }
+                if prefill {
+                    probe.continues_final_message().await?;
+                }
+                Ok(())
+            })
         })
         .join()
     });
-    let answer = match answer {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(e)) => bail!("checking the explainer server {server}: {e}"),
+    match checked {
+        Ok(result) => result,
         Err(_) => bail!("checking the explainer server {server}: the check panicked"),
-    };
-    match answer {
-        Ok(r) => {
-            let has_prompt_logprobs = r.prompt_logprobs.as_ref().is_some_and(|p| !p.is_empty());
-            ensure!(
-                !simulation || has_prompt_logprobs,
-                "the explainer server {server} ignores `prompt_logprobs` (it answered without them), \
-                 which the simulation scorer's default mode reads; add --simulation-mode json, or \
-                 serve the model with vLLM"
-            );
-            Ok(())
+    }
+}
+
+/// The requests of [`preflight`].
+struct Probe<'a> {
+    client: &'a SharedClient,
+    server: &'a str,
+    model: &'a str,
+}
+
+impl Probe<'_> {
+    /// One tiny request; `Ok(false)` when the server is there but the answer tells nothing (busy,
+    /// flaky: the run's own retries and failure log handle that).
+    async fn answers(&self, prompt_logprobs: bool) -> Result<bool> {
+        let server = self.server;
+        let mut req = ChatRequest::new(vec![Message::user("Reply with OK.")])
+            .with_max_tokens(1)
+            .with_temperature(0.0);
+        if prompt_logprobs {
+            req = req.with_prompt_logprobs(1);
         }
-        // Only what no retry can mend stops the run: the server is there but busy or flaky
-        // otherwise, and the run's own retries and failure log handle that.
-        Err(
-            e
-            @ (ClientError::Connection { .. } | ClientError::Config(_) | ClientError::Http { .. }),
-        ) => {
-            bail!(
-                "the explainer server {server} cannot be asked for model {:?}: {e} (checked before caching)",
-                cfg.explainer_model
-            )
+        match self.client.chat(req).await {
+            Ok(r) => {
+                let has_prompt_logprobs =
+                    r.prompt_logprobs.as_ref().is_some_and(|p| !p.is_empty());
+                ensure!(
+                    !prompt_logprobs || has_prompt_logprobs,
+                    "the explainer server {server} ignores `prompt_logprobs` (it answered without them), \
+                     which the simulation scorer's default mode reads; add --simulation-mode json, or \
+                     serve the model with vLLM"
+                );
+                Ok(true)
+            }
+            // Only what no retry can mend stops the run.
+            Err(
+                e @ (ClientError::Connection { .. }
+                | ClientError::Config(_)
+                | ClientError::Http { .. }),
+            ) => {
+                bail!(
+                    "the explainer server {server} cannot be asked for model {:?}: {e} (checked before caching)",
+                    self.model
+                )
+            }
+            Err(ClientError::RetriesExhausted { last, .. })
+                if matches!(
+                    *last,
+                    ClientError::Connection { .. } | ClientError::Timeout { .. }
+                ) =>
+            {
+                bail!("the explainer server {server} does not answer: {last} (checked before caching)")
+            }
+            Err(e) => {
+                tracing::warn!(%server, error = %e, "the explainer server's check request failed; going on");
+                Ok(false)
+            }
         }
-        Err(ClientError::RetriesExhausted { last, .. })
-            if matches!(
-                *last,
-                ClientError::Connection { .. } | ClientError::Timeout { .. }
-            ) =>
-        {
-            bail!("the explainer server {server} does not answer: {last} (checked before caching)")
+    }
+
+    /// `--explainer-prefill` asks the server to continue an answer that starts with the marker
+    /// (`continue_final_message`). A server that ignores the flag closes that answer and opens
+    /// a new turn, and the explanations then come from a different prompt. Such a server renders
+    /// the continued request and the fresh-turn request alike, so the two report the same prompt
+    /// length; one that honours it counts the fresh turn's end-of-turn and header tokens too.
+    async fn continues_final_message(&self) -> Result<()> {
+        let server = self.server;
+        let messages = vec![
+            Message::user("Reply with OK."),
+            Message::assistant("O"),
+        ];
+        let request = |continued: bool| {
+            ChatRequest::new(messages.clone())
+                .with_max_tokens(1)
+                .with_temperature(0.0)
+                .with_extra("continue_final_message", continued)
+                .with_extra("add_generation_prompt", !continued)
+        };
+        let (Ok(continued), Ok(fresh)) = (
+            self.client.chat(request(true)).await,
+            self.client.chat(request(false)).await,
+        ) else {
+            tracing::warn!(%server, "could not check that the explainer server continues prefilled answers; going on");
+            return Ok(());
+        };
+        let (a, b) = (continued.usage.prompt_tokens, fresh.usage.prompt_tokens);
+        if a == 0 || b == 0 {
+            tracing::warn!(%server, "the explainer server reports no prompt token counts: cannot check that it continues prefilled answers (--explainer-prefill)");
+            return Ok(());
         }
-        Err(e) => {
-            tracing::warn!(%server, error = %e, "the explainer server's check request failed; going on");
-            Ok(())
-        }
+        ensure!(
+            a < b,
+            "the explainer server {server} ignores `continue_final_message` (a prefilled answer and \
+             a new turn after it are both {a} prompt tokens), so --explainer-prefill would explain \
+             from a different prompt than intended; drop --explainer-prefill, or serve the model \
+             with vLLM or SGLang"
+        );
+        Ok(())
     }
 }
 

@@ -8,6 +8,9 @@ use tch::{Kind, Tensor};
 
 use crate::{Error, Result};
 
+/// Deflate's ceiling: no deflate stream expands more than about 1032 times.
+const MAX_DEFLATE_RATIO: u64 = 1032;
+
 /// Reads every array of an `.npz` archive, named as in `np.load(path).keys()` (member names
 /// without `.npy`), in archive order.
 pub(crate) fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
@@ -29,10 +32,36 @@ pub(crate) fn read_npz(path: &Path) -> Result<Vec<(String, Tensor)>> {
         if member.is_dir() {
             continue;
         }
-        let mut bytes = Vec::with_capacity(member.size() as usize);
-        member
+        // The declared size comes from the file: trust it only as far as the compressed bytes
+        // can back it, and never read past it (a zip bomb, or a header that lies).
+        let (declared, compressed) = (member.size(), member.compressed_size());
+        let most = match member.compression() {
+            zip::CompressionMethod::Stored => compressed,
+            _ => compressed
+                .saturating_mul(MAX_DEFLATE_RATIO)
+                .saturating_add(1 << 10),
+        };
+        if declared > most {
+            return Err(bad(
+                Some(&name),
+                format!(
+                    "declares {declared} bytes uncompressed from {compressed} compressed bytes, \
+                     more than {:?} compression can give",
+                    member.compression()
+                ),
+            ));
+        }
+        let mut bytes = Vec::with_capacity(declared.min(1 << 30) as usize);
+        (&mut member)
+            .take(declared + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| bad(Some(&name), e.to_string()))?;
+        if bytes.len() as u64 != declared {
+            return Err(bad(
+                Some(&name),
+                format!("holds {} bytes, not the {declared} declared", bytes.len()),
+            ));
+        }
         let tensor = parse_npy(&bytes).map_err(|problem| bad(Some(&name), problem))?;
         arrays.push((
             name.strip_suffix(".npy").unwrap_or(&name).to_string(),
@@ -82,16 +111,17 @@ pub(crate) fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
         d if d.starts_with('>') => return Err(format!("big-endian dtype {d:?} is not supported")),
         d => return Err(format!("unsupported dtype {d:?}")),
     };
-    let count = shape
+    let needed = shape
         .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
-        .ok_or("shape overflows")?;
+        .try_fold(size, |acc, &d| {
+            usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+        })
+        .ok_or_else(|| format!("shape {shape:?} is negative or overflows"))?;
     let data = &bytes[start + header_len..];
-    if data.len() != count * size {
+    if data.len() != needed {
         return Err(format!(
-            "data is {} bytes, but shape {shape:?} of {descr} needs {}",
+            "data is {} bytes, but shape {shape:?} of {descr} needs {needed}",
             data.len(),
-            count * size
         ));
     }
     let tensor = if fortran {
@@ -204,5 +234,43 @@ mod tests {
         assert!(parse_npy(&npy("<f4", false, "(3,)", &data, 1))
             .unwrap_err()
             .contains("needs 12"));
+        for shape in ["(-1, 2)", "(4294967296, 4294967296, 4)"] {
+            let err = parse_npy(&npy("<f4", false, shape, &data, 1)).unwrap_err();
+            assert!(err.contains("negative or overflows"), "{shape}: {err}");
+        }
+    }
+
+    /// A one-member archive whose headers declare `declared` bytes uncompressed.
+    fn lying_npz(declared: Option<u32>) -> tempfile::NamedTempFile {
+        use std::io::Write;
+        let member = npy("<f4", false, "(2,)", &f32_bytes(&[1.0, 2.0]), 1);
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("W_enc.npy", options).unwrap();
+        zip.write_all(&member).unwrap();
+        let mut bytes = zip.finish().unwrap().into_inner();
+        if let Some(size) = declared {
+            // The uncompressed size: offset 22 of the local header, 24 of the central one.
+            for (signature, offset) in [(0x0403_4b50u32, 22), (0x0201_4b50, 24)] {
+                let at = bytes
+                    .windows(4)
+                    .position(|w| w == signature.to_le_bytes())
+                    .unwrap();
+                bytes[at + offset..at + offset + 4].copy_from_slice(&size.to_le_bytes());
+            }
+        }
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(&bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn archives_that_lie_about_sizes_are_refused_before_allocating() {
+        let honest = lying_npz(None);
+        assert_eq!(read_npz(honest.path()).unwrap()[0].1.size(), [2]);
+        let bomb = lying_npz(Some(0xFFFF_FFF0));
+        let err = read_npz(bomb.path()).unwrap_err().to_string();
+        assert!(err.contains("W_enc.npy") && err.contains("declares"), "{err}");
     }
 }

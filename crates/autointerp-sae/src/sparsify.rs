@@ -82,7 +82,16 @@ impl SparseCoder {
         file.finish()?;
 
         let width = match cfg.num_latents {
-            0 => cfg.d_in * cfg.expansion_factor,
+            0 => cfg
+                .d_in
+                .checked_mul(cfg.expansion_factor)
+                .ok_or_else(|| Error::Config {
+                    path: cfg_path.clone(),
+                    problem: format!(
+                        "d_in {} × expansion_factor {} overflows",
+                        cfg.d_in, cfg.expansion_factor
+                    ),
+                })?,
             n => n,
         };
         if enc.size() != [width as i64, cfg.d_in as i64] {

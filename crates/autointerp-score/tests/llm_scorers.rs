@@ -14,74 +14,17 @@ use futures::executor::block_on;
 // ---------------------------------------------------------------------------------------------
 // Fixtures
 
-const RIVERS: [&str; 6] = ["Thames", "Rhine", "Nile", "Danube", "Seine", "Volga"];
+mod support;
+
+use support::{example, is_river, RIVERS};
+
 const GOOD: &str = "Names of rivers.";
 const BAD: &str = "Days of the week.";
-
-fn is_river(token: &str) -> bool {
-    RIVERS.contains(&token.trim())
-}
-
-/// An example of space-led words; `active` (if any) is the one token that fires.
-fn example(words: &str, active: Option<usize>, quantile: Option<u8>) -> Example {
-    let str_tokens: Vec<String> = words
-        .split(' ')
-        .enumerate()
-        .map(|(i, w)| {
-            if i == 0 {
-                w.to_string()
-            } else {
-                format!(" {w}")
-            }
-        })
-        .collect();
-    let activations: Vec<f32> = (0..str_tokens.len())
-        .map(|i| if Some(i) == active { 4.0 } else { 0.0 })
-        .collect();
-    Example {
-        tokens: (0..str_tokens.len() as u32).collect(),
-        normalized: activations
-            .iter()
-            .map(|&a| if a > 0.0 { 10 } else { 0 })
-            .collect(),
-        str_tokens,
-        activations,
-        quantile,
-        distance: None,
-    }
-}
 
 /// Latent 1 fires on river names, latent 2 on weekdays; both have six test examples in three
 /// quantiles and six non-activating examples.
 fn records() -> [LatentRecord; 2] {
-    let silent: Vec<Example> = [
-        "The bank raised its rates again",
-        "She bought three apples and pears",
-        "Our team meets at noon today",
-        "The parser was written last week",
-        "He read the letter twice slowly",
-        "A loan was approved this morning",
-    ]
-    .iter()
-    .map(|t| example(t, None, None))
-    .collect();
-    let rivers = LatentRecord {
-        id: LatentId::new(HookPoint::Residual(4), 1),
-        train: vec![],
-        test: RIVERS
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                example(
-                    &format!("We sailed down the {r} today"),
-                    Some(4),
-                    Some(1 + (i / 2) as u8),
-                )
-            })
-            .collect(),
-        non_activating: silent.clone(),
-        stats: LatentStats::default(),
-    };
+    let rivers = support::rivers();
     let weekdays = LatentRecord {
         id: LatentId::new(HookPoint::Residual(4), 2),
         train: vec![],
@@ -96,7 +39,7 @@ fn records() -> [LatentRecord; 2] {
                 )
             })
             .collect(),
-        non_activating: silent,
+        non_activating: support::silent(),
         stats: LatentStats::default(),
     };
     [rivers, weekdays]

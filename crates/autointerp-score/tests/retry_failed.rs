@@ -10,57 +10,9 @@ use autointerp_core::{Example, Explanation, HookPoint, LatentId, LatentRecord, L
 use autointerp_score::*;
 use futures::executor::block_on;
 
-const RIVERS: [&str; 6] = ["Thames", "Rhine", "Nile", "Danube", "Seine", "Volga"];
+mod support;
 
-fn example(words: &str, active: Option<usize>, quantile: Option<u8>) -> Example {
-    let str_tokens: Vec<String> = words
-        .split(' ')
-        .enumerate()
-        .map(|(i, w)| if i == 0 { w.into() } else { format!(" {w}") })
-        .collect();
-    let activations: Vec<f32> = (0..str_tokens.len())
-        .map(|i| if Some(i) == active { 4.0 } else { 0.0 })
-        .collect();
-    Example {
-        tokens: (0..str_tokens.len() as u32).collect(),
-        normalized: activations
-            .iter()
-            .map(|&a| if a > 0.0 { 10 } else { 0 })
-            .collect(),
-        str_tokens,
-        activations,
-        quantile,
-        distance: None,
-    }
-}
-
-/// Six river excerpts in three quantiles, six silent ones.
-fn record() -> LatentRecord {
-    LatentRecord {
-        id: LatentId::new(HookPoint::Residual(4), 1),
-        train: vec![],
-        test: RIVERS
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                let q = 1 + (i / 2) as u8;
-                example(&format!("We sailed down the {r} today"), Some(4), Some(q))
-            })
-            .collect(),
-        non_activating: [
-            "The bank raised its rates again",
-            "She bought three apples and pears",
-            "Our team meets at noon today",
-            "The parser was written last week",
-            "He read the letter twice slowly",
-            "A loan was approved this morning",
-        ]
-        .iter()
-        .map(|t| example(t, None, None))
-        .collect(),
-        stats: LatentStats::default(),
-    }
-}
+use support::{example, rivers as record, RIVERS};
 
 fn explanation() -> Explanation {
     Explanation {

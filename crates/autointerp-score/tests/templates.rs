@@ -13,71 +13,9 @@ use autointerp_explain::{split_highlighted_with, Markers};
 use autointerp_score::*;
 use futures::executor::block_on;
 
-const RIVERS: [&str; 6] = ["Thames", "Rhine", "Nile", "Danube", "Seine", "Volga"];
+mod support;
 
-fn is_river(text: &str) -> bool {
-    RIVERS.contains(&text.trim())
-}
-
-/// Space-led words; `active` (if any) is the one token that fires.
-fn example(words: &[&str], active: Option<usize>, quantile: Option<u8>) -> Example {
-    let str_tokens: Vec<String> = words
-        .iter()
-        .enumerate()
-        .map(|(i, w)| {
-            if i == 0 {
-                (*w).to_string()
-            } else {
-                format!(" {w}")
-            }
-        })
-        .collect();
-    let activations: Vec<f32> = (0..str_tokens.len())
-        .map(|i| if Some(i) == active { 4.0 } else { 0.0 })
-        .collect();
-    Example {
-        tokens: (0..str_tokens.len() as u32).collect(),
-        normalized: activations
-            .iter()
-            .map(|&a| if a > 0.0 { 10 } else { 0 })
-            .collect(),
-        str_tokens,
-        activations,
-        quantile,
-        distance: None,
-    }
-}
-
-/// A latent that fires on river names: six test examples in three quantiles, six silent ones.
-fn rivers() -> LatentRecord {
-    LatentRecord {
-        id: LatentId::new(HookPoint::Residual(4), 1),
-        train: vec![],
-        test: RIVERS
-            .iter()
-            .enumerate()
-            .map(|(i, r)| {
-                example(
-                    &["We", "sailed", "down", "the", r, "today"],
-                    Some(4),
-                    Some(1 + (i / 2) as u8),
-                )
-            })
-            .collect(),
-        non_activating: [
-            "The bank raised its rates again",
-            "She bought three apples and pears",
-            "Our team meets at noon today",
-            "The parser was written last week",
-            "He read the letter twice slowly",
-            "A loan was approved this morning",
-        ]
-        .iter()
-        .map(|t| example(&t.split(' ').collect::<Vec<_>>(), None, None))
-        .collect(),
-        stats: LatentStats::default(),
-    }
-}
+use support::{example_of, is_river, rivers};
 
 fn explanation(record: &LatentRecord) -> Explanation {
     Explanation {
@@ -402,7 +340,7 @@ fn another_structure_changes_the_prompts_and_how_answers_are_read() {
 fn a_document_may_hold_the_document_markers() {
     let mut r = rivers();
     // Tokens that spell the markers of the built-in prompt and of the other structure.
-    r.test[0] = example(
+    r.test[0] = example_of(
         &[
             "<start>",
             "<end>",
@@ -414,7 +352,7 @@ fn a_document_may_hold_the_document_markers() {
         Some(2),
         Some(1),
     );
-    r.non_activating[0] = example(&["a", "<start>", "b"], None, None);
+    r.non_activating[0] = example_of(&["a", "<start>", "b"], None, None);
     let dir = tempfile::tempdir().unwrap();
     for prompts in [PromptSet::embedded(), other_structure(dir.path())] {
         let result = score(ScorerKind::Simulation, simulator, &prompts, &r);

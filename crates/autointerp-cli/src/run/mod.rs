@@ -19,6 +19,7 @@ use autointerp_run::{Layout, Run, RunSummary, Stages};
 
 use self::progress::Bars;
 use crate::cache::print_stats;
+use crate::run_log::{self, say};
 
 /// `autointerp run`.
 #[derive(Debug, clap::Args)]
@@ -153,6 +154,7 @@ pub fn run_with_config(cfg: RunConfig) -> Result<()> {
     );
     let layout = Layout::new(cfg.results_dir.join(&cfg.name));
     autointerp_run::save_config(&cfg, &layout)?;
+    run_log::open(&layout.run_log())?;
     let bars = Bars::default();
     let built = autointerp_run::ensure_cache(&cfg, layout.root(), &bars)?;
     bars.clear();
@@ -163,7 +165,7 @@ pub fn run_with_config(cfg: RunConfig) -> Result<()> {
             run = run.with_tokenizer(tok);
         }
     }
-    execute(run)
+    execute(run, Stages::ALL)
 }
 
 /// `autointerp explain`.
@@ -180,7 +182,8 @@ pub fn explain_command(args: ExplainArgs) -> Result<()> {
         "nothing to do: --explainer none"
     );
     let run = open_cache(&args.path, args.model, args.tokenizer, cfg, &layout)?;
-    execute(run.stages(Stages::EXPLAIN))
+    run_log::open(&layout.run_log())?;
+    execute(run, Stages::EXPLAIN)
 }
 
 /// `autointerp score`.
@@ -194,7 +197,8 @@ pub fn score_command(args: ScoreArgs) -> Result<()> {
     cfg.validate()?;
     ensure!(!cfg.scorers.is_empty(), "nothing to do: no --scorers");
     let run = open_cache(&args.path, args.model, args.tokenizer, cfg, &layout)?;
-    execute(run.stages(Stages::SCORE))
+    run_log::open(&layout.run_log())?;
+    execute(run, Stages::SCORE)
 }
 
 /// The settings `explain` and `score` start from: `--config`, else the folder's saved
@@ -243,7 +247,9 @@ fn open_cache(
 
 /// Runs `run` with progress bars, Ctrl-C wired to its cancel token (once: finish the latents in
 /// flight; twice: abort them), and prints what it did.
-fn execute(run: Run) -> Result<()> {
+fn execute(run: Run, stages: Stages) -> Result<()> {
+    let scores = (stages.score && !run.config().scorers.is_empty()).then(|| run.layout());
+    let run = run.stages(stages);
     let cancel = run.cancel_token();
     let min_examples = run.config().min_examples;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -271,6 +277,9 @@ fn execute(run: Run) -> Result<()> {
     runtime.shutdown_background();
     let summary = summary?;
     print_summary(&summary, min_examples);
+    if let Some(layout) = scores {
+        print_scores(&layout);
+    }
     if summary.cancelled {
         let aborted = summary.main.aborted + summary.control.as_ref().map_or(0, |r| r.aborted);
         bail!(
@@ -280,10 +289,26 @@ fn execute(run: Run) -> Result<()> {
     Ok(())
 }
 
+/// Prints the per-scorer table of the results folder (every latent scored so far, this run's
+/// and earlier ones'): means with their intervals, failures, the random control.
+fn print_scores(layout: &Layout) {
+    let summary = autointerp_report::load_results(layout.root()).map(|results| {
+        autointerp_report::summarize(&results, &autointerp_report::Bootstrap::default())
+    });
+    match summary {
+        Ok(summary) => {
+            let text = summary.to_text();
+            println!("\n{text}");
+            run_log::write(&format!("\n{text}"));
+        }
+        Err(e) => say!("could not summarise the scores: {e}"),
+    }
+}
+
 /// Prints what the phases did.
 fn print_summary(s: &RunSummary, min_examples: usize) {
     let main = &s.main;
-    eprintln!(
+    say!(
         "{} latents done ({} explained), {} failed; {} already done; {} skipped (fewer than \
          {min_examples} activating examples)",
         main.done, main.explained, main.failed, s.already_done, main.skipped
@@ -292,20 +317,20 @@ fn print_summary(s: &RunSummary, min_examples: usize) {
         std::iter::once(("", main)).chain(s.control.as_ref().map(|c| ("random control: ", c)))
     {
         if t.incomplete > 0 {
-            eprintln!(
+            say!(
                 "{what}{} latents have scores with failed items ({} items); run the same command again to retry exactly those",
                 t.incomplete, t.failed_items
             );
         }
         if t.too_few > 0 {
-            eprintln!(
+            say!(
                 "{what}{} scores not computed: too few examples for the scorer",
                 t.too_few
             );
         }
     }
     if let Some(r) = &s.control {
-        eprintln!(
+        say!(
             "random control: {} latents scored, {} failed",
             r.done, r.failed
         );
@@ -314,12 +339,12 @@ fn print_summary(s: &RunSummary, min_examples: usize) {
         .usage
         .cost
         .map_or_else(String::new, |c| format!(", cost ${c:.4}"));
-    eprintln!(
+    say!(
         "tokens: {} prompt + {} completion{cost}",
         s.usage.prompt_tokens, s.usage.completion_tokens
     );
     if s.failures_written > 0 {
-        eprintln!("failures recorded in {}", s.layout.failures().display());
+        say!("failures recorded in {}", s.layout.failures().display());
     }
-    eprintln!("results in {}", s.layout.root().display());
+    say!("results in {}", s.layout.root().display());
 }
