@@ -140,11 +140,20 @@ fn a_run_explains_scores_and_controls_every_latent_then_resumes_without_asking_a
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("mean, failures excluded"), "{stdout}");
     for s in scorers {
-        assert!(stdout.lines().any(|l| l.trim_start().starts_with(s)), "{s}: {stdout}");
+        assert!(
+            stdout.lines().any(|l| l.trim_start().starts_with(s)),
+            "{s}: {stdout}"
+        );
     }
     let log = std::fs::read_to_string(run_dir.join("run.log")).unwrap();
-    assert!(log.contains("autointerp") && log.contains("--explainer-base-url"), "{log}");
-    assert!(log.contains(&format!("{N} latents done")) && log.contains("mean, failures excluded"), "{log}");
+    assert!(
+        log.contains("autointerp") && log.contains("--explainer-base-url"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{N} latents done")) && log.contains("mean, failures excluded"),
+        "{log}"
+    );
     assert!(!log.contains("sk-very-secret"));
     let first = files(&run_dir);
 
@@ -160,7 +169,11 @@ fn a_run_explains_scores_and_controls_every_latent_then_resumes_without_asking_a
     assert!(stderr.contains(&format!("{N} already done")), "{stderr}");
     assert_eq!(files(&run_dir), first);
     let log = std::fs::read_to_string(run_dir.join("run.log")).unwrap();
-    assert_eq!(log.matches("=== autointerp").count(), 2, "each command appends: {log}");
+    assert_eq!(
+        log.matches("=== autointerp").count(),
+        2,
+        "each command appends: {log}"
+    );
 
     // `--overwrite scores` scores again with the same explanations: same files.
     let mut again = args.clone();

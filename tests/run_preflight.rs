@@ -112,5 +112,8 @@ fn a_server_that_ignores_continue_final_message_is_refused_for_prefill_before_ca
         .iter()
         .filter(|(_, body)| body["continue_final_message"] == serde_json::json!(true))
         .count();
-    assert!(continued > 1, "the probe and the explainer continue answers");
+    assert!(
+        continued > 1,
+        "the probe and the explainer continue answers"
+    );
 }

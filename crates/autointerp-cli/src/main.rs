@@ -81,7 +81,8 @@ fn init_logging() {
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-    let filter = |default: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
+    let filter =
+        |default: &str| EnvFilter::try_from_default_env().unwrap_or_else(|_| default.into());
     tracing_subscriber::registry()
         .with(
             fmt::layer()

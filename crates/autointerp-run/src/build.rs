@@ -129,7 +129,9 @@ pub fn preflight(cfg: &RunConfig) -> Result<()> {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| crate::Error::Config(format!("checking the explainer server {server}: {e}")))?;
+                .map_err(|e| {
+                    crate::Error::Config(format!("checking the explainer server {server}: {e}"))
+                })?;
             rt.block_on(async {
                 if !probe.answers(simulation).await? {
                     return Ok(());
@@ -168,8 +170,7 @@ impl Probe<'_> {
         }
         match self.client.chat(req).await {
             Ok(r) => {
-                let has_prompt_logprobs =
-                    r.prompt_logprobs.as_ref().is_some_and(|p| !p.is_empty());
+                let has_prompt_logprobs = r.prompt_logprobs.as_ref().is_some_and(|p| !p.is_empty());
                 ensure!(
                     !prompt_logprobs || has_prompt_logprobs,
                     "the explainer server {server} ignores `prompt_logprobs` (it answered without them), \
@@ -211,10 +212,7 @@ impl Probe<'_> {
     /// length; one that honours it counts the fresh turn's end-of-turn and header tokens too.
     async fn continues_final_message(&self) -> Result<()> {
         let server = self.server;
-        let messages = vec![
-            Message::user("Reply with OK."),
-            Message::assistant("O"),
-        ];
+        let messages = vec![Message::user("Reply with OK."), Message::assistant("O")];
         let request = |continued: bool| {
             ChatRequest::new(messages.clone())
                 .with_max_tokens(1)

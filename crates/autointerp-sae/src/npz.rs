@@ -113,7 +113,7 @@ pub(crate) fn parse_npy(bytes: &[u8]) -> std::result::Result<Tensor, String> {
     };
     let needed = shape
         .iter()
-        .try_fold(size, |acc, &d| {
+        .try_fold(size, |acc: usize, &d| {
             usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
         })
         .ok_or_else(|| format!("shape {shape:?} is negative or overflows"))?;
@@ -271,6 +271,9 @@ mod tests {
         assert_eq!(read_npz(honest.path()).unwrap()[0].1.size(), [2]);
         let bomb = lying_npz(Some(0xFFFF_FFF0));
         let err = read_npz(bomb.path()).unwrap_err().to_string();
-        assert!(err.contains("W_enc.npy") && err.contains("declares"), "{err}");
+        assert!(
+            err.contains("W_enc.npy") && err.contains("declares"),
+            "{err}"
+        );
     }
 }

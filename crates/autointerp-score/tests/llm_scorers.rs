@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use autointerp_client::{ChatRequest, ChatResponse, Client, Embedder, TokenScorer, Usage};
-use autointerp_core::{Example, Explanation, HookPoint, LatentId, LatentRecord, LatentStats};
+use autointerp_core::{Explanation, HookPoint, LatentId, LatentRecord, LatentStats};
 use autointerp_explain::split_highlighted;
 use autointerp_score::*;
 use futures::executor::block_on;

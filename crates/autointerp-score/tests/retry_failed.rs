@@ -6,13 +6,13 @@
 use std::sync::{Arc, Mutex};
 
 use autointerp_client::{ChatRequest, ChatResponse, Client};
-use autointerp_core::{Example, Explanation, HookPoint, LatentId, LatentRecord, LatentStats};
+use autointerp_core::{Explanation, LatentRecord};
 use autointerp_score::*;
 use futures::executor::block_on;
 
 mod support;
 
-use support::{example, rivers as record, RIVERS};
+use support::{rivers as record, RIVERS};
 
 fn explanation() -> Explanation {
     Explanation {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use autointerp_client::{ChatRequest, ChatResponse, Client, TokenLogprobs};
-use autointerp_core::{Example, Explanation, HookPoint, LatentId, LatentRecord, LatentStats};
+use autointerp_core::{Explanation, LatentRecord};
 use autointerp_explain::prompts::{PromptKind, PromptSet};
 use autointerp_explain::{split_highlighted_with, Markers};
 use autointerp_score::*;

@@ -311,7 +311,11 @@ fn print_summary(s: &RunSummary, min_examples: usize) {
     say!(
         "{} latents done ({} explained), {} failed; {} already done; {} skipped (fewer than \
          {min_examples} activating examples)",
-        main.done, main.explained, main.failed, s.already_done, main.skipped
+        main.done,
+        main.explained,
+        main.failed,
+        s.already_done,
+        main.skipped
     );
     for (what, t) in
         std::iter::once(("", main)).chain(s.control.as_ref().map(|c| ("random control: ", c)))
@@ -332,7 +336,8 @@ fn print_summary(s: &RunSummary, min_examples: usize) {
     if let Some(r) = &s.control {
         say!(
             "random control: {} latents scored, {} failed",
-            r.done, r.failed
+            r.done,
+            r.failed
         );
     }
     let cost = s
@@ -341,7 +346,8 @@ fn print_summary(s: &RunSummary, min_examples: usize) {
         .map_or_else(String::new, |c| format!(", cost ${c:.4}"));
     say!(
         "tokens: {} prompt + {} completion{cost}",
-        s.usage.prompt_tokens, s.usage.completion_tokens
+        s.usage.prompt_tokens,
+        s.usage.completion_tokens
     );
     if s.failures_written > 0 {
         say!("failures recorded in {}", s.layout.failures().display());
