@@ -13,9 +13,10 @@ pub struct ActivationsArgs {
     /// HF model folder, `.gguf` file, or Hub id.
     #[arg(long)]
     model: String,
-    /// Comma-separated hook points, e.g. `layers.6,layers.6.mlp` (HF module paths also work).
-    #[arg(long)]
-    hookpoints: String,
+    /// Hook points, space- or comma-separated, e.g. `layers.6 layers.6.mlp` (HF module paths
+    /// also work).
+    #[arg(long, visible_alias = "hookpoint", required = true, num_args = 1.., value_delimiter = ',')]
+    hookpoints: Vec<String>,
     /// Text to run (tokenized with the model's tokenizer).
     #[arg(
         long,

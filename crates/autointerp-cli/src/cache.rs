@@ -11,6 +11,7 @@ use autointerp_core::is_hub_repo_id;
 use autointerp_core::split::Tokens;
 use autointerp_latents::ShardInfo;
 use autointerp_model::{Model, Tokenizer};
+use autointerp_run::overrides::number;
 use autointerp_sae::load_coders;
 
 use crate::common::{bar, load_model, parse_hookpoints, spinner, DeviceArgs, LogLines};
@@ -25,9 +26,9 @@ pub struct CacheArgs {
     /// `neurons:K` to use the MLP activations at `layers.{i}.mlp.hidden` (top-K per token).
     #[arg(long)]
     pub sparse_model: String,
-    /// Comma-separated hook points to cache.
-    #[arg(long)]
-    pub hookpoints: String,
+    /// Hook points to cache, space- or comma-separated (`--hookpoints layers.3 layers.6`).
+    #[arg(long, visible_alias = "hookpoint", required = true, num_args = 1.., value_delimiter = ',')]
+    pub hookpoints: Vec<String>,
     /// A .txt/.jsonl/.parquet file or a folder of them, a `.safetensors` of pre-tokenized
     /// `tokens` [rows, ctx_len], or a Hugging Face dataset id (`owner/name`, its parquet files;
     /// honours HF_ENDPOINT, HF_TOKEN, HF_HOME, HF_HUB_OFFLINE).
@@ -42,32 +43,32 @@ pub struct CacheArgs {
     #[arg(long)]
     pub dataset_split: Option<String>,
     /// Column or key holding the text.
-    #[arg(long, default_value = "text")]
+    #[arg(long, default_value = "text", visible_alias = "dataset-row")]
     pub dataset_column: String,
     /// Tokens to cache.
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, default_value_t = 10_000_000, value_parser = number::<usize>)]
     pub n_tokens: usize,
     /// Tokens per row.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, visible_alias = "cache-ctx-len", value_parser = number::<usize>)]
     pub ctx_len: usize,
     /// Rows per forward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = number::<usize>)]
     pub batch_size: usize,
     /// Split files per hook point.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = number::<u32>)]
     pub n_splits: u32,
     /// Seconds between checkpoints (fsync of the spills): a killed run redoes at most this
     /// much; 0 checkpoints after every batch.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = number::<f64>)]
     pub checkpoint_every: f64,
-    /// Drop BOS tokens from the token stream.
-    #[arg(long)]
+    /// Drop BOS tokens from the token stream [default: false; delphi's is true].
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     pub filter_bos: bool,
     /// Record no latents at position 0 of each row (the attention sink of most LMs).
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true", require_equals = true)]
     pub skip_first_token: bool,
     /// Seed of the document order.
-    #[arg(long, default_value_t = 22)]
+    #[arg(long, default_value_t = 22, value_parser = number::<u64>)]
     pub seed: u64,
     /// Cache only shard I of N (`I/N`, 0-based) of the token rows, e.g. one process per GPU.
     #[arg(long)]

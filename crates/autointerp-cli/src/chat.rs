@@ -1,6 +1,7 @@
 use anyhow::{Context, Result};
 use autointerp_client::{ChatRequest, Client, ModelSpec};
 use autointerp_core::Message;
+use autointerp_run::overrides::number;
 
 /// `autointerp chat`.
 #[derive(Debug, clap::Args)]
@@ -14,10 +15,10 @@ pub struct ChatArgs {
     #[arg(long)]
     prompt: String,
     /// Longest answer, in tokens.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = number::<u32>)]
     max_tokens: u32,
     /// Sampling temperature (0: greedy).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = number::<f32>)]
     temperature: f32,
     /// Environment variable holding the API key of an `openai:BASE_URL/MODEL` server.
     #[arg(long)]

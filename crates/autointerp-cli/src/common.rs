@@ -38,10 +38,12 @@ pub fn load_model_with_tokenizer(spec: &str, dev: &DeviceArgs) -> Result<(Model,
     Ok((model, tok))
 }
 
-/// Parses `H1,H2,...` into hook points and checks each against the model (layer in range).
-pub fn parse_hookpoints(list: &str, model: &Model) -> Result<Vec<HookPoint>> {
+/// Parses hook point names (each may still hold a comma-separated list) and checks each against
+/// the model (layer in range).
+pub fn parse_hookpoints(list: &[String], model: &Model) -> Result<Vec<HookPoint>> {
     let mut hooks = Vec::new();
-    for name in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    let names = list.iter().flat_map(|s| s.split(','));
+    for name in names.map(str::trim).filter(|s| !s.is_empty()) {
         let hook: HookPoint = name.parse()?;
         model
             .hook_dim(hook)

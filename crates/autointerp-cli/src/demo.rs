@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use autointerp_core::assets::cache_root;
+use autointerp_run::overrides::number;
 
 use crate::common::{load_model_with_tokenizer, DeviceArgs};
 use crate::run::{run_with_config, ExplainerKind, Provider, RunConfig, ScorerKind};
@@ -18,17 +19,17 @@ pub struct DemoArgs {
     /// Hook point of the SAE. Early layers have the most token-like latents, which the token
     /// explainer and the two scorers can tell apart from the control; at `layers.15` a
     /// 100k-token SAE's latents are too mixed for 20 latents to show it.
-    #[arg(long, default_value = "layers.1")]
+    #[arg(long, default_value = "layers.1", visible_alias = "hookpoints")]
     hookpoint: String,
     /// Tokens the SAE trains on (only when no SAE is cached yet).
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 100_000, value_parser = number::<usize>)]
     train_tokens: usize,
     /// Tokens to cache.
-    #[arg(long, default_value_t = 500_000)]
+    #[arg(long, default_value_t = 500_000, value_parser = number::<usize>)]
     n_tokens: usize,
     /// Latents to explain and score (among the first ones, those with enough examples). With
     /// the 135M in-process explainer on two CPU cores each takes about 15 s.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = number::<u32>)]
     n_latents: u32,
     /// Who explains: `tokens` names each latent's most frequent activating tokens (no LLM; the
     /// baseline every LLM explanation must beat); `default` and `contrastive` ask SmolLM2-135M

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use autointerp_core::{HookPoint, LatentId};
 use autointerp_latents::{render_example, LatentCache, LatentDataset, LatentsConfig, Style};
 use autointerp_model::Tokenizer;
+use autointerp_run::overrides::number;
 
 /// `autointerp latents ...`.
 #[derive(Debug, clap::Args)]
@@ -27,16 +28,16 @@ struct ShowArgs {
     #[arg(long)]
     cache: PathBuf,
     /// The hook point.
-    #[arg(long)]
+    #[arg(long, visible_alias = "hookpoints")]
     hookpoint: String,
     /// The latent index.
-    #[arg(long)]
+    #[arg(long, value_parser = number::<u32>)]
     latent: u32,
     /// How many examples.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = number::<usize>)]
     n: usize,
     /// Tokens per example.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = number::<usize>)]
     example_ctx_len: usize,
     /// The model whose tokenizer decodes the tokens (default: the cache's `model_name`).
     #[arg(long)]

@@ -6,6 +6,7 @@ mod activations;
 mod cache;
 mod chat;
 mod common;
+mod delphi;
 mod demo;
 mod latents;
 mod report;
@@ -13,7 +14,7 @@ mod run;
 mod run_log;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Explain and score the latents of sparse autoencoders and transcoders.
 #[derive(Debug, Parser)]
@@ -52,7 +53,15 @@ fn main() -> std::process::ExitCode {
     init_logging();
     // Registers libtorch's CUDA kernels where a GPU build of torch is present; no-op on CPU.
     autointerp_model::init_cuda();
-    let cli = Cli::parse();
+    // delphi's command lines, pasted, parse as ours (`--n_tokens`, `--filter_bos False`).
+    let args = match delphi::normalize(std::env::args_os(), &Cli::command()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Chat(args) => chat::run(args),
         Command::Activations(args) => activations::run(args),

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use autointerp_report::{generate_report, ReportConfig};
+use autointerp_run::overrides::number;
 
 /// `autointerp report`.
 #[derive(Debug, clap::Args)]
@@ -14,7 +15,7 @@ pub struct ReportArgs {
     #[arg(long)]
     out: Option<PathBuf>,
     /// Examples per group per latent shown in the HTML page.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = number::<usize>)]
     max_examples: usize,
     /// Skip the PNG/SVG plots.
     #[arg(long)]

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use autointerp_cache::tokens::DatasetConfig;
 use autointerp_cache::{train_sae, DatasetSpec, SaeTraining};
 use autointerp_model::{Model, Tokenizer};
+use autointerp_run::overrides::number;
 use autointerp_sae::train::TrainConfig;
 
 use crate::cache::dataset_rows;
@@ -18,7 +19,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub model: String,
     /// The hook point whose activations the SAE reconstructs.
-    #[arg(long)]
+    #[arg(long, visible_alias = "hookpoints")]
     pub hookpoint: String,
     /// A .txt/.jsonl/.parquet file or a folder of them.
     #[arg(long)]
@@ -27,29 +28,29 @@ pub struct TrainArgs {
     #[arg(long, default_value = "text")]
     pub dataset_column: String,
     /// Tokens to train on.
-    #[arg(long, default_value_t = 1_000_000)]
+    #[arg(long, default_value_t = 1_000_000, value_parser = number::<usize>)]
     pub n_tokens: usize,
     /// Width = expansion factor × d_model.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = number::<usize>)]
     pub expansion_factor: usize,
     /// Latents kept per token.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = number::<usize>)]
     pub k: usize,
     /// Tokens per row.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = number::<usize>)]
     pub ctx_len: usize,
     /// Rows per forward pass (one optimiser step per batch).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = number::<usize>)]
     pub batch_size: usize,
     /// Learning rate (default: 2e-4 / sqrt(width / 2^14)).
-    #[arg(long)]
+    #[arg(long, value_parser = number::<f64>)]
     pub lr: Option<f64>,
     /// Seed of the data order and the initialisation.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = number::<u64>)]
     pub seed: u64,
     /// Tokens held out after the training tokens (same shuffled dataset) to measure the final
     /// SAE's FVU and L0 on data it never saw; 0 to skip.
-    #[arg(long, default_value_t = 16_384)]
+    #[arg(long, default_value_t = 16_384, value_parser = number::<usize>)]
     pub eval_tokens: usize,
     #[command(flatten)]
     pub device: DeviceArgs,
@@ -67,7 +68,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
 /// Trains and writes the SAE; returns its folder.
 pub fn train(args: &TrainArgs, model: &Model, tok: &Tokenizer) -> Result<PathBuf> {
-    let hook = *parse_hookpoints(&args.hookpoint, model)?
+    let hook = *parse_hookpoints(std::slice::from_ref(&args.hookpoint), model)?
         .first()
         .context("--hookpoint is empty")?;
     let dataset = DatasetSpec {

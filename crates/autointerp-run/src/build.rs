@@ -13,7 +13,7 @@ use autointerp_engine::{EngineConfig, LocalEmbedder, LocalEngine};
 use autointerp_explain::{DynExplainer, GenerationConfig};
 use autointerp_score::{DynScorer, Needs, ScorerDeps, ScorerOptions};
 
-use crate::config::{Provider, RunConfig, ScorerKind};
+use crate::config::{NonActivatingSource, Provider, RunConfig, ScorerKind};
 use crate::error::{bail, ensure, Context};
 use crate::{Event, Progress, Result};
 
@@ -258,12 +258,14 @@ pub(crate) fn explainer(
     ))
 }
 
-/// The scorers of `kinds`, in order; `chat` is needed when one of them asks the chat model. The
-/// embedder and the base model are built here only when a scorer asks for them.
+/// The scorers of `kinds`, in order; `chat` is needed when one of them asks the chat model, and
+/// `embedder` (see [`embedder`]) when one embeds. The base model is built here only when a
+/// scorer asks for it.
 pub(crate) fn scorers(
     cfg: &RunConfig,
     kinds: &[ScorerKind],
     chat: Option<&Chat>,
+    embedder: Option<&Arc<dyn Embedder>>,
     progress: &dyn Progress,
 ) -> Result<Vec<Box<dyn DynScorer>>> {
     let options = ScorerOptions {
@@ -276,6 +278,7 @@ pub(crate) fn scorers(
         intruder_max_tokens: cfg.intruder_max_tokens,
         simulation_max_tokens: cfg.simulation_max_tokens,
         fuzz_wrong_count: cfg.fuzz_wrong_count,
+        fuzz_mode: cfg.fuzz_type,
     };
     let mut deps = ScorerDeps {
         chat: chat.map(|c| Arc::clone(&c.client)),
@@ -283,7 +286,10 @@ pub(crate) fn scorers(
         ..ScorerDeps::default()
     };
     if kinds.iter().any(|k| k.needs() == Needs::Embedder) {
-        deps.embedder = Some(embedder(cfg, progress)?);
+        deps.embedder = Some(match embedder {
+            Some(e) => Arc::clone(e),
+            None => self::embedder(cfg, progress)?,
+        });
     }
     if kinds.iter().any(|k| k.needs() == Needs::TokenScorer) {
         deps.token_scorer = Some(Arc::new(surprisal_engine(cfg, chat, progress)?));
@@ -322,12 +328,20 @@ fn local_embedding_model<'a>(cfg: &RunConfig, model: &'a str) -> Option<&'a str>
     })
 }
 
-/// The embedding scorer's sentence embedder: a server's `/embeddings` endpoint, or a model run
-/// in this process.
-fn embedder(cfg: &RunConfig, progress: &dyn Progress) -> Result<Arc<dyn Embedder>> {
+/// Whether the run embeds text: the embedding scorer among `kinds`, or embedding-based
+/// non-activating examples.
+pub(crate) fn needs_embedder(cfg: &RunConfig, kinds: &[ScorerKind]) -> bool {
+    kinds.iter().any(|k| k.needs() == Needs::Embedder)
+        || cfg.non_activating_source == NonActivatingSource::Embedding
+}
+
+/// The sentence embedder of the embedding scorer and of embedding-based non-activating
+/// examples: a server's `/embeddings` endpoint, or a model run in this process.
+pub(crate) fn embedder(cfg: &RunConfig, progress: &dyn Progress) -> Result<Arc<dyn Embedder>> {
     let Some(model) = &cfg.embedding_model else {
         bail!(
-            "the embedding scorer needs --embedding-model: `local:PATH` for a sentence-transformers \
+            "the embedding scorer and --non-activating-source embedding (delphi's FAISS) need \
+             --embedding-model: `local:PATH` for a sentence-transformers \
              folder run in this process (e.g. all-MiniLM-L6-v2), or a model served by an \
              OpenAI-compatible /embeddings endpoint (its URL in --embedding-base-url, api.openai.com without it)"
         );
@@ -380,11 +394,11 @@ mod tests {
             .contains("--explainer-model"));
         cfg.explainer_model = "m".into();
         let chat = chat_client(&cfg, &()).unwrap();
-        let err = scorers(&cfg, &[ScorerKind::Embedding], Some(&chat), &())
+        let err = scorers(&cfg, &[ScorerKind::Embedding], Some(&chat), None, &())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--embedding-model"), "{err}");
-        let err = scorers(&cfg, &[ScorerKind::Surprisal], Some(&chat), &())
+        let err = scorers(&cfg, &[ScorerKind::Surprisal], Some(&chat), None, &())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--surprisal-model"), "{err}");

@@ -6,8 +6,11 @@
 //! `example_ctx_len`, `min_examples`, `n_non_activating`, `n_examples_train`, `n_examples_test`,
 //! `n_quantiles`, `train_type`, `ratio_top`, `explainer`, `explainer_model`,
 //! `explainer_provider`, `scorers`, `name`, `max_latents`, `filter_bos`, `log_probs`, `seed`,
-//! `num_examples_per_scorer_prompt`, `overwrite`; delphi's `dataset_repo` and `cache_ctx_len` are
-//! accepted as aliases of `dataset` and `ctx_len`.
+//! `num_examples_per_scorer_prompt`, `overwrite`, `center_examples` (wired the other way round
+//! from delphi's: see [`RunConfig::center_examples`]), `non_activating_source`, `neighbours_type`,
+//! `fuzz_type`; delphi's `dataset_repo`, `cache_ctx_len`, `dataset_row`, `pipeline_num_proc`
+//! and `faiss_embedding_model` are accepted as aliases of `dataset`, `ctx_len`,
+//! `dataset_column`, `max_concurrency` and `embedding_model`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,9 +18,10 @@ use std::sync::Arc;
 use autointerp_core::HookPoint;
 pub use autointerp_explain::ExplainerKind;
 use autointerp_explain::PromptSet;
+pub use autointerp_latents::NonActivatingSource;
 use autointerp_latents::{LatentsConfig, TrainType};
-pub use autointerp_score::ScorerKind;
 use autointerp_score::{AnswerMode, ScorerOptions, SimulationMode, WrongCount};
+pub use autointerp_score::{FuzzMode, ScorerKind};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{bail, ensure, Context};
@@ -49,6 +53,43 @@ pub enum Overwrite {
     Explanations,
     /// Score every latent again.
     Scores,
+    /// delphi's: recompute the neighbour lists. Accepted so that delphi's command lines run;
+    /// autointerp computes neighbour lists afresh on every run, so there is nothing to redo.
+    Neighbours,
+}
+
+/// How the neighbours of `--non-activating-source neighbours` are found (delphi's
+/// `neighbours_type`, with its names).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NeighboursType {
+    /// The latents that fire on the most of the same tokens, by the Jaccard index of the sets
+    /// of tokens they fire on (computed from the cache).
+    #[default]
+    #[serde(
+        rename = "co-occurrence",
+        alias = "co_occurrence",
+        alias = "cooccurrence"
+    )]
+    CoOccurrence,
+    /// The latents whose decoder directions (rows of `W_dec`) have the highest cosine
+    /// similarity (read from the sparse coders).
+    #[serde(rename = "decoder_similarity", alias = "decoder-similarity")]
+    DecoderSimilarity,
+    /// The latents whose encoder directions have the highest cosine similarity (read from the
+    /// sparse coders).
+    #[serde(rename = "encoder_similarity", alias = "encoder-similarity")]
+    EncoderSimilarity,
+}
+
+impl NeighboursType {
+    /// The name in delphi's spelling, as the config file and the flag take it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CoOccurrence => "co-occurrence",
+            Self::DecoderSimilarity => "decoder_similarity",
+            Self::EncoderSimilarity => "encoder_similarity",
+        }
+    }
 }
 
 /// Everything a run does, as saved in `run_config.json` (no secrets: API keys are only named,
@@ -75,6 +116,7 @@ pub struct RunConfig {
     /// Split of a Hub dataset, optionally sliced (`train[:10%]`; delphi's `dataset_split`).
     pub dataset_split: Option<String>,
     /// Column or key holding the text.
+    #[serde(alias = "dataset_row")]
     pub dataset_column: String,
     /// Tokens to cache.
     pub n_tokens: usize,
@@ -105,7 +147,17 @@ pub struct RunConfig {
     /// Non-activating examples per latent.
     pub n_non_activating: usize,
     /// Centre example windows on the peak token (see `autointerp-latents`' `ConstructorConfig`).
+    ///
+    /// delphi's `center_examples` is wired the other way round: its default `true` cuts
+    /// aligned windows (`false` here, the default), its `false` centres them (`true` here).
     pub center_examples: bool,
+    /// Where non-activating examples come from: random silent windows, the windows where the
+    /// latent's neighbours fire (`neighbours_type`), or silent windows whose text embeds
+    /// closest to the latent's examples (`embedding`, delphi's `FAISS`; `embedding_model`
+    /// embeds them).
+    pub non_activating_source: NonActivatingSource,
+    /// With `non_activating_source = "neighbours"`: how neighbours are found.
+    pub neighbours_type: NeighboursType,
     /// Examples shown to the explainer.
     pub n_examples_train: usize,
     /// Examples held out for scoring.
@@ -168,6 +220,10 @@ pub struct RunConfig {
     pub num_examples_per_scorer_prompt: usize,
     /// Ask detection and fuzzing for answer logprobs (for their AUC).
     pub log_probs: bool,
+    /// Where fuzzing's wrongly highlighted excerpts come from: `default` (non-activating
+    /// examples) or `active` (the activating test examples, other tokens highlighted); delphi's
+    /// `fuzz_type`.
+    pub fuzz_type: FuzzMode,
     /// How detection and fuzzing ask for answers: `list` (several excerpts per prompt, a parsed
     /// `[1,0,…]` answer, delphi's way) or `logprob` (one excerpt per prompt, the label read
     /// from the first answer token's logprobs; for small local models, which cannot keep the
@@ -187,8 +243,11 @@ pub struct RunConfig {
     pub fuzz_wrong_count: WrongCount,
     /// Base URL of an OpenAI-compatible `/embeddings` server (api.openai.com without it).
     pub embedding_base_url: Option<String>,
-    /// The embedding model of the embedding scorer: `local:PATH` (or an existing folder) runs a
-    /// sentence-transformers folder in this process; otherwise the name sent to the server.
+    /// The embedding model of the embedding scorer and of `non_activating_source =
+    /// "embedding"`: `local:PATH` (or an existing folder) runs a sentence-transformers folder
+    /// in this process; otherwise the name sent to the server (delphi's
+    /// `faiss_embedding_model`).
+    #[serde(alias = "faiss_embedding_model")]
     pub embedding_model: Option<String>,
     /// Environment variable holding the embedding server's API key.
     pub embedding_api_key_env: Option<String>,
@@ -201,7 +260,8 @@ pub struct RunConfig {
     /// A folder of prompt templates (docs/PROMPTS.md) replacing the built-in ones file by file;
     /// read and checked when the run starts.
     pub prompt_dir: Option<PathBuf>,
-    /// Latents in flight at once.
+    /// Latents in flight at once (delphi's `pipeline_num_proc`).
+    #[serde(alias = "pipeline_num_proc")]
     pub max_concurrency: usize,
     /// The run's folder is `<results_dir>/<name>`.
     pub name: String,
@@ -241,6 +301,8 @@ impl Default for RunConfig {
             min_examples: c.min_examples,
             n_non_activating: c.n_non_activating,
             center_examples: c.center_examples,
+            non_activating_source: c.non_activating_source,
+            neighbours_type: NeighboursType::default(),
             n_examples_train: s.n_examples_train,
             n_examples_test: s.n_examples_test,
             n_quantiles: s.n_quantiles,
@@ -266,6 +328,7 @@ impl Default for RunConfig {
             scorers: vec![ScorerKind::Fuzz, ScorerKind::Detection],
             num_examples_per_scorer_prompt: 5,
             log_probs: false,
+            fuzz_type: FuzzMode::default(),
             classifier_answer: AnswerMode::List,
             simulation_mode: SimulationMode::default(),
             classifier_max_tokens: scorer.classifier_max_tokens,
@@ -422,6 +485,7 @@ impl RunConfig {
         c.min_examples = self.min_examples;
         c.n_non_activating = self.n_non_activating;
         c.center_examples = self.center_examples;
+        c.non_activating_source = self.non_activating_source;
         let s = &mut cfg.sampler;
         s.n_examples_train = self.n_examples_train;
         s.n_examples_test = self.n_examples_test;
@@ -461,6 +525,9 @@ impl RunConfig {
             "name {:?} must be a plain folder name",
             self.name
         );
+        self.dtype
+            .parse::<autointerp_model::DType>()
+            .context("dtype")?;
         if self.prompt_price.is_some() != self.completion_price.is_some() {
             bail!("give both prompt_price and completion_price, or neither");
         }
@@ -490,10 +557,32 @@ mod tests {
             scorers = ["detection", "simulation"]
             simulation_mode = "json"
             explainer_provider = "offline"
-            overwrite = ["scores"]
+            overwrite = ["scores", "neighbours"]
+            dataset_row = "body"
+            pipeline_num_proc = 3
+            faiss_embedding_model = "local:minilm"
+            non_activating_source = "FAISS"
+            neighbours_type = "decoder_similarity"
+            fuzz_type = "active"
             "#,
         )
         .unwrap();
+        assert_eq!(cfg.dataset_column, "body");
+        assert_eq!(cfg.max_concurrency, 3);
+        assert_eq!(cfg.embedding_model.as_deref(), Some("local:minilm"));
+        assert_eq!(cfg.non_activating_source, NonActivatingSource::Embedding);
+        assert_eq!(cfg.neighbours_type, NeighboursType::DecoderSimilarity);
+        assert_eq!(cfg.fuzz_type, FuzzMode::Active);
+        let latents = cfg.latents_config().unwrap();
+        assert_eq!(
+            latents.constructor.non_activating_source,
+            NonActivatingSource::Embedding
+        );
+        // A run_config.json saved before these keys existed still loads, with their defaults.
+        let old: RunConfig = serde_json::from_str(r#"{"model": "m", "n_tokens": 5}"#).unwrap();
+        assert_eq!(old.neighbours_type, NeighboursType::CoOccurrence);
+        assert_eq!(old.fuzz_type, FuzzMode::Default);
+        assert_eq!(old.non_activating_source, NonActivatingSource::Random);
         assert_eq!(cfg.dataset.as_deref(), Some("data.jsonl"));
         assert_eq!(cfg.dataset_name.as_deref(), Some("en"));
         assert_eq!(cfg.dataset_split.as_deref(), Some("train[:1%]"));

@@ -42,27 +42,31 @@ mod cache;
 mod config;
 mod error;
 mod layout;
+mod neighbours;
 pub mod overrides;
 mod pipeline;
 mod plan;
 mod progress;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use autointerp_client::{SharedClient, Usage};
+use autointerp_client::{Embedder, SharedClient, Usage};
 use autointerp_core::{HookPoint, LatentId};
 use autointerp_explain::DynExplainer;
-use autointerp_latents::{HookCache, LatentCache, LatentDataset, LatentsConfig};
+use autointerp_latents::{HookCache, LatentCache, LatentDataset, LatentsConfig, NeighbourLists};
 use autointerp_model::Tokenizer;
 use autointerp_score::DynScorer;
 
 pub use autointerp_core::layout::Layout;
 pub use build::preflight;
 pub use cache::{ensure_cache, Cached};
-pub use config::{ExplainerKind, Overwrite, Provider, RunConfig, ScorerKind};
+pub use config::{
+    ExplainerKind, FuzzMode, NeighboursType, NonActivatingSource, Overwrite, Provider, RunConfig,
+    ScorerKind,
+};
 pub use error::{Error, Result};
 pub use layout::{load_explanations, Failure, FailureLog};
 pub use pipeline::{add_usage, Tally};
@@ -325,11 +329,19 @@ pub fn save_config(cfg: &RunConfig, layout: &Layout) -> Result<()> {
 /// A token decoder shared by the datasets of both phases.
 type Decode = Arc<dyn Fn(u32) -> String + Send + Sync>;
 
+/// What the records of a run are built with besides the cache and the config: the neighbour
+/// lists and the embedder, when the config's non-activating source needs them.
+struct RecordDeps {
+    neighbours: HashMap<HookPoint, NeighbourLists>,
+    embedder: Option<Arc<dyn Embedder>>,
+}
+
 /// A dataset over `ids`, or `None` when there are none.
 fn dataset_of<'a>(
     cache: &LatentCache,
     cfg: &LatentsConfig,
     decode: &Decode,
+    deps: &RecordDeps,
     ids: impl IntoIterator<Item = &'a LatentId>,
     batch: usize,
 ) -> Result<Option<LatentDataset>> {
@@ -344,7 +356,13 @@ fn dataset_of<'a>(
     let mut builder =
         LatentDataset::builder(cache.clone(), cfg.clone(), move |t: u32| d(t)).batch(batch);
     for (hook, ls) in by_hook {
+        if let Some(lists) = deps.neighbours.get(&hook) {
+            builder = builder.neighbours(hook, lists.clone());
+        }
         builder = builder.latents(hook, ls);
+    }
+    if let Some(e) = &deps.embedder {
+        builder = builder.embedder(Arc::clone(e));
     }
     Ok(Some(builder.build()?))
 }
@@ -419,7 +437,12 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
         _ if explains => build::explainer(cfg, chat.as_ref().map(|c| &c.client))?,
         _ => None,
     };
-    let mut scorers = build::scorers(cfg, &kinds, chat.as_ref(), progress)?;
+    let embedder = if build::needs_embedder(cfg, &kinds) {
+        Some(build::embedder(cfg, progress)?)
+    } else {
+        None
+    };
+    let mut scorers = build::scorers(cfg, &kinds, chat.as_ref(), embedder.as_ref(), progress)?;
     if stages.score {
         scorers.extend(extra_scorers);
     }
@@ -462,6 +485,22 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
     }
     let mut failures = FailureLog::open(&layout.failures(), &retried)?;
 
+    let mut deps = RecordDeps {
+        neighbours: HashMap::new(),
+        embedder: (cfg.non_activating_source == NonActivatingSource::Embedding)
+            .then_some(embedder)
+            .flatten(),
+    };
+    if cfg.non_activating_source == NonActivatingSource::Neighbours
+        && (!plans.is_empty() || control)
+    {
+        let mut by_hook: BTreeMap<HookPoint, Vec<u32>> = BTreeMap::new();
+        for id in &selection {
+            by_hook.entry(id.hookpoint).or_default().push(id.index);
+        }
+        deps.neighbours = neighbours::neighbour_lists(cfg, cache, &by_hook, progress)?;
+    }
+
     let decode: Decode = Arc::new(tok.into_token_decoder());
     let limit =
         NonZeroUsize::new(cfg.max_concurrency).context("max_concurrency must be at least 1")?;
@@ -480,7 +519,7 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
         _ => "scoring",
     };
     let mut main = Tally::default();
-    if let Some(dataset) = dataset_of(cache, &latents_cfg, &decode, plans.keys(), batch)? {
+    if let Some(dataset) = dataset_of(cache, &latents_cfg, &decode, &deps, plans.keys(), batch)? {
         let phase = Phase {
             dataset,
             plans,
@@ -503,7 +542,8 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
             redo,
         )?;
         let mut tally = Tally::default();
-        if let Some(dataset) = dataset_of(cache, &latents_cfg, &decode, plans.keys(), batch)? {
+        if let Some(dataset) = dataset_of(cache, &latents_cfg, &decode, &deps, plans.keys(), batch)?
+        {
             let phase = Phase {
                 dataset,
                 plans,

@@ -245,6 +245,19 @@ pub(crate) fn float(t: Tensor, device: Device) -> Tensor {
     t.to_kind(Kind::Float).to_device(device)
 }
 
+/// A 2-D tensor's values, row-major, as f32 on the CPU.
+///
+/// # Shapes
+/// `t` `[rows, cols]` → `rows * cols` values.
+fn flat_rows(t: &Tensor) -> Result<Vec<f32>> {
+    let flat = t
+        .f_to_kind(Kind::Float)?
+        .f_to_device(Device::Cpu)?
+        .f_contiguous()?
+        .f_view([-1])?;
+    Ok(Vec::<f32>::try_from(&flat)?)
+}
+
 impl SparseCoder {
     /// Builds a coder from weights in memory. `b_dec` is subtracted from the input when the
     /// coder reconstructs its input (`d_out == d_in` and no skip connection); change that with
@@ -462,6 +475,45 @@ impl SparseCoder {
     /// Whether this is a transcoder (it predicts another activation than its input).
     pub fn is_transcoder(&self) -> bool {
         self.transcoder
+    }
+
+    /// Each latent's encoder direction (a column of `W_enc`), as `width` rows of `d_in` values,
+    /// row-major, on the CPU: what delphi's `encoder_similarity` neighbours compare.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for neurons, which have no weights.
+    ///
+    /// # Shapes
+    /// returns `[width, d_in]`, flattened.
+    pub fn encoder_rows(&self) -> Result<Vec<f32>> {
+        match &self.inner {
+            Inner::Dictionary(d) => flat_rows(&d.w_enc.tr()),
+            Inner::Neurons { .. } => Err(Error::Unsupported(
+                "MLP neurons have no encoder weights".into(),
+            )),
+        }
+    }
+
+    /// Each latent's decoder direction (a row of `W_dec`), as `width` rows of `d_out` values,
+    /// row-major, on the CPU: what delphi's `decoder_similarity` neighbours compare.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for neurons and for checkpoints saved without a decoder.
+    ///
+    /// # Shapes
+    /// returns `[width, d_out]`, flattened.
+    pub fn decoder_rows(&self) -> Result<Vec<f32>> {
+        match &self.inner {
+            Inner::Dictionary(d) => match &d.w_dec {
+                Some(w) => flat_rows(w),
+                None => Err(Error::Unsupported(
+                    "the checkpoint has no decoder weights (W_dec)".into(),
+                )),
+            },
+            Inner::Neurons { .. } => Err(Error::Unsupported(
+                "MLP neurons have no decoder weights".into(),
+            )),
+        }
     }
 
     /// Whether [`decode`](Self::decode) is available.
@@ -859,6 +911,35 @@ mod tests {
             activation,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn latent_rows_are_encoder_columns_and_decoder_rows() {
+        let opts = (Kind::Float, Device::Cpu);
+        // d_in 2, width 3.
+        let w_enc = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).reshape([2, 3]);
+        let w_dec = Tensor::from_slice(&[7.0f32, 8.0, 9.0, 10.0, 11.0, 12.0]).reshape([3, 2]);
+        let coder = SparseCoder::new(
+            Weights {
+                w_enc,
+                b_enc: Tensor::zeros([3], opts),
+                w_dec: Some(w_dec),
+                b_dec: Tensor::zeros([2], opts),
+                w_skip: None,
+            },
+            Activation::TopK { k: 1 },
+        )
+        .unwrap();
+        assert_eq!(
+            coder.encoder_rows().unwrap(),
+            [1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
+        assert_eq!(
+            coder.decoder_rows().unwrap(),
+            [7.0, 8.0, 9.0, 10.0, 11.0, 12.0]
+        );
+        let neurons = SparseCoder::neurons(4, None).unwrap();
+        assert!(neurons.encoder_rows().is_err() && neurons.decoder_rows().is_err());
     }
 
     #[test]

@@ -9,8 +9,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AnswerMode, ClassifierConfig, DetectionScorer, DynScorer, EmbeddingConfig, EmbeddingScorer,
-    Error, FuzzConfig, FuzzingScorer, GenerationConfig, IntruderConfig, IntruderScorer, Result,
-    SimulationConfig, SimulationMode, SimulationScorer, SurprisalConfig, SurprisalScorer,
+    Error, FuzzConfig, FuzzMode, FuzzingScorer, GenerationConfig, IntruderConfig, IntruderScorer,
+    Result, SimulationConfig, SimulationMode, SimulationScorer, SurprisalConfig, SurprisalScorer,
     WrongCount,
 };
 
@@ -67,6 +67,8 @@ pub struct ScorerOptions {
     pub simulation_max_tokens: u32,
     /// How many tokens a wrongly highlighted fuzzing excerpt highlights.
     pub fuzz_wrong_count: WrongCount,
+    /// Where fuzzing's wrongly highlighted excerpts come from (delphi's `fuzz_type`).
+    pub fuzz_mode: FuzzMode,
 }
 
 impl Default for ScorerOptions {
@@ -82,6 +84,7 @@ impl Default for ScorerOptions {
             intruder_max_tokens: 500,
             simulation_max_tokens: 4000,
             fuzz_wrong_count: WrongCount::default(),
+            fuzz_mode: FuzzMode::default(),
         }
     }
 }
@@ -166,7 +169,7 @@ impl ScorerKind {
                     FuzzConfig {
                         classifier,
                         wrong_count: options.fuzz_wrong_count,
-                        ..FuzzConfig::default()
+                        mode: options.fuzz_mode,
                     },
                 )
                 .with_logprobs(options.logprobs)

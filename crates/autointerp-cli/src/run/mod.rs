@@ -12,13 +12,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, ensure, Result};
 use autointerp_run::overrides::{
-    CacheOverrides, ClientOverrides, ExplainOverrides, LatentOverrides, ScoreOverrides,
+    CacheOverrides, ClientOverrides, DeviceOverrides, EmbedderOverrides, ExplainOverrides,
+    LatentOverrides, ScoreOverrides,
 };
 pub use autointerp_run::{ExplainerKind, Overwrite, Provider, RunConfig, ScorerKind};
 use autointerp_run::{Layout, Run, RunSummary, Stages};
 
 use self::progress::Bars;
 use crate::cache::print_stats;
+use crate::delphi::DelphiArgs;
 use crate::run_log::{self, say};
 
 /// `autointerp run`.
@@ -26,7 +28,8 @@ use crate::run_log::{self, say};
 pub struct RunArgs {
     /// The model explained: HF folder, `.gguf` file or Hub id; its tokenizer decodes the examples.
     model: Option<String>,
-    /// The sparse coders (as `autointerp cache --sparse-model`); needed only to build the cache.
+    /// The sparse coders (as `autointerp cache --sparse-model`); needed only to build the cache,
+    /// and for `--neighbours-type decoder_similarity` or `encoder_similarity`.
     sparse_model: Option<String>,
     /// A tokenizer for a model that has none (`tokenizer.json`, an HF folder, a `.gguf` file or
     /// a Hub id) [default: the model's].
@@ -42,11 +45,15 @@ pub struct RunArgs {
     /// Where runs are written [default: results].
     #[arg(long)]
     results_dir: Option<PathBuf>,
-    /// Comma-separated stages to redo although their outputs exist: cache, explanations, scores.
-    #[arg(long, value_delimiter = ',')]
+    /// Stages to redo although their outputs exist, space- or comma-separated: cache,
+    /// explanations, scores (delphi's `neighbours` is accepted: neighbours are always computed
+    /// afresh).
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
     overwrite: Option<Vec<Overwrite>>,
     #[command(flatten)]
     cache: CacheOverrides,
+    #[command(flatten)]
+    device: DeviceOverrides,
     #[command(flatten)]
     latents: LatentOverrides,
     #[command(flatten)]
@@ -54,7 +61,11 @@ pub struct RunArgs {
     #[command(flatten)]
     score: ScoreOverrides,
     #[command(flatten)]
+    embedder: EmbedderOverrides,
+    #[command(flatten)]
     client: ClientOverrides,
+    #[command(flatten)]
+    delphi: DelphiArgs,
 }
 
 /// `autointerp explain`.
@@ -76,15 +87,25 @@ pub struct ExplainArgs {
     /// A TOML file of settings, used instead of PATH's run_config.json. Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The sparse coders, for `--neighbours-type decoder_similarity` or `encoder_similarity`
+    /// [default: PATH's run_config.json, else the cache's config.json].
+    #[arg(long)]
+    sparse_model: Option<String>,
     /// Redo explanations that exist (`explanations`).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
     overwrite: Option<Vec<Overwrite>>,
+    #[command(flatten)]
+    device: DeviceOverrides,
     #[command(flatten)]
     latents: LatentOverrides,
     #[command(flatten)]
     explain: ExplainOverrides,
     #[command(flatten)]
+    embedder: EmbedderOverrides,
+    #[command(flatten)]
     client: ClientOverrides,
+    #[command(flatten)]
+    delphi: DelphiArgs,
 }
 
 /// `autointerp score`.
@@ -106,15 +127,25 @@ pub struct ScoreArgs {
     /// A TOML file of settings, used instead of PATH's run_config.json. Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The sparse coders, for `--neighbours-type decoder_similarity` or `encoder_similarity`
+    /// [default: PATH's run_config.json, else the cache's config.json].
+    #[arg(long)]
+    sparse_model: Option<String>,
     /// Redo scores that exist (`scores`).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, num_args = 1.., value_delimiter = ',')]
     overwrite: Option<Vec<Overwrite>>,
+    #[command(flatten)]
+    device: DeviceOverrides,
     #[command(flatten)]
     latents: LatentOverrides,
     #[command(flatten)]
     score: ScoreOverrides,
     #[command(flatten)]
+    embedder: EmbedderOverrides,
+    #[command(flatten)]
     client: ClientOverrides,
+    #[command(flatten)]
+    delphi: DelphiArgs,
 }
 
 /// `autointerp run`.
@@ -133,9 +164,11 @@ pub fn run_command(args: RunArgs) -> Result<()> {
             "overwrite": args.overwrite,
         }))?
         .merge(&args.cache)?
+        .merge(&args.device)?
         .merge(&args.latents)?
         .merge(&args.explain)?
         .merge(&args.score)?
+        .merge(&args.embedder)?
         .merge(&args.client)?;
     run_with_config(cfg)
 }
@@ -172,9 +205,14 @@ pub fn run_with_config(cfg: RunConfig) -> Result<()> {
 pub fn explain_command(args: ExplainArgs) -> Result<()> {
     let layout = Layout::new(args.out.clone().unwrap_or_else(|| args.path.clone()));
     let cfg = base_config(args.config.as_deref(), &args.path, &layout)?
-        .merge(&serde_json::json!({ "overwrite": args.overwrite }))?
+        .merge(&serde_json::json!({
+            "overwrite": args.overwrite,
+            "sparse_model": args.sparse_model,
+        }))?
+        .merge(&args.device)?
         .merge(&args.latents)?
         .merge(&args.explain)?
+        .merge(&args.embedder)?
         .merge(&args.client)?;
     cfg.validate()?;
     ensure!(
@@ -190,9 +228,14 @@ pub fn explain_command(args: ExplainArgs) -> Result<()> {
 pub fn score_command(args: ScoreArgs) -> Result<()> {
     let layout = Layout::new(args.out.clone().unwrap_or_else(|| args.path.clone()));
     let cfg = base_config(args.config.as_deref(), &args.path, &layout)?
-        .merge(&serde_json::json!({ "overwrite": args.overwrite }))?
+        .merge(&serde_json::json!({
+            "overwrite": args.overwrite,
+            "sparse_model": args.sparse_model,
+        }))?
+        .merge(&args.device)?
         .merge(&args.latents)?
         .merge(&args.score)?
+        .merge(&args.embedder)?
         .merge(&args.client)?;
     cfg.validate()?;
     ensure!(!cfg.scorers.is_empty(), "nothing to do: no --scorers");
