@@ -161,10 +161,11 @@ struct SummaryFile<'a> {
     plots: &'a [PlotFile],
 }
 
+/// Writes a report file whole or not at all (temp file, fsync, rename), as every other file.
 fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|source| Error::Io {
+    autointerp_core::fs::write_atomic(path, bytes).map_err(|e| Error::Io {
         path: path.to_path_buf(),
-        source,
+        source: std::io::Error::other(e.to_string()),
     })
 }
 

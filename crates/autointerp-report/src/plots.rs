@@ -61,21 +61,28 @@ fn err(e: impl std::fmt::Display) -> String {
     e.to_string()
 }
 
-/// Draws `plot` into `<dir>/<stem>.png` and `.svg`.
+/// Draws `plot` into `<dir>/<stem>.png` and `.svg`, each written whole or not at all: a reader
+/// never finds half a plot, and a failed draw leaves the previous report's file.
 fn write_both(plot: &impl Plot, dir: &Path, stem: &str) -> Result<(), String> {
     let png = dir.join(format!("{stem}.png"));
-    let svg = dir.join(format!("{stem}.svg"));
+    // The bitmap backend writes a file named by its format: draw beside the final name, rename.
+    let tmp = dir.join(format!(".{stem}.tmp.png"));
+    let drawn = (|| {
+        let root = BitMapBackend::new(&tmp, SIZE).into_drawing_area();
+        plot.draw(&root)?;
+        root.present().map_err(err)
+    })();
+    if let Err(e) = drawn.and_then(|()| std::fs::rename(&tmp, &png).map_err(err)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let mut svg = String::new();
     {
-        let root = BitMapBackend::new(&png, SIZE).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
         plot.draw(&root)?;
         root.present().map_err(err)?;
     }
-    {
-        let root = SVGBackend::new(&svg, SIZE).into_drawing_area();
-        plot.draw(&root)?;
-        root.present().map_err(err)?;
-    }
-    Ok(())
+    autointerp_core::fs::write_atomic(&dir.join(format!("{stem}.svg")), svg.as_bytes()).map_err(err)
 }
 
 /// A value range that contains `values` and `[lo, hi]`, never empty.

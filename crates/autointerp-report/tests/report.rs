@@ -508,6 +508,17 @@ fn plots_are_valid_png_and_svg() -> Result<()> {
         check_xmlish(&svg).with_context(|| p.svg.clone())?;
         assert!(svg.contains("<text"), "{} has no text", p.svg);
     }
+    // Every file was written whole, through a temp file renamed into place: none is left.
+    for dir in [report.out_dir.clone(), report.out_dir.join("plots")] {
+        for e in std::fs::read_dir(&dir)? {
+            let name = e?.file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with('.') && !name.contains("tmp"),
+                "{name} left in {}",
+                dir.display()
+            );
+        }
+    }
     Ok(())
 }
 
