@@ -535,6 +535,10 @@ fn open_unsharded(path: &Path) -> Result<Vec<HookCache>> {
     Ok(hooks)
 }
 
+/// The most latents a hook point's cache may have: 64 Mi, four times the largest sparse coders
+/// published (16 Mi latents), so that a split file's name cannot size allocations at will.
+const MAX_WIDTH: u32 = 1 << 26;
+
 fn open_hook(dir: &Path, name: &str) -> Result<HookCache> {
     let hook: HookPoint = name.parse().map_err(|source| Error::HookName {
         dir: dir.to_path_buf(),
@@ -561,7 +565,19 @@ fn open_hook(dir: &Path, name: &str) -> Result<HookCache> {
                 }
             });
         }
-        next = end + 1;
+        // A file name is a claim, not a fact: bound it before anything is sized by the width.
+        next = match end.checked_add(1).filter(|&w| w <= MAX_WIDTH) {
+            Some(w) => w,
+            None => {
+                return Err(Error::CorruptSplit {
+                    path: dir.join(file_name(start, end)),
+                    problem: format!(
+                        "its name claims latents up to {end}, more than any sparse coder has \
+                         (at most {MAX_WIDTH} latents are read)"
+                    ),
+                })
+            }
+        };
     }
 
     // Read every header: the layout must be sound, and one file must hold the token grid.
@@ -813,6 +829,36 @@ mod tests {
         std::fs::write(dir.join("config.json"), r#"{"model_name": "gpt2"}"#).unwrap();
         let cache = LatentCache::open(root.path()).unwrap();
         assert_eq!(cache.hook(hook).unwrap().model_name(), Some("gpt2"));
+    }
+
+    #[test]
+    fn split_names_that_claim_billions_of_latents_are_refused() {
+        for end in [u32::MAX, MAX_WIDTH] {
+            let root = tempfile::tempdir().unwrap();
+            let dir = root.path().join("latents/layers.0");
+            std::fs::create_dir_all(&dir).unwrap();
+            let split = Split {
+                start: 0,
+                end,
+                locations: vec![Location {
+                    row: 0,
+                    position: 1,
+                    latent: 0,
+                }],
+                activations: vec![1.0],
+                tokens: Some(Tokens {
+                    rows: 1,
+                    ctx_len: 4,
+                    ids: vec![0; 4],
+                }),
+            };
+            split.write_to_dir(&dir).unwrap();
+            let err = LatentCache::open(root.path()).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("0_{end}.safetensors")) && err.contains("claims"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
