@@ -12,6 +12,7 @@
 //!   scores/random/<scorer>/<latent>.txt
 //!   failures.jsonl                   one line per failed stage of a latent
 //!   run.log                          what each command did (appended)
+//!   log/hookpoint_firing_counts.pt   per-latent firing counts, for delphi's `log_results`
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,12 @@ impl Layout {
         self.root.join("failures.jsonl")
     }
 
+    /// `log/hookpoint_firing_counts.pt`: each hook point's per-latent firing counts as a torch
+    /// dict, where delphi's `log_results` reads them.
+    pub fn firing_counts(&self) -> PathBuf {
+        self.root.join("log").join("hookpoint_firing_counts.pt")
+    }
+
     /// `scores/<scorer>/<latent>.txt` (or under `scores/random/`), delphi's name: `/` in the
     /// latent's name becomes `--`.
     pub fn score_file(&self, scorer: &str, id: &LatentId, control: bool) -> PathBuf {
@@ -120,6 +127,7 @@ impl Layout {
             self.latents(),
             self.explanations(false),
             self.explanations(true),
+            self.root.join("log"),
         ];
         for control in [false, true] {
             if let Ok(entries) = std::fs::read_dir(self.scores(control)) {

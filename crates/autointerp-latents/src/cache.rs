@@ -62,6 +62,10 @@ impl ShardInfo {
     }
 }
 
+/// The per-latent firing counts autointerp's cache writes in each hook point's folder
+/// (`{"n_tokens": N, "counts": [...]}`).
+pub const FIRING_COUNTS_FILE: &str = "firing_counts.json";
+
 /// A latent cache: the split files of one or more hook points, in one folder or spread over
 /// shards, read as one cache with global row indices.
 ///
@@ -319,6 +323,60 @@ impl HookCache {
     /// tokens; `None` without a config or that field.
     pub fn model_name(&self) -> Option<&str> {
         self.config.as_ref()?.get("model_name")?.as_str()
+    }
+
+    /// Per-latent firing counts (the tokens at which each latent is nonzero) as autointerp's
+    /// cache wrote them: `firing_counts.json` in the hook point's folder, summed over shards.
+    /// `None` when a shard lacks the file (delphi's caches, hand-made ones); then
+    /// [`HookCache::count_firings`] counts them from the split files.
+    ///
+    /// # Errors
+    /// [`Error::FiringCounts`] for a file that is not `{"counts": [...]}` with one count per latent.
+    pub fn stored_firing_counts(&self) -> Result<Option<Vec<u64>>> {
+        #[derive(Deserialize)]
+        struct Counts {
+            counts: Vec<u64>,
+        }
+        let width = self.width() as usize;
+        let mut total = vec![0u64; width];
+        for part in &self.shards {
+            let path = part.dir.join(FIRING_COUNTS_FILE);
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(source) => return Err(Error::Io { path, source }),
+            };
+            let counts = serde_json::from_slice::<Counts>(&bytes)
+                .map_err(|e| Error::FiringCounts {
+                    path: path.clone(),
+                    problem: e.to_string(),
+                })?
+                .counts;
+            if counts.len() != width {
+                return Err(Error::FiringCounts {
+                    path,
+                    problem: format!(
+                        "{} counts, but the split files cover {width} latents",
+                        counts.len()
+                    ),
+                });
+            }
+            for (t, c) in total.iter_mut().zip(counts) {
+                *t += c;
+            }
+        }
+        Ok(Some(total))
+    }
+
+    /// Per-latent firing counts counted from the split files: one pass over every nonzero.
+    pub fn count_firings(&self) -> Result<Vec<u64>> {
+        let mut counts = vec![0u64; self.width() as usize];
+        self.for_each_nonzero(|_, _, latent| {
+            if let Some(c) = counts.get_mut(latent as usize) {
+                *c += 1;
+            }
+        })?;
+        Ok(counts)
     }
 
     pub(crate) fn splits(&self) -> &[SplitRange] {
@@ -643,7 +701,7 @@ fn check_finished(dir: &Path) -> Result<()> {
         .filter(|c| c.exists())
     {
         format!("the run checkpoint {} is there", ckpt.display())
-    } else if dir.join("firing_counts.json").exists() && !dir.join("config.json").exists() {
+    } else if dir.join(FIRING_COUNTS_FILE).exists() && !dir.join("config.json").exists() {
         "it has firing_counts.json but not the config.json written after it".into()
     } else {
         return Ok(());
@@ -859,6 +917,52 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn firing_counts_are_read_from_the_file_or_counted() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("latents").join("layers.0");
+        std::fs::create_dir_all(&dir).unwrap();
+        let at = |row, position, latent| Location {
+            row,
+            position,
+            latent,
+        };
+        Split {
+            start: 0,
+            end: 2,
+            locations: vec![at(0, 0, 0), at(0, 1, 2), at(1, 0, 2), at(1, 3, 2)],
+            activations: vec![1.0; 4],
+            tokens: Some(Tokens {
+                rows: 2,
+                ctx_len: 4,
+                ids: vec![0; 8],
+            }),
+        }
+        .write_to_dir(&dir)
+        .unwrap();
+        let cache = LatentCache::open(root.path()).unwrap();
+        let hook = cache.hook(HookPoint::Residual(0)).unwrap();
+        assert_eq!(hook.stored_firing_counts().unwrap(), None);
+        assert_eq!(hook.count_firings().unwrap(), vec![1, 0, 3]);
+
+        std::fs::write(
+            dir.join(FIRING_COUNTS_FILE),
+            r#"{"n_tokens": 8, "counts": [1, 0, 3]}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join("config.json"), "{}").unwrap();
+        let cache = LatentCache::open(root.path()).unwrap();
+        let hook = cache.hook(HookPoint::Residual(0)).unwrap();
+        assert_eq!(hook.stored_firing_counts().unwrap(), Some(vec![1, 0, 3]));
+
+        std::fs::write(dir.join(FIRING_COUNTS_FILE), r#"{"counts": [1]}"#).unwrap();
+        let err = hook.stored_firing_counts().unwrap_err().to_string();
+        assert!(
+            err.contains("1 counts") && err.contains("3 latents"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -117,6 +117,14 @@ pub enum Error {
     /// Writing a file through the core crate failed.
     #[error(transparent)]
     Core(#[from] autointerp_core::Error),
+    /// A hook point's `firing_counts.json` that cannot be read as one.
+    #[error("{path}: not the firing counts of this cache: {problem}")]
+    FiringCounts {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// A neighbour-list file that cannot be parsed.
     #[error("{path}: not a neighbour list: {problem}")]
     Neighbours {

@@ -71,7 +71,7 @@ mod non_activating;
 mod sampler;
 
 pub use autointerp_core::Embedder;
-pub use cache::{HookCache, LatentCache, ShardInfo, SHARD_FILE};
+pub use cache::{HookCache, LatentCache, ShardInfo, FIRING_COUNTS_FILE, SHARD_FILE};
 pub use config::{ConstructorConfig, LatentsConfig, NonActivatingSource, SamplerConfig, TrainType};
 pub use dataset::{BuiltRecord, DatasetBuilder, Decode, LatentDataset, Records};
 pub use display::{render_example, Style};

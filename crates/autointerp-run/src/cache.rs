@@ -60,6 +60,11 @@ pub fn ensure_cache(
     let names: Vec<String> = todo.iter().map(HookPoint::to_string).collect();
     let names = names.join(", ");
     ensure!(
+        !cfg.load_in_8bit,
+        "load_in_8bit = true: autointerp does not load models in 8 bit; set it false (and `dtype` \
+         to f32, bf16 or f16) to cache {names}"
+    );
+    ensure!(
         !cfg.sparse_model.is_empty(),
         "SPARSE_MODEL (the second argument, or `sparse_model` in --config) is required to cache {names}"
     );

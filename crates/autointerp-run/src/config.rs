@@ -10,7 +10,9 @@
 //! from delphi's: see [`RunConfig::center_examples`]), `non_activating_source`, `neighbours_type`,
 //! `fuzz_type`; delphi's `dataset_repo`, `cache_ctx_len`, `dataset_row`, `pipeline_num_proc`
 //! and `faiss_embedding_model` are accepted as aliases of `dataset`, `ctx_len`,
-//! `dataset_column`, `max_concurrency` and `embedding_model`.
+//! `dataset_column`, `max_concurrency` and `embedding_model`. delphi's own nested
+//! `run_config.json` is read too (see [`crate::DelphiRunConfig`]), and `run_config.json` is
+//! written with delphi's nested keys beside ours ([`crate::save_config`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,6 +94,16 @@ impl NeighboursType {
     }
 }
 
+/// A config file as read by [`RunConfig::read_file`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ConfigFile {
+    /// The settings.
+    pub config: RunConfig,
+    /// Notes for the user: delphi settings the file holds that change nothing in autointerp.
+    pub notes: Vec<String>,
+}
+
 /// Everything a run does, as saved in `run_config.json` (no secrets: API keys are only named,
 /// by the environment variable that holds them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -135,6 +147,9 @@ pub struct RunConfig {
     pub device: String,
     /// `f32`, `bf16` or `f16`.
     pub dtype: String,
+    /// delphi's 8-bit model loading, which autointerp does not do: `true` is refused when the
+    /// cache is to be built (`dtype` sets the precision), and changes nothing when it exists.
+    pub load_in_8bit: bool,
 
     /// Only latents `0..max_latents` of each hook point.
     pub max_latents: Option<u32>,
@@ -295,6 +310,7 @@ impl Default for RunConfig {
             skip_first_token: false,
             device: "cpu".into(),
             dtype: "f32".into(),
+            load_in_8bit: false,
             max_latents: None,
             latents: None,
             example_ctx_len: c.example_ctx_len,
@@ -363,16 +379,56 @@ impl RunConfig {
         })
     }
 
-    /// Reads a saved `run_config.json`.
+    /// Reads a `run_config.json`: ours (with or without delphi's keys beside our own), or
+    /// delphi's (its `cache_cfg`, `constructor_cfg` and `sampler_cfg` nested; every setting is
+    /// converted as [`crate::DelphiRunConfig::into_run_config`] says). A delphi setting
+    /// autointerp cannot honour is an error that names it; notes on those that change nothing
+    /// here are logged (`tracing`, info), and returned by [`RunConfig::read_file`].
     pub fn from_json_file(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let file = Self::read_json(path)?;
+        for note in &file.notes {
+            tracing::info!(path = %path.display(), "{note}");
+        }
+        Ok(file.config)
+    }
+
+    /// Reads a config file: JSON (a `.json` name, or text that opens with `{`) as
+    /// [`RunConfig::from_json_file`] does, else TOML as [`RunConfig::from_toml_file`] does.
+    pub fn read_file(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             what: format!("reading {}", path.display()),
             source,
         })?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Parse {
-            what: format!("{} is not a run config", path.display()),
+        let json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+            || text.trim_start().starts_with('{');
+        if json {
+            Self::parse_json(&text, path)
+        } else {
+            Ok(ConfigFile {
+                config: Self::from_toml_file(path)?,
+                notes: Vec::new(),
+            })
+        }
+    }
+
+    fn read_json(path: &Path) -> Result<ConfigFile> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            what: format!("reading {}", path.display()),
+            source,
+        })?;
+        Self::parse_json(&text, path)
+    }
+
+    fn parse_json(text: &str, path: &Path) -> Result<ConfigFile> {
+        let what = format!("{} is not a run config", path.display());
+        let value = serde_json::from_str(text).map_err(|e| Error::Parse {
+            what: what.clone(),
             reason: e.to_string(),
-        })
+        })?;
+        let (config, notes) = crate::delphi::from_json_value(value, &what)?;
+        Ok(ConfigFile { config, notes })
     }
 
     /// This config with every setting `overrides` gives replaced: a struct of

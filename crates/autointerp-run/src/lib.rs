@@ -40,7 +40,9 @@
 mod build;
 mod cache;
 mod config;
+mod delphi;
 mod error;
+mod firing_counts;
 mod layout;
 mod neighbours;
 pub mod overrides;
@@ -64,10 +66,14 @@ pub use autointerp_core::layout::Layout;
 pub use build::preflight;
 pub use cache::{ensure_cache, Cached};
 pub use config::{
-    ExplainerKind, FuzzMode, NeighboursType, NonActivatingSource, Overwrite, Provider, RunConfig,
-    ScorerKind,
+    ConfigFile, ExplainerKind, FuzzMode, NeighboursType, NonActivatingSource, Overwrite, Provider,
+    RunConfig, ScorerKind,
+};
+pub use delphi::{
+    DelphiCacheConfig, DelphiConstructorConfig, DelphiRunConfig, DelphiSamplerConfig,
 };
 pub use error::{Error, Result};
+pub use firing_counts::torch_dict_of_longs;
 pub use layout::{load_explanations, Failure, FailureLog};
 pub use pipeline::{add_usage, Tally};
 pub use progress::{Cancel, Event, Progress};
@@ -276,7 +282,12 @@ impl Run {
                 load_tokenizer(&config)?
             }
         };
+        if config.hookpoints.is_empty() {
+            // Saved explicitly: delphi's `log_results` is given the hook points to read.
+            config.hookpoints = cache.hooks().iter().map(|h| h.hook().to_string()).collect();
+        }
         save_config(&config, &layout)?;
+        firing_counts::write_for_cache(&cache, &layout)?;
         execute(
             Inputs {
                 cfg: &config,
@@ -311,7 +322,11 @@ pub fn load_tokenizer(cfg: &RunConfig) -> Result<Tokenizer> {
     Tokenizer::load(source).with_context(|| format!("the tokenizer of {source:?}"))
 }
 
-/// Writes the effective settings as `run_config.json`, atomically.
+/// Writes the effective settings as `run_config.json`, atomically: our keys, and beside them
+/// delphi's that are not ours (`cache_cfg`, `constructor_cfg`, `sampler_cfg`, `hf_token`,
+/// `pipeline_num_proc`, `num_gpus`, `max_memory`, `verbose`), so that delphi's tools read the
+/// file too. Hook points are written by their canonical names (`layers.6`), as score files name
+/// them. [`RunConfig::from_json_file`] reads the file back as it was.
 pub fn save_config(cfg: &RunConfig, layout: &Layout) -> Result<()> {
     // Credentials in a URL (`user:pass@`, `?key=`) stay out of a file that gets shared.
     let mut cfg = cfg.clone();
@@ -321,7 +336,15 @@ pub fn save_config(cfg: &RunConfig, layout: &Layout) -> Result<()> {
     {
         *url = autointerp_client::redact_url(url);
     }
-    let json = serde_json::to_vec_pretty(&cfg)?;
+    if let Ok(hooks) = cfg.hooks() {
+        cfg.hookpoints = hooks.iter().map(HookPoint::to_string).collect();
+    }
+    let mut map = match serde_json::to_value(&cfg)? {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    map.extend(delphi::delphi_keys(&cfg));
+    let json = serde_json::to_vec_pretty(&map)?;
     autointerp_core::fs::write_atomic(&layout.run_config(), &json)?;
     Ok(())
 }

@@ -2,9 +2,10 @@
 //! explanations; `autointerp explain` and `autointerp score`: one of those stages on an existing
 //! cache or results folder.
 //!
-//! Settings come from defaults, then a TOML file (`--config`; for `explain` and `score` the
-//! folder's `run_config.json` when no file is given), then flags. A rerun skips every latent whose
-//! outputs exist, so a killed or interrupted run resumes where it stopped.
+//! Settings come from defaults, then a file (`--config`: TOML, or a `run_config.json` of ours or
+//! delphi's; for `explain` and `score` the folder's `run_config.json` when no file is given), then
+//! flags. A rerun skips every latent whose outputs exist, so a killed or interrupted run resumes
+//! where it stopped.
 
 mod progress;
 
@@ -36,7 +37,8 @@ pub struct RunArgs {
     #[arg(long)]
     tokenizer: Option<String>,
     /// A TOML file of settings: any option below, `-` written `_` (`n_tokens = 1000000`,
-    /// `scorers = ["detection"]`, `model = "..."`). Flags override it.
+    /// `scorers = ["detection"]`, `model = "..."`); or a run_config.json, autointerp's or
+    /// delphi's. Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// The run's folder is RESULTS_DIR/NAME [default: ""].
@@ -84,7 +86,8 @@ pub struct ExplainArgs {
     /// a Hub id) [default: the model's].
     #[arg(long)]
     tokenizer: Option<String>,
-    /// A TOML file of settings, used instead of PATH's run_config.json. Flags override it.
+    /// A TOML file of settings (or a run_config.json, autointerp's or delphi's), used instead of
+    /// PATH's run_config.json. Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// The sparse coders, for `--neighbours-type decoder_similarity` or `encoder_similarity`
@@ -124,7 +127,8 @@ pub struct ScoreArgs {
     /// a Hub id) [default: the model's].
     #[arg(long)]
     tokenizer: Option<String>,
-    /// A TOML file of settings, used instead of PATH's run_config.json. Flags override it.
+    /// A TOML file of settings (or a run_config.json, autointerp's or delphi's), used instead of
+    /// PATH's run_config.json. Flags override it.
     #[arg(long)]
     config: Option<PathBuf>,
     /// The sparse coders, for `--neighbours-type decoder_similarity` or `encoder_similarity`
@@ -151,7 +155,7 @@ pub struct ScoreArgs {
 /// `autointerp run`.
 pub fn run_command(args: RunArgs) -> Result<()> {
     let cfg = match &args.config {
-        Some(path) => RunConfig::from_toml_file(path)?,
+        Some(path) => read_config(path)?,
         None => RunConfig::default(),
     };
     let cfg = cfg
@@ -248,11 +252,11 @@ pub fn score_command(args: ScoreArgs) -> Result<()> {
 /// `run_config.json`, else the defaults.
 fn base_config(file: Option<&Path>, path: &Path, layout: &Layout) -> Result<RunConfig> {
     if let Some(file) = file {
-        return Ok(RunConfig::from_toml_file(file)?);
+        return read_config(file);
     }
     for saved in [layout.run_config(), Layout::new(path).run_config()] {
         if saved.is_file() {
-            let mut cfg = RunConfig::from_json_file(&saved)?;
+            let mut cfg = read_config(&saved)?;
             // A results folder may come from anyone: its config must not decide which of this
             // machine's secrets go to which host. Keys are named on this command line (or in
             // the user's own --config) only.
@@ -268,6 +272,15 @@ fn base_config(file: Option<&Path>, path: &Path, layout: &Layout) -> Result<RunC
         }
     }
     Ok(RunConfig::default())
+}
+
+/// A config file (TOML, or a run_config.json of ours or delphi's), its notes printed.
+fn read_config(path: &Path) -> Result<RunConfig> {
+    let file = RunConfig::read_file(path)?;
+    for note in &file.notes {
+        eprintln!("note: {}: {note}", path.display());
+    }
+    Ok(file.config)
 }
 
 /// A run over the cache at `path`, writing into `layout`, decoding with `--tokenizer`, else
