@@ -21,11 +21,13 @@ simulation scores); this script stops before that with a message.
 With `--check-pt FILE` it only loads FILE with torch and compares it with the dict the
 autointerp-run unit test writes: `{"layers.0": [3, 0, 1], "layers.1.mlp": [0, 2]}`.
 
-Environment used (2025, this repository's dev machine, no GPU): a venv with torch 2.11.0 (PyPI)
-and `pip install eai-delphi==0.1.1 --no-deps` plus `orjson pandas plotly kaleido==0.2.1
+Environment used (the dev machine, CPU only): a venv with torch 2.11.0 (PyPI) and
+`pip install eai-delphi==0.1.1 --no-deps` plus `orjson pandas "plotly<6" kaleido==0.2.1
 scikit-learn simple_parsing` (delphi's `log_results` needs only these; vllm, transformers and
-sparsify are not imported). Result on a 24-latent run of the `autointerp run` test fixture:
-see docs/PERFORMANCE.md, "delphi analyses our results".
+sparsify are not imported; plotly 6 lacks the `pio.kaleido.scope` that delphi's `import_plotly`
+sets). Run once on `autointerp demo --explainer tokens --scorers detection,fuzz --n-latents 4
+--train-tokens 20000 --n-tokens 50000`: every check passed and `log_results` printed the
+metrics our report gives; the output is in docs/PERFORMANCE.md, "delphi analyses our results".
 """
 
 import contextlib

@@ -440,6 +440,21 @@ impl DelphiRunConfig {
     }
 }
 
+/// `run_config.json` as [`crate::save_config`] writes it: our keys, and delphi's that are not ours
+/// beside them. `explainer_model_max_len` is left out when unset: delphi's `RunConfig` reads it
+/// as a number (`null` stops its `load_json`), and takes its default when it is missing; ours
+/// reads a missing key as unset.
+pub(crate) fn saved_form(cfg: &RunConfig) -> Result<Map<String, Value>> {
+    let Value::Object(mut map) = serde_json::to_value(cfg)? else {
+        return Err(Error::Config("a run config serialises to a map".into()));
+    };
+    if map.get("explainer_model_max_len") == Some(&Value::Null) {
+        map.remove("explainer_model_max_len");
+    }
+    map.extend(delphi_keys(cfg));
+    Ok(map)
+}
+
 /// delphi's keys that are not ours, for `cfg`: what [`crate::save_config`] writes beside our
 /// keys. The keys both have (`model`, `hookpoints`, `scorers`, …) are ours as they are.
 pub(crate) fn delphi_keys(cfg: &RunConfig) -> Map<String, Value> {
@@ -793,9 +808,11 @@ mod tests {
         assert_eq!(saved["pipeline_num_proc"], 3);
         assert_eq!(saved["fuzz_type"], "active");
         assert_eq!(saved["hf_token"], Value::Null);
-        // Every key of delphi's (main) is there, so delphi's own `RunConfig` finds them all.
+        // Every key of delphi's (main) is there, so delphi's own `RunConfig` finds them all;
+        // `explainer_model_max_len` only when set (delphi's `load_json` refuses `null` there).
         for key in DELPHI_TOP {
-            assert!(saved.get(key).is_some(), "{key}");
+            let want = key != "explainer_model_max_len";
+            assert_eq!(saved.get(key).is_some(), want, "{key}");
         }
 
         // Edited in delphi's keys only.

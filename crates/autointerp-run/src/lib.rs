@@ -339,12 +339,7 @@ pub fn save_config(cfg: &RunConfig, layout: &Layout) -> Result<()> {
     if let Ok(hooks) = cfg.hooks() {
         cfg.hookpoints = hooks.iter().map(HookPoint::to_string).collect();
     }
-    let mut map = match serde_json::to_value(&cfg)? {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    };
-    map.extend(delphi::delphi_keys(&cfg));
-    let json = serde_json::to_vec_pretty(&map)?;
+    let json = serde_json::to_vec_pretty(&delphi::saved_form(&cfg)?)?;
     autointerp_core::fs::write_atomic(&layout.run_config(), &json)?;
     Ok(())
 }
