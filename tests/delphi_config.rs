@@ -116,7 +116,8 @@ fn run_reads_a_delphi_config_and_saves_both_forms() {
 }
 
 /// `explain` and `score` on a delphi results folder take its settings from delphi's
-/// `run_config.json`; `load_in_8bit` changes nothing once the cache exists.
+/// `run_config.json` (neighbours as the non-activating source included); `load_in_8bit` changes
+/// nothing once the cache exists.
 #[test]
 fn explain_and_score_read_a_delphi_results_folder() {
     let dir = tempfile::tempdir().unwrap();
@@ -128,6 +129,8 @@ fn explain_and_score_read_a_delphi_results_folder() {
     cfg["max_latents"] = json!(2);
     cfg["scorers"] = json!(["detection"]);
     cfg["load_in_8bit"] = json!(true);
+    // delphi's neighbours, found by co-occurrence in the cache.
+    cfg["constructor_cfg"]["non_activating_source"] = json!("neighbours");
     write_json(&run_dir.join("run_config.json"), &cfg);
     let server = Server::start(Faults::default());
     let path = run_dir.to_str().unwrap();
@@ -142,13 +145,19 @@ fn explain_and_score_read_a_delphi_results_folder() {
         assert_eq!(complete(&run_dir, i, &["detection"]), i < 2, "latent {i}");
     }
     assert!(!run_dir.join("scores/fuzz").exists());
+    let saved = RunConfig::from_json_file(&run_dir.join("run_config.json")).unwrap();
+    assert_eq!(
+        saved.non_activating_source,
+        autointerp_run::NonActivatingSource::Neighbours
+    );
     // The test cache has no firing_counts.json (as delphi's): counted from the split files.
     let pt = std::fs::read(run_dir.join("log/hookpoint_firing_counts.pt")).unwrap();
     assert!(pt.starts_with(b"PK\x03\x04"));
 }
 
-/// A delphi setting autointerp cannot honour stops `run --config`, `explain` and `score` with
-/// its name; `load_in_8bit` stops a run that would build the cache.
+/// A delphi setting autointerp cannot honour (here a provider delphi has not either) stops
+/// `run --config` and `score` on the folder with its name and value; `load_in_8bit` stops a run
+/// that would build the cache.
 #[test]
 fn unsupported_delphi_settings_are_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -157,7 +166,7 @@ fn unsupported_delphi_settings_are_named() {
     let run_dir = dir.path().join("results/delphi");
     write_cache(&run_dir, 4, &tok);
     let mut cfg = delphi_config(&tok);
-    cfg["constructor_cfg"]["non_activating_source"] = json!("neighbours");
+    cfg["explainer_provider"] = json!("vllm");
     let config = dir.path().join("delphi.json");
     write_json(&config, &cfg);
     write_json(&run_dir.join("run_config.json"), &cfg);
@@ -167,10 +176,7 @@ fn unsupported_delphi_settings_are_named() {
     for out in [run, score] {
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         let err = stderr(&out);
-        assert!(
-            err.contains("constructor_cfg.non_activating_source = \"neighbours\""),
-            "{err}"
-        );
+        assert!(err.contains("explainer_provider = \"vllm\""), "{err}");
     }
     assert!(!run_dir.join("scores").exists());
 

@@ -288,7 +288,8 @@ impl DelphiRunConfig {
     /// | `constructor_cfg.faiss_embedding_model` | `embedding_model` with `FAISS` (a name sent to an `/embeddings` server, noted; `local:PATH` runs a folder here); no effect otherwise |
     /// | `constructor_cfg.faiss_embedding_cache_dir`, `faiss_embedding_cache_enabled` | no effect on results: embeddings are kept in memory for one run (noted) |
     /// | `sampler_cfg.*` | the same names; `test_type` must be `quantiles` |
-    /// | `model`, `sparse_model`, `hookpoints`, `explainer_model`, `scorers`, `name`, `max_latents`, `filter_bos`, `log_probs`, `seed`, `num_examples_per_scorer_prompt`, `fuzz_type`, `load_in_8bit` | the same names |
+    /// | `model`, `sparse_model`, `hookpoints`, `explainer_model`, `scorers`, `name`, `max_latents`, `filter_bos`, `log_probs`, `seed`, `num_examples_per_scorer_prompt`, `fuzz_type` | the same names |
+    /// | `load_in_8bit` | `load_in_8bit`: `true` is refused when the cache is to be built, and changes nothing once it exists |
     /// | `explainer_model_max_len` | `explainer_model_max_len` (used with the local engine) |
     /// | `explainer_provider` | `offline` → `local`, `openrouter` → `openrouter` |
     /// | `explainer` | `default`, `none` |
