@@ -62,6 +62,7 @@ mod identity;
 mod run;
 mod spill;
 pub mod tokens;
+mod vocab;
 
 pub use dataset::{DatasetSpec, Shard};
 pub use error::{Error, Result};
@@ -69,3 +70,4 @@ pub use forward::{cache_dataset, train_sae, SaeTraining};
 pub use identity::source_identity;
 pub use run::{hook_dir, run, BoxError, CacheConfig, HookStats, LatentEncoder, Progress, Target};
 pub use spill::{Checkpoint, Finished, SplitSpiller};
+pub use vocab::{vocab_projection, DEFAULT_VOCAB_K};

@@ -34,6 +34,7 @@
 //!     test: vec![],
 //!     non_activating: vec![],
 //!     stats: LatentStats::default(),
+//!     logits: None,
 //! };
 //!
 //! let explainer = DefaultExplainer::new(Canned("Rivers.\n[EXPLANATION]: Names of rivers."), ExplainerConfig::default());
@@ -74,6 +75,7 @@
 //!     test: vec![],
 //!     non_activating: vec![],
 //!     stats: LatentStats::default(),
+//!     logits: None,
 //! };
 //! let messages = default_prompt(&record, &ExplainerConfig::default());
 //! assert_eq!(messages[0].role, Role::System);

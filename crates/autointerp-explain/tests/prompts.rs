@@ -60,6 +60,7 @@ fn record() -> LatentRecord {
             n_tokens: 1000,
             max_activation: 3.2,
         },
+        logits: None,
     }
 }
 

@@ -317,6 +317,7 @@ impl LatentDataset {
                 test,
                 non_activating,
                 stats,
+                logits: None,
             },
             n_windows: st.grid.n_windows(),
             n_active_windows: act.active.len() as u64,

@@ -55,6 +55,7 @@ fn record(i: u32, n_activations: u64) -> LatentRecord {
             n_tokens: 1000,
             max_activation: 4.0,
         },
+        logits: None,
     }
 }
 

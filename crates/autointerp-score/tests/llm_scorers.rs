@@ -81,6 +81,7 @@ fn records() -> [LatentRecord; 2] {
             .collect(),
         non_activating: silent.clone(),
         stats: LatentStats::default(),
+        logits: None,
     };
     let weekdays = LatentRecord {
         id: LatentId::new(HookPoint::Residual(4), 2),
@@ -98,6 +99,7 @@ fn records() -> [LatentRecord; 2] {
             .collect(),
         non_activating: silent,
         stats: LatentStats::default(),
+        logits: None,
     };
     [rivers, weekdays]
 }
@@ -477,6 +479,7 @@ fn intruder_on_a_small_latent_shows_full_trials_or_skips_it() {
             .collect(),
         non_activating: records()[0].non_activating.clone(),
         stats: LatentStats::default(),
+        logits: None,
     };
     let scorer = IntruderScorer::new(&client, IntruderConfig::default());
     let result = block_on(scorer.score(&small)).unwrap();
@@ -758,6 +761,7 @@ fn small_record(activating: &[&str], silent: &[&str]) -> LatentRecord {
             .collect(),
         non_activating: silent.iter().map(|t| example(t, None, None)).collect(),
         stats: LatentStats::default(),
+        logits: None,
     }
 }
 

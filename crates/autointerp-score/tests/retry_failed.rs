@@ -59,6 +59,7 @@ fn record() -> LatentRecord {
         .map(|t| example(t, None, None))
         .collect(),
         stats: LatentStats::default(),
+        logits: None,
     }
 }
 

@@ -76,6 +76,7 @@ fn rivers() -> LatentRecord {
         .map(|t| example(&t.split(' ').collect::<Vec<_>>(), None, None))
         .collect(),
         stats: LatentStats::default(),
+        logits: None,
     }
 }
 
