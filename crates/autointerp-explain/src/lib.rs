@@ -124,7 +124,7 @@ pub use load::{
 pub use parse::{parse_explanation, parse_explanation_with, EXPLANATION_MARKER};
 pub use prompt::{
     activation_line, default_prompt, default_prompt_for_examples, default_prompt_with,
-    normalized_activation, ExplainerConfig,
+    normalized_activation, promoted_tokens, ExplainerConfig, MAX_PROMOTED_TOKENS,
 };
 pub use prompts::{PromptError, PromptKind, PromptSet, PromptSettings};
 pub use tokens::{TokenExplainer, TokenExplainerConfig};
