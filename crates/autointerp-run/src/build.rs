@@ -184,6 +184,7 @@ pub(crate) fn explainer(
         chat.cloned(),
         generation,
         cfg.explainer_prefill,
+        cfg.explainer_logits,
         cfg.prompts()?,
     ))
 }
