@@ -175,7 +175,8 @@ mod tests {
     #[test]
     fn inconsistent_files_are_errors_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: [(&str, fn(&mut VocabProjection)); 3] = [
+        type Edit = fn(&mut VocabProjection);
+        let cases: [(&str, Edit); 3] = [
             ("outside", |p| p.latents[0].promoted[0].0 = 10),
             ("out of order", |p| p.latents[0].suppressed.reverse()),
             ("more than k", |p| p.latents[0].promoted.push((2, 0.0))),
