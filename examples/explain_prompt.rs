@@ -48,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             n_tokens: 15,
             max_activation: 4.1,
         },
+        logits: None,
     };
     let cfg = ExplainerConfig::default().with_cot(true);
     for message in default_prompt(&record, &cfg) {

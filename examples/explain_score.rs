@@ -77,6 +77,7 @@ fn record(index: u32, words: &[&str], template: &str, at: usize) -> LatentRecord
             .collect(),
         non_activating: silent.iter().map(|t| example(t, None, None)).collect(),
         stats: LatentStats::default(),
+        logits: None,
     }
 }
 

@@ -133,6 +133,7 @@ fn synthetic(root: &Path) -> Result<()> {
                     n_tokens: 1_000_000,
                     max_activation: 5.0,
                 },
+                logits: None,
             };
             std::fs::write(
                 root.join("latents").join(format!("{id}.json")),

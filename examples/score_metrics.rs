@@ -51,6 +51,7 @@ fn record(index: u32, n_test: usize, n_silent: usize) -> LatentRecord {
             n_tokens: 100_000,
             max_activation: 3.0,
         },
+        logits: None,
     }
 }
 

@@ -262,4 +262,30 @@ fn a_model_without_tokenizer_caches_pretokenized_ids() {
     let tok = with_tok.join("tokenizer.json");
     let shown = show(&["--tokenizer", tok.to_str().unwrap()]);
     assert_success(&shown);
+
+    // The SAE's decoder rows were projected onto the vocabulary beside the splits, and `latents
+    // show` lists the latent's promoted and suppressed tokens with their deltas, in order.
+    let projection = autointerp_core::VocabProjection::read_from_dir(&out.join("latents/layers.0"))
+        .unwrap()
+        .expect("the cache wrote vocab_projection.json");
+    let stdout = String::from_utf8_lossy(&shown.stdout);
+    let entry = &projection.latents[latent.parse::<usize>().unwrap()];
+    for (label, pairs) in [
+        ("promotes:", &entry.promoted),
+        ("suppresses:", &entry.suppressed),
+    ] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} line in:\n{stdout}"));
+        let mut rest = line;
+        for &(token, delta) in pairs {
+            let shown = format!("({delta:+.2})");
+            let at = rest
+                .find(&shown)
+                .unwrap_or_else(|| panic!("token {token} {shown} missing or out of order: {line}"));
+            rest = &rest[at + shown.len()..];
+        }
+        assert_eq!(pairs.len(), autointerp_cache::DEFAULT_VOCAB_K);
+    }
 }

@@ -421,3 +421,85 @@ fn a_run_builds_its_cache_first_and_only_once() {
     assert!(!stderr.contains("caching"), "{stderr}");
     assert_eq!(server.seen(), vec![]);
 }
+
+/// With `--explainer-logits`, the explainer's prompt ends with the tokens each latent promotes
+/// (from the cache's vocabulary projection); without it, the prompt has no such line.
+#[test]
+fn explainer_logits_show_the_promoted_tokens_only_when_asked() {
+    use autointerp_core::{LatentTokens, VocabProjection};
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok");
+    write_tokenizer(&tok);
+    let cache = dir.path().join("cache");
+    write_cache(&cache, N, &tok);
+    // Latent i promotes its own word (id i + 1) and " in" (30), and suppresses " a" (26).
+    VocabProjection {
+        method: "test".into(),
+        vocab_size: 40,
+        k: 2,
+        latents: (0..N as u32)
+            .map(|i| LatentTokens {
+                promoted: vec![(i + 1, 1.5), (30, 0.5)],
+                suppressed: vec![(26, -1.0)],
+            })
+            .collect(),
+    }
+    .write_to_dir(&cache.join("latents").join(HOOK))
+    .unwrap();
+    let server = Server::start(Faults::default());
+    let cache_s = cache.to_str().unwrap();
+    let explain = |latents: &str, extra: &[&str]| {
+        let mut args = vec![
+            "explain",
+            cache_s,
+            "--explainer-model",
+            "m",
+            "--explainer-base-url",
+            &server.url,
+            "--latents",
+            latents,
+        ];
+        args.extend(RECORD_FLAGS);
+        args.extend(extra);
+        assert_success(&autointerp(&args));
+    };
+    let last_user = |body: &Value| -> String {
+        let messages = body["messages"].as_array().unwrap();
+        messages.last().unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+
+    explain("1,3", &["--explainer-logits"]);
+    let with = server.bodies();
+    assert_eq!(with.len(), 2);
+    for (_, body) in &with {
+        let prompt = last_user(body);
+        let line = prompt
+            .lines()
+            .find(|l| l.starts_with("Tokens the feature promotes: "))
+            .unwrap_or_else(|| panic!("{prompt}"));
+        let word = [" apple", " copper"]
+            .into_iter()
+            .find(|w| prompt.contains(&format!("<<{w}>>")))
+            .expect("latent 1 or 3");
+        assert_eq!(
+            line,
+            format!("Tokens the feature promotes: \"{word}\", \" in\""),
+            "{prompt}"
+        );
+    }
+    assert_eq!(
+        read_json(&cache.join("run_config.json"))["explainer_logits"],
+        true
+    );
+
+    explain("2,4", &["--explainer-logits=false"]);
+    let without = &server.bodies()[with.len()..];
+    assert_eq!(without.len(), 2);
+    for (_, body) in without {
+        let prompt = last_user(body);
+        assert!(!prompt.contains("promotes"), "{prompt}");
+    }
+}

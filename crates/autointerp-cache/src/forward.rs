@@ -17,8 +17,11 @@ use crate::{
 };
 
 /// Caches the latents of `coders` over `tokens` into `<out>/latents/` as [`crate::run`] does,
-/// with `model` as the forward pass, then writes every hook point's stats to
-/// `<out>/latents/stats.json`.
+/// with `model` as the forward pass, then writes each coder's vocabulary projection (the top
+/// [`crate::DEFAULT_VOCAB_K`] tokens its latents promote and suppress, see
+/// [`crate::vocab_projection`]) to `<out>/latents/<hookpoint>/vocab_projection.json`, and every
+/// hook point's stats to `<out>/latents/stats.json`. A coder that cannot be projected (MLP
+/// neurons, a decoder that does not write d_model-sized vectors) is skipped with a log line.
 ///
 /// The checkpoint's fingerprint covers the model: its files when `cfg.model_name` is the source
 /// it was loaded from (see [`source_identity`]), its config and dtype, and each coder's settings.
@@ -90,6 +93,7 @@ pub fn cache_dataset(
     // Held until `stats.json` is written too.
     let _lock = DirLock::acquire(out)?;
     let stats = run_locked(out, tokens, &targets, forward, &cfg, on_progress)?;
+    crate::vocab::write_projections(out, model, coders);
     let summary = serde_json::to_vec_pretty(&stats).unwrap_or_default();
     autointerp_core::fs::write_atomic(&out.join("latents").join("stats.json"), &summary)?;
     Ok(stats)

@@ -50,6 +50,21 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # The output side of each latent
+//!
+//! With a model, [`cache_dataset`] also writes, beside each coder's split files,
+//! `vocab_projection.json` ([`autointerp_core::VocabProjection`]): for every latent, the
+//! [`DEFAULT_VOCAB_K`] tokens whose logits its decoder row raises most and lowers most when
+//! added to the residual stream, read through the model's final norm and unembedding
+//! ([`vocab_projection`], one matrix product per chunk of latents). This is the logit lens
+//! (nostalgebraist, "interpreting GPT: the logit lens", LessWrong, 2020) applied to a direction
+//! rather than an activation, and the vocabulary projection that Gur-Arieh et al. (2025,
+//! "Enhancing Automated Interpretability with Output-Centric Feature Descriptions", ACL) give
+//! explainers alongside the activating examples. Records built from the cache carry it
+//! (`LatentRecord::logits`), `autointerp latents show` prints it, the report shows it, and the
+//! explainers can list the promoted tokens (`--explainer-logits`). Coders without decoder rows
+//! (MLP neurons) are cached without it.
+//!
 //! Example: `cargo run -p autointerp-cache --example cache_tiny` (a tiny random Llama and a random TopK SAE, offline, in seconds).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
@@ -62,6 +77,7 @@ mod identity;
 mod run;
 mod spill;
 pub mod tokens;
+mod vocab;
 
 pub use dataset::{DatasetSpec, Shard};
 pub use error::{Error, Result};
@@ -69,3 +85,4 @@ pub use forward::{cache_dataset, train_sae, SaeTraining};
 pub use identity::source_identity;
 pub use run::{hook_dir, run, BoxError, CacheConfig, HookStats, LatentEncoder, Progress, Target};
 pub use spill::{Checkpoint, Finished, SplitSpiller};
+pub use vocab::{vocab_projection, DEFAULT_VOCAB_K};

@@ -1,10 +1,11 @@
-//! `autointerp latents show`: a latent's top examples, read from a cache.
+//! `autointerp latents show`: a latent's top examples, read from a cache, and the tokens its
+//! decoder direction promotes and suppresses when the cache has its vocabulary projection.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use autointerp_core::{HookPoint, LatentId};
+use autointerp_core::{HookPoint, LatentId, LatentLogits};
 use autointerp_latents::{render_example, LatentCache, LatentDataset, LatentsConfig, Style};
 use autointerp_model::Tokenizer;
 use autointerp_run::overrides::number;
@@ -18,7 +19,8 @@ pub struct LatentsArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum LatentsCommand {
-    /// Print a latent's strongest examples, activating tokens highlighted.
+    /// Print a latent's strongest examples, activating tokens highlighted, and the tokens its
+    /// decoder direction promotes and suppresses (logit lens) when the cache has them.
     Show(ShowArgs),
 }
 
@@ -81,6 +83,16 @@ fn show(args: ShowArgs) -> Result<()> {
         100.0 * r.stats.firing_rate(),
         r.stats.max_activation
     );
+    if let Some(logits) = &r.logits {
+        println!(
+            "promotes:   {}",
+            LatentLogits::describe(&logits.promoted, usize::MAX)
+        );
+        println!(
+            "suppresses: {}",
+            LatentLogits::describe(&logits.suppressed, usize::MAX)
+        );
+    }
     for (i, ex) in r.train.iter().enumerate() {
         println!(
             "{:>3} [{:>8.3}] {}",

@@ -58,6 +58,15 @@ pub enum Error {
         /// Who holds it: pid and host, as the holder recorded them.
         holder: String,
     },
+    /// A vocabulary projection file (`vocab_projection.json`) that does not parse or whose
+    /// lists disagree with each other.
+    #[error("{path}: bad vocabulary projection: {problem}")]
+    BadVocabProjection {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// Result with this crate's [`Error`].

@@ -33,10 +33,14 @@ mod hub_id;
 pub mod layout;
 mod record;
 pub mod split;
+mod vocab;
 
 pub use chat::{Message, Role};
 pub use embed::{EmbedError, EmbedFuture, Embedder};
 pub use error::{Error, Result};
 pub use hook::HookPoint;
 pub use hub_id::is_hub_repo_id;
-pub use record::{Example, Explanation, LatentId, LatentRecord, LatentStats, Score};
+pub use record::{
+    Example, Explanation, LatentId, LatentLogits, LatentRecord, LatentStats, Score, TokenLogit,
+};
+pub use vocab::{LatentTokens, VocabProjection, VOCAB_PROJECTION_FILE};

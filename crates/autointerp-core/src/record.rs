@@ -108,6 +108,48 @@ pub struct LatentRecord {
     pub non_activating: Vec<Example>,
     /// Firing statistics over the whole cache.
     pub stats: LatentStats,
+    /// The output side of the latent: the tokens its decoder direction promotes and suppresses
+    /// through the model's unembedding (see [`crate::VocabProjection`]); `None` when the cache
+    /// has no projection (a coder without a decoder, an older cache, a delphi cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logits: Option<LatentLogits>,
+}
+
+/// One token of a latent's vocabulary projection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogit {
+    /// The token id.
+    pub token: u32,
+    /// The token decoded on its own, for display.
+    pub text: String,
+    /// How much the latent's decoder direction (at unit activation) moves this token's logit.
+    pub delta: f32,
+}
+
+/// The tokens whose logits a latent's decoder direction raises and lowers most: the "logit
+/// lens" of the direction, as read from [`crate::VocabProjection`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatentLogits {
+    /// The largest deltas first.
+    pub promoted: Vec<TokenLogit>,
+    /// The most negative deltas first.
+    pub suppressed: Vec<TokenLogit>,
+}
+
+impl LatentLogits {
+    /// `" Paris" (+1.23), " London" (+1.05)`: the first `n` tokens of `tokens`, JSON-quoted,
+    /// with their deltas.
+    pub fn describe(tokens: &[TokenLogit], n: usize) -> String {
+        tokens
+            .iter()
+            .take(n)
+            .map(|t| {
+                let text = serde_json::Value::String(t.text.clone()).to_string();
+                format!("{text} ({:+.2})", t.delta)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// A natural-language description of what a latent responds to.
@@ -143,6 +185,25 @@ mod tests {
         assert_eq!("layers.3.mlp_latent77".parse::<LatentId>().unwrap(), id);
         assert!("layers.3.mlp_latentX".parse::<LatentId>().is_err());
         assert!("layers.3.mlp".parse::<LatentId>().is_err());
+    }
+
+    #[test]
+    fn records_without_logits_parse_and_records_with_them_round_trip() {
+        let old = r#"{"id": {"hookpoint": "layers.2", "index": 5}, "train": [], "test": [],
+            "non_activating": [], "stats": {"n_activations": 1, "n_tokens": 9, "max_activation": 2.0}}"#;
+        let mut record: LatentRecord = serde_json::from_str(old).unwrap();
+        assert_eq!(record.logits, None);
+        assert!(!serde_json::to_string(&record).unwrap().contains("logits"));
+        record.logits = Some(LatentLogits {
+            promoted: vec![TokenLogit {
+                token: 4,
+                text: " Paris".into(),
+                delta: 1.25,
+            }],
+            suppressed: vec![],
+        });
+        let json = serde_json::to_string(&record).unwrap();
+        assert_eq!(serde_json::from_str::<LatentRecord>(&json).unwrap(), record);
     }
 
     #[test]

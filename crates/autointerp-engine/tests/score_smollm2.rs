@@ -138,6 +138,7 @@ fn record(index: u32, texts: &[&str], fires: fn(&str) -> bool) -> LatentRecord {
             n_tokens: 10_000,
             max_activation: 4.0,
         },
+        logits: None,
     }
 }
 

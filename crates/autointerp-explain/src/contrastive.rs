@@ -5,7 +5,7 @@ use autointerp_core::{LatentRecord, Message};
 use serde::{Deserialize, Serialize};
 
 use crate::highlight::{escape_text, DEFAULT_THRESHOLD};
-use crate::prompt::built_in;
+use crate::prompt::{built_in, promoted_tokens};
 use crate::prompts::{ContrastiveContext, Excerpt, PromptError, PromptKind, PromptSet};
 
 /// Options of the contrastive explainer prompt.
@@ -22,6 +22,9 @@ pub struct ContrastiveConfig {
     pub max_activating: usize,
     /// At most this many non-activating examples are shown (delphi: 5).
     pub max_non_activating: usize,
+    /// Whether the prompt ends with the tokens the latent promotes most, as
+    /// [`ExplainerConfig::show_logits`](crate::ExplainerConfig::show_logits).
+    pub show_logits: bool,
 }
 
 impl Default for ContrastiveConfig {
@@ -32,6 +35,7 @@ impl Default for ContrastiveConfig {
             max_listed_tokens: 10,
             max_activating: 15,
             max_non_activating: 5,
+            show_logits: false,
         }
     }
 }
@@ -70,6 +74,7 @@ pub fn contrastive_prompt_with(
         show_activations: cfg.show_activations,
         threshold: cfg.threshold,
         max_listed_tokens: cfg.max_listed_tokens,
+        promoted: promoted_tokens(record, cfg.show_logits),
     };
     prompts.render_messages(PromptKind::Contrastive, &context)
 }

@@ -44,31 +44,40 @@ impl ExplainerKind {
         generation: GenerationConfig,
         prefill: bool,
     ) -> Option<Box<dyn DynExplainer>> {
-        self.build_with_prompts(chat, generation, prefill, PromptSet::embedded())
+        self.build_with_prompts(chat, generation, prefill, false, PromptSet::embedded())
     }
 
     /// [`ExplainerKind::build`] with the LLM explainers' prompts rendered from `prompts` (e.g.
-    /// a run's `--prompt-dir`, loaded with [`PromptSet::from_dir`]).
+    /// a run's `--prompt-dir`, loaded with [`PromptSet::from_dir`]); with `logits`, their
+    /// prompts end with the tokens each latent promotes, when its record has them
+    /// ([`ExplainerConfig::show_logits`]).
     pub fn build_with_prompts(
         self,
         chat: Option<SharedClient>,
         generation: GenerationConfig,
         prefill: bool,
+        logits: bool,
         prompts: Arc<PromptSet>,
     ) -> Option<Box<dyn DynExplainer>> {
         match self {
             Self::Tokens => Some(Box::new(TokenExplainer::default())),
             Self::Default => Some(Box::new(
-                DefaultExplainer::new(chat?, ExplainerConfig::default())
+                DefaultExplainer::new(chat?, ExplainerConfig::default().with_logits(logits))
                     .with_generation(generation)
                     .with_prefill(prefill)
                     .with_prompts(prompts),
             )),
             Self::Contrastive => Some(Box::new(
-                ContrastiveExplainer::new(chat?, ContrastiveConfig::default())
-                    .with_generation(generation)
-                    .with_prefill(prefill)
-                    .with_prompts(prompts),
+                ContrastiveExplainer::new(
+                    chat?,
+                    ContrastiveConfig {
+                        show_logits: logits,
+                        ..ContrastiveConfig::default()
+                    },
+                )
+                .with_generation(generation)
+                .with_prefill(prefill)
+                .with_prompts(prompts),
             )),
             Self::None => None,
         }

@@ -34,6 +34,7 @@
 //!     test: vec![],
 //!     non_activating: vec![],
 //!     stats: LatentStats::default(),
+//!     logits: None,
 //! };
 //!
 //! let explainer = DefaultExplainer::new(Canned("Rivers.\n[EXPLANATION]: Names of rivers."), ExplainerConfig::default());
@@ -74,6 +75,7 @@
 //!     test: vec![],
 //!     non_activating: vec![],
 //!     stats: LatentStats::default(),
+//!     logits: None,
 //! };
 //! let messages = default_prompt(&record, &ExplainerConfig::default());
 //! assert_eq!(messages[0].role, Role::System);
@@ -122,7 +124,7 @@ pub use load::{
 pub use parse::{parse_explanation, parse_explanation_with, EXPLANATION_MARKER};
 pub use prompt::{
     activation_line, default_prompt, default_prompt_for_examples, default_prompt_with,
-    normalized_activation, ExplainerConfig,
+    normalized_activation, promoted_tokens, ExplainerConfig, MAX_PROMOTED_TOKENS,
 };
 pub use prompts::{PromptError, PromptKind, PromptSet, PromptSettings};
 pub use tokens::{TokenExplainer, TokenExplainerConfig};

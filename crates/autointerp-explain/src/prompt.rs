@@ -22,6 +22,10 @@ pub struct ExplainerConfig {
     pub cot: bool,
     /// At most this many of the record's train examples are shown (all when `None`).
     pub max_examples: Option<usize>,
+    /// Whether the prompt ends with the tokens the latent's decoder direction promotes most
+    /// (its logit lens, [`LatentRecord::logits`]), as Neuronpedia's max-activation + logits
+    /// explainer does; nothing is added for a record without them.
+    pub show_logits: bool,
 }
 
 impl Default for ExplainerConfig {
@@ -32,6 +36,7 @@ impl Default for ExplainerConfig {
             max_listed_tokens: 10,
             cot: false,
             max_examples: None,
+            show_logits: false,
         }
     }
 }
@@ -47,6 +52,12 @@ impl ExplainerConfig {
     #[must_use]
     pub fn with_cot(mut self, cot: bool) -> Self {
         self.cot = cot;
+        self
+    }
+    /// Sets [`ExplainerConfig::show_logits`].
+    #[must_use]
+    pub fn with_logits(mut self, show: bool) -> Self {
+        self.show_logits = show;
         self
     }
     /// Sets [`ExplainerConfig::threshold`].
@@ -95,7 +106,26 @@ pub fn activation_line(example: &Example, threshold: f32, max_tokens: usize) -> 
     (!items.is_empty()).then(|| format!("Activations: {}", items.join(", ")))
 }
 
-/// The default explainer prompt for `record`, built from its train examples.
+/// At most this many promoted tokens are shown to an explainer (Neuronpedia shows 10).
+pub const MAX_PROMOTED_TOKENS: usize = 10;
+
+/// The tokens `record`'s latent promotes most, for an explainer prompt: escaped and JSON-quoted
+/// (`" Paris"`), strongest first, at most [`MAX_PROMOTED_TOKENS`]; empty unless `show` and the
+/// record has them.
+pub fn promoted_tokens(record: &LatentRecord, show: bool) -> Vec<String> {
+    match &record.logits {
+        Some(logits) if show => logits
+            .promoted
+            .iter()
+            .take(MAX_PROMOTED_TOKENS)
+            .map(|t| serde_json::Value::String(escape_text(&t.text)).to_string())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The default explainer prompt for `record`, built from its train examples (and the tokens its
+/// latent promotes, with [`ExplainerConfig::show_logits`]).
 ///
 /// Messages: the instructions (system), three worked examples (user excerpts, assistant answer,
 /// with step-by-step reasoning when [`ExplainerConfig::cot`] is set), then the latent's
@@ -103,12 +133,12 @@ pub fn activation_line(example: &Example, threshold: f32, max_tokens: usize) -> 
 /// [`EXPLANATION_MARKER`](crate::EXPLANATION_MARKER); parse it with
 /// [`parse_explanation`](crate::parse_explanation).
 pub fn default_prompt(record: &LatentRecord, cfg: &ExplainerConfig) -> Vec<Message> {
-    default_prompt_for_examples(shown_examples(record, cfg), cfg)
+    built_in(default_prompt_with(&PromptSet::embedded(), record, cfg))
 }
 
 /// [`default_prompt`] for an explicit list of examples.
 pub fn default_prompt_for_examples(examples: &[Example], cfg: &ExplainerConfig) -> Vec<Message> {
-    built_in(render(&PromptSet::embedded(), examples, cfg))
+    built_in(render(&PromptSet::embedded(), examples, Vec::new(), cfg))
 }
 
 /// [`default_prompt`] from `prompts`' `explainer.jinja`, its examples highlighted with the
@@ -121,7 +151,8 @@ pub fn default_prompt_with(
     record: &LatentRecord,
     cfg: &ExplainerConfig,
 ) -> Result<Vec<Message>, PromptError> {
-    render(prompts, shown_examples(record, cfg), cfg)
+    let promoted = promoted_tokens(record, cfg.show_logits);
+    render(prompts, shown_examples(record, cfg), promoted, cfg)
 }
 
 /// The train examples the default prompt shows.
@@ -136,6 +167,7 @@ fn shown_examples<'a>(record: &'a LatentRecord, cfg: &ExplainerConfig) -> &'a [E
 fn render(
     prompts: &PromptSet,
     examples: &[Example],
+    promoted: Vec<String>,
     cfg: &ExplainerConfig,
 ) -> Result<Vec<Message>, PromptError> {
     let markers = &prompts.settings(PromptKind::Explainer).highlight;
@@ -148,6 +180,7 @@ fn render(
         cot: cfg.cot,
         threshold: cfg.threshold,
         max_listed_tokens: cfg.max_listed_tokens,
+        promoted,
     };
     prompts.render_messages(PromptKind::Explainer, &context)
 }

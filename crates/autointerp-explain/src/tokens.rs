@@ -59,6 +59,7 @@ impl Default for TokenExplainerConfig {
 ///     test: vec![],
 ///     non_activating: vec![],
 ///     stats: LatentStats::default(),
+///     logits: None,
 /// };
 /// let outcome = futures::executor::block_on(TokenExplainer::default().explain(&record))?;
 /// assert_eq!(
@@ -217,6 +218,7 @@ mod tests {
             test: vec![],
             non_activating: vec![],
             stats: LatentStats::default(),
+            logits: None,
         };
         let e = TokenExplainer::default();
         assert!(futures::executor::block_on(e.explain(&record)).is_err());

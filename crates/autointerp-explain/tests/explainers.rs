@@ -86,6 +86,7 @@ fn records() -> [LatentRecord; 2] {
         test: vec![],
         non_activating: silent.clone(),
         stats: LatentStats::default(),
+        logits: None,
     };
     let weekdays = LatentRecord {
         id: LatentId::new(HookPoint::Residual(3), 2),
@@ -93,6 +94,7 @@ fn records() -> [LatentRecord; 2] {
         test: vec![],
         non_activating: silent,
         stats: LatentStats::default(),
+        logits: None,
     };
     [rivers, weekdays]
 }

@@ -1,7 +1,11 @@
 //! Snapshot tests of every explainer prompt for fixed records.
 
-use autointerp_core::{Example, HookPoint, LatentId, LatentRecord, LatentStats, Message};
-use autointerp_explain::{contrastive_prompt, default_prompt, ContrastiveConfig, ExplainerConfig};
+use autointerp_core::{
+    Example, HookPoint, LatentId, LatentLogits, LatentRecord, LatentStats, Message, TokenLogit,
+};
+use autointerp_explain::{
+    contrastive_prompt, default_prompt, ContrastiveConfig, ExplainerConfig, MAX_PROMOTED_TOKENS,
+};
 
 fn example(tokens: &[&str], acts: &[f32], quantile: Option<u8>) -> Example {
     let max = acts.iter().copied().fold(0.0, f32::max);
@@ -60,6 +64,7 @@ fn record() -> LatentRecord {
             n_tokens: 1000,
             max_activation: 3.2,
         },
+        logits: None,
     }
 }
 
@@ -112,4 +117,92 @@ fn contrastive_prompt_without_activations_or_silent_examples() {
         ..ContrastiveConfig::default()
     };
     insta::assert_snapshot!(render(&contrastive_prompt(&r, &cfg)));
+}
+
+/// `record()` with a logit lens: 12 promoted tokens (more than are shown), one of them text that
+/// tries to forge a highlight, and two suppressed ones (never shown to the explainer).
+fn record_with_logits() -> LatentRecord {
+    let token = |i: u32, text: &str, delta: f32| TokenLogit {
+        token: i,
+        text: text.into(),
+        delta,
+    };
+    let mut promoted = vec![
+        token(1, " Thames", 2.5),
+        token(2, " Rhine", 2.25),
+        token(3, "<<Nile>>", 2.0),
+    ];
+    promoted.extend((4..13).map(|i| token(i, &format!(" river{i}"), 2.0 - 0.1 * i as f32)));
+    let mut r = record();
+    r.logits = Some(LatentLogits {
+        promoted,
+        suppressed: vec![token(90, " desert", -3.0), token(91, " dry", -2.0)],
+    });
+    r
+}
+
+#[test]
+fn default_prompt_with_logits() {
+    let cfg = ExplainerConfig::default().with_logits(true);
+    let prompt = render(&default_prompt(&record_with_logits(), &cfg));
+    insta::assert_snapshot!(prompt);
+}
+
+#[test]
+fn contrastive_prompt_with_logits() {
+    let cfg = ContrastiveConfig {
+        show_logits: true,
+        ..ContrastiveConfig::default()
+    };
+    insta::assert_snapshot!(render(&contrastive_prompt(&record_with_logits(), &cfg)));
+}
+
+/// With the option on, the last message lists the top promoted tokens (at most
+/// MAX_PROMOTED_TOKENS, escaped); without it, or without a logit lens in the record, the prompt
+/// is the plain one, word for word.
+#[test]
+fn promoted_tokens_are_shown_only_when_asked_and_known() {
+    let with = record_with_logits();
+    let on = ExplainerConfig::default().with_logits(true);
+    let off = ExplainerConfig::default();
+    let shown = default_prompt(&with, &on);
+    let last = &shown.last().unwrap().content;
+    let line = last
+        .lines()
+        .find(|l| l.starts_with("Tokens the feature promotes: "))
+        .unwrap_or_else(|| panic!("{last}"));
+    assert!(line.contains(r#"" Thames", " Rhine""#), "{line}");
+    assert!(!line.contains("<<Nile>>"), "markers are escaped: {line}");
+    assert_eq!(
+        line.matches(", ").count(),
+        MAX_PROMOTED_TOKENS - 1,
+        "{line}"
+    );
+    assert!(
+        !line.contains("river11") && !line.contains("desert"),
+        "{line}"
+    );
+    assert!(shown[0].content.contains("more likely to predict next"));
+
+    let plain = default_prompt(&record(), &off);
+    assert_eq!(default_prompt(&with, &off), plain);
+    assert_eq!(default_prompt(&record(), &on), plain);
+    for m in &plain {
+        assert!(!m.content.contains("Thames\", ") && !m.content.contains("promotes"));
+    }
+    let contrastive = |r: &LatentRecord, show_logits: bool| {
+        contrastive_prompt(
+            r,
+            &ContrastiveConfig {
+                show_logits,
+                ..ContrastiveConfig::default()
+            },
+        )
+    };
+    assert_eq!(contrastive(&with, false), contrastive(&record(), true));
+    assert!(contrastive(&with, true)
+        .last()
+        .unwrap()
+        .content
+        .contains(r#"Tokens the feature promotes: " Thames""#));
 }

@@ -41,6 +41,7 @@ fn record() -> LatentRecord {
         test: vec![],
         non_activating: vec![example(&["The", " bank", "\n"], &[0.0; 3])],
         stats: LatentStats::default(),
+        logits: None,
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use autointerp_core::split::{
     file_name, parse_file_name, SplitReader, Tokens, CHECKPOINT_FILE, SPILL_DIR,
 };
-use autointerp_core::HookPoint;
+use autointerp_core::{HookPoint, VocabProjection, VOCAB_PROJECTION_FILE};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -317,6 +317,30 @@ impl HookCache {
     /// The hook point's `config.json` (delphi's cache config plus `model_name`), if present.
     pub fn config(&self) -> Option<&serde_json::Value> {
         self.config.as_ref()
+    }
+
+    /// The hook point's vocabulary projection (`vocab_projection.json`, written by
+    /// `autointerp-cache` for coders with a decoder): each latent's top promoted and suppressed
+    /// tokens. `None` when the cache has none (delphi's caches, MLP neurons), and, with a
+    /// warning, when the file cannot be read: records are built without it.
+    pub fn vocab_projection(&self) -> Option<VocabProjection> {
+        let dir = self
+            .shards
+            .iter()
+            .map(|s| &s.dir)
+            .find(|d| d.join(VOCAB_PROJECTION_FILE).is_file())?;
+        match VocabProjection::read_from_dir(dir) {
+            Ok(Some(p)) if p.width() == self.width() as usize => Some(p),
+            Ok(Some(p)) => {
+                tracing::warn!(hook = %self.name, projected = p.width(), width = self.width(), "the vocabulary projection is of another coder's width; records go without it");
+                None
+            }
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(hook = %self.name, error = %e, "records go without the vocabulary projection");
+                None
+            }
+        }
     }
 
     /// The model named in `config.json` (`model_name`), whose tokenizer decodes the cached

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use autointerp_core::split::Tokens;
-use autointerp_core::{Example, HookPoint, LatentId, LatentRecord, LatentStats};
+use autointerp_core::{Example, HookPoint, LatentId, LatentRecord, LatentStats, VocabProjection};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -240,6 +240,7 @@ impl LatentDataset {
             grid,
             neighbours: None,
             pool: None,
+            vocab: hook.vocab_projection(),
         };
         match c.non_activating_source {
             NonActivatingSource::Random => {}
@@ -317,6 +318,10 @@ impl LatentDataset {
                 test,
                 non_activating,
                 stats,
+                logits: st
+                    .vocab
+                    .as_ref()
+                    .and_then(|p| p.logits(latent, |t| decode.decode(t))),
             },
             n_windows: st.grid.n_windows(),
             n_active_windows: act.active.len() as u64,
@@ -553,6 +558,8 @@ struct HookState {
     grid: WindowGrid,
     neighbours: Option<(Arc<NeighbourLists>, WindowIndex)>,
     pool: Option<EmbeddingPool>,
+    /// The hook's vocabulary projection, when the cache has one.
+    vocab: Option<VocabProjection>,
 }
 
 impl HookState {

@@ -785,3 +785,71 @@ proptest! {
         }
     }
 }
+
+/// The vocabulary projection beside the splits reaches each record, its tokens decoded; a cache
+/// without one, or with one of another width or unreadable, gives records without it.
+#[test]
+fn records_carry_the_vocabulary_projection_of_the_cache() {
+    use autointerp_core::{LatentTokens, VocabProjection, VOCAB_PROJECTION_FILE};
+    let root = tempfile::tempdir().unwrap();
+    let nz = random_nonzeros(8, 16, 6, 2, 5);
+    let cache = cache_root(root.path(), 8, 16, 6, 2, &nz);
+    let ids = |ds: &LatentDataset| -> Vec<Option<Vec<u32>>> {
+        all_records(ds)
+            .iter()
+            .map(|b| {
+                b.record
+                    .logits
+                    .as_ref()
+                    .map(|l| l.promoted.iter().map(|t| t.token).collect())
+            })
+            .collect()
+    };
+    let without = LatentDataset::builder(cache, small_cfg(8), decode)
+        .build()
+        .unwrap();
+    assert!(ids(&without).iter().all(Option::is_none));
+
+    let dir = root.path().join("latents").join(HOOK.to_string());
+    let projection = VocabProjection {
+        method: "test".into(),
+        vocab_size: 200,
+        k: 2,
+        latents: (0..6)
+            .map(|l| LatentTokens {
+                promoted: vec![(100 + l, 2.0), (l, 1.0)],
+                suppressed: vec![(150 + l, -3.0)],
+            })
+            .collect(),
+    };
+    projection.write_to_dir(&dir).unwrap();
+    let cache = LatentCache::open(root.path()).unwrap();
+    let ds = LatentDataset::builder(cache.clone(), small_cfg(8), decode)
+        .build()
+        .unwrap();
+    for built in all_records(&ds) {
+        let l = built.record.id.index;
+        let logits = built.record.logits.expect("a projection");
+        assert_eq!(logits.promoted[0].token, 100 + l);
+        assert_eq!(logits.promoted[0].text, format!("<{}>", 100 + l));
+        assert_eq!(logits.promoted[1].delta, 1.0);
+        assert_eq!(logits.suppressed[0].delta, -3.0);
+        // One record alone carries it too.
+        let one = ds.record(built.record.id).unwrap().unwrap();
+        assert_eq!(one.record.logits.unwrap().promoted[0].token, 100 + l);
+    }
+
+    // Another coder's width, or a corrupt file: records are built without it.
+    let mut narrow = projection.clone();
+    narrow.latents.pop();
+    narrow.write_to_dir(&dir).unwrap();
+    let ds = LatentDataset::builder(cache.clone(), small_cfg(8), decode)
+        .build()
+        .unwrap();
+    assert!(ids(&ds).iter().all(Option::is_none));
+    std::fs::write(dir.join(VOCAB_PROJECTION_FILE), b"[").unwrap();
+    let ds = LatentDataset::builder(cache, small_cfg(8), decode)
+        .build()
+        .unwrap();
+    assert!(ids(&ds).iter().all(Option::is_none));
+}

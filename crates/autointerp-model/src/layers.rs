@@ -62,6 +62,33 @@ impl Norm {
     }
 }
 
+impl Norm {
+    /// Maps a residual-stream *direction* through the norm as the logit lens does: the
+    /// per-channel gain (`w`, Gemma's `1 + w`), and for LayerNorm the mean subtraction, which
+    /// is linear and so removes the same component from `x + d` as from `x`. The division by
+    /// the norm of the whole activation is left out: it depends on the context `d` is added
+    /// to, and being a positive factor it scales every token's logit alike. LayerNorm's bias
+    /// adds the same to every context, so it is no part of a direction's effect.
+    ///
+    /// # Shapes
+    /// `d`: `[..., dim]` → same, in `d`'s dtype.
+    pub(crate) fn direction(&self, d: &Tensor) -> Result<Tensor> {
+        let kind = d.kind();
+        let (gain, centre) = match self {
+            Norm::Layer { weight, .. } => (weight, true),
+            Norm::Rms { weight, .. } => (weight, false),
+            Norm::Gemma { scale, .. } => (scale, false),
+        };
+        let d = d.f_to_kind(Kind::Float)?;
+        let d = if centre {
+            d.f_sub(&d.f_mean_dim(-1, true, Kind::Float)?)?
+        } else {
+            d
+        };
+        Ok(d.f_mul(&gain.f_to_kind(Kind::Float)?)?.f_to_kind(kind)?)
+    }
+}
+
 /// `{prefix}.weight` `[out, inp]` and, with `bias`, `{prefix}.bias` `[out]`.
 pub(crate) fn linear(
     w: &mut Weights,

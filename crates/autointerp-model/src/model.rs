@@ -393,6 +393,41 @@ impl Model {
         })
     }
 
+    /// The logit deltas of residual-stream directions, e.g. sparse coders' decoder rows: the
+    /// "logit lens" of a direction rather than of an activation. Each direction goes through
+    /// the final norm as a direction does (its gain, and LayerNorm's mean subtraction; see
+    /// below), then through the unembedding: `W_U · (g ⊙ d)`.
+    ///
+    /// The norm's division by the activation's own scale is left out, because it belongs to
+    /// the context the direction is added to, not to the direction, and it is a positive
+    /// factor that leaves the order of the tokens unchanged; for the same reason Gemma 2's
+    /// final softcap (a saturation of the total logits) is not applied. LayerNorm's mean
+    /// subtraction is kept: it is linear, so it removes the same component from `x + d` as
+    /// from `x`, and that component never reaches the unembedding. Gemma's RMSNorm scales by
+    /// `1 + w`, as in its forward pass.
+    ///
+    /// Computed in the model's dtype on its device (the gain in `f32` first).
+    ///
+    /// # Shapes
+    /// `directions`: `[n, d_model]` → `[n, vocab]`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] when the last dimension is not d_model, [`Error::Torch`] if libtorch
+    /// fails.
+    pub fn direction_logits(&self, directions: &Tensor) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let size = directions.size();
+        if size.last().copied() != Some(self.d_model() as i64) {
+            return Err(Error::Input(format!(
+                "directions of shape {size:?}: the last dimension must be d_model {}",
+                self.d_model()
+            )));
+        }
+        let d = directions.f_to_device(self.device)?.f_to_kind(self.kind)?;
+        let d = self.final_norm.direction(&d)?;
+        Ok(d.f_linear::<Tensor>(&self.lm_head, None)?)
+    }
+
     fn run(
         &self,
         input: &Input<'_>,

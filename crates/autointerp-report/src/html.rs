@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use autointerp_core::{Example, LatentId};
+use autointerp_core::{Example, LatentId, LatentLogits, TokenLogit};
 use serde::Serialize;
 
 use crate::plots::{PlotFile, PlotKind};
@@ -71,6 +71,32 @@ struct LatentRow {
     failed: Vec<Option<(usize, usize)>>,
     problems: Vec<String>,
     groups: Vec<ExampleGroup>,
+    /// The tokens the latent's decoder direction promotes and suppresses (its logit lens),
+    /// when its record has them.
+    logits: Option<LogitsView>,
+}
+
+#[derive(Serialize)]
+struct LogitsView {
+    /// `(token text, logit delta)`, strongest first.
+    promoted: Vec<(String, f32)>,
+    suppressed: Vec<(String, f32)>,
+}
+
+impl LogitsView {
+    fn new(logits: &LatentLogits) -> Self {
+        let side = |tokens: &[TokenLogit]| {
+            tokens
+                .iter()
+                .filter(|t| t.delta.is_finite())
+                .map(|t| (t.text.clone(), (t.delta * 1000.0).round() / 1000.0))
+                .collect()
+        };
+        Self {
+            promoted: side(&logits.promoted),
+            suppressed: side(&logits.suppressed),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -165,6 +191,11 @@ fn page_data(results: &Results, summary: &Summary, max_examples: usize) -> PageD
                     ]
                 })
                 .unwrap_or_default(),
+            logits: l
+                .record
+                .as_ref()
+                .and_then(|r| r.logits.as_ref())
+                .map(LogitsView::new),
         })
         .collect();
     PageData {
@@ -202,6 +233,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 #detail { position: sticky; top: 0; max-height: 90vh; overflow: auto; border: 1px solid var(--line); padding: 0.6em 1em; }
 .example { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12.5px; white-space: pre-wrap; word-break: break-word; padding: 4px 6px; margin: 4px 0; border-left: 3px solid var(--line); }
 .tok { border-radius: 2px; }
+.logit { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; font-size: 12.5px; background: #eef3f8; border-radius: 2px; padding: 0 2px; white-space: pre; }
 .q { display: inline-block; color: var(--muted); font-size: 11px; margin-right: 6px; }
 .problems li { color: #8a4b00; }
 pre.config { background: #f6f6f6; padding: 0.6em; overflow: auto; max-height: 30em; }
@@ -332,6 +364,19 @@ const JS: &str = r##"
       var ul = el("ul", "problems");
       l.problems.forEach(function (p) { ul.appendChild(el("li", "", p)); });
       d.appendChild(ul);
+    }
+    if (l.logits) {
+      d.appendChild(el("h3", "", "Output: the tokens it promotes and suppresses (logit lens)"));
+      [["promotes", l.logits.promoted], ["suppresses", l.logits.suppressed]].forEach(function (side) {
+        var p = el("p", "logits");
+        p.appendChild(el("span", "muted", side[0] + ": "));
+        side[1].forEach(function (t, i) {
+          if (i) { p.appendChild(document.createTextNode(", ")); }
+          p.appendChild(el("span", "logit", t[0].replace(/\n/g, "\u23ce").replace(/\r/g, "\u240d")));
+          p.appendChild(el("span", "muted", " " + (t[1] >= 0 ? "+" : "") + t[1].toFixed(2)));
+        });
+        d.appendChild(p);
+      });
     }
     if (!l.groups.length) { d.appendChild(el("p", "muted", "No record: examples unavailable.")); }
     var max = l.max_activation || 0;

@@ -42,6 +42,7 @@ fn record(id: LatentId, n_activations: u64) -> LatentRecord {
             n_tokens: 1000,
             max_activation: 1.0,
         },
+        logits: None,
     }
 }
 

@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
-use autointerp_core::{Example, HookPoint, LatentId, LatentRecord, LatentStats};
+use autointerp_core::{
+    Example, HookPoint, LatentId, LatentLogits, LatentRecord, LatentStats, TokenLogit,
+};
 use autointerp_explain::write_explanation;
 use autointerp_report::{generate_report, ProblemKind, Report, ReportConfig, ScorerKey};
 use autointerp_score::{
@@ -55,10 +57,24 @@ fn record(i: u32, n_activations: u64) -> LatentRecord {
             n_tokens: 1000,
             max_activation: 4.0,
         },
+        logits: None,
     }
 }
 
 /// A classifier outcome: truth, prediction (None = failed), probability.
+/// Latent 1's logit lens: river names up, a token of markup down.
+fn logits() -> LatentLogits {
+    let token = |token: u32, text: &str, delta: f32| TokenLogit {
+        token,
+        text: text.into(),
+        delta,
+    };
+    LatentLogits {
+        promoted: vec![token(5, " Danube", 2.5), token(6, " Volga", 1.25)],
+        suppressed: vec![token(7, INJECTED, -1.5)],
+    }
+}
+
 fn outcome(activating: bool, prediction: Option<bool>, p: Option<f32>) -> ExampleOutcome {
     let mut o = ExampleOutcome {
         str_tokens: vec!["x".into()],
@@ -158,9 +174,13 @@ fn build_results(root: &Path) -> Result<()> {
     let latents = root.join("latents");
     std::fs::create_dir_all(&latents)?;
     for (i, n) in [(1, 10), (2, 100), (4, 1)] {
+        let mut r = record(i, n);
+        if i == 1 {
+            r.logits = Some(logits());
+        }
         std::fs::write(
             latents.join(format!("{}.json", id(i))),
-            serde_json::to_vec(&record(i, n))?,
+            serde_json::to_vec(&r)?,
         )?;
     }
 
@@ -538,6 +558,11 @@ fn html_escapes_injected_markup() -> Result<()> {
     // Server-rendered parts are escaped too (run_config holds markup).
     assert!(html.contains("&lt;b&gt;tiny&lt;/b&gt;"));
     assert!(!html.contains("<b>tiny</b>"));
+    // Latent 1's logit lens is in the page's data; latents without one have none.
+    assert!(html.contains(
+        r#""logits":{"promoted":[[" Danube",2.5],[" Volga",1.25]],"suppressed":[["\u003cscript"#
+    ));
+    assert_eq!(html.matches(r#""logits":null"#).count(), 4);
     // Self-contained: no network references.
     assert!(!html.contains("http://") && !html.contains("https://"));
     for p in &report.plots {
@@ -697,6 +722,10 @@ fn page_renders_in_headless_chromium() -> Result<()> {
         "no shading"
     );
     assert!(dom.contains("&lt;script&gt;alert('pwned')&lt;/script&gt;"));
+    // Its logit lens: the promoted tokens with their deltas, the suppressed markup as text.
+    assert!(dom.contains("(logit lens)"), "no logit lens:\n{dom}");
+    assert!(dom.contains(r#"<span class="logit"> Danube</span><span class="muted"> +2.50</span>"#));
+    assert!(dom.contains(r#"<span class="muted"> -1.50</span>"#));
     assert!(
         !dom.contains("<script>alert"),
         "injected script became markup"

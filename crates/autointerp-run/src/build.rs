@@ -254,6 +254,7 @@ pub(crate) fn explainer(
         chat.cloned(),
         generation,
         cfg.explainer_prefill,
+        cfg.explainer_logits,
         cfg.prompts()?,
     ))
 }

@@ -191,6 +191,9 @@ pub struct RunConfig {
     /// Start the explainer's answer with the `[EXPLANATION]:` marker and let it complete one
     /// line (small models drift otherwise); needs the in-process engine or vLLM.
     pub explainer_prefill: bool,
+    /// End the explainer's prompt with the tokens each latent promotes most (its decoder
+    /// direction's logit lens, when the cache has a vocabulary projection).
+    pub explainer_logits: bool,
     /// Who answers prompts.
     pub explainer_provider: Provider,
     /// The explainer and scorer model.
@@ -327,6 +330,7 @@ impl Default for RunConfig {
             explainer: ExplainerKind::Default,
             explainer_max_tokens: 1000,
             explainer_prefill: false,
+            explainer_logits: false,
             explainer_provider: Provider::Openai,
             explainer_model: String::new(),
             explainer_base_url: None,

@@ -149,6 +149,11 @@ pub struct ExplainOverrides {
     /// vLLM (`continue_final_message`).
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true))]
     pub explainer_prefill: Option<bool>,
+    /// End the explainer's prompt with the tokens each latent promotes most (the logit lens of
+    /// its decoder direction, from the cache's `vocab_projection.json`), as Neuronpedia's
+    /// max-activation + logits explainer does; latents without one get the plain prompt.
+    #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true))]
+    pub explainer_logits: Option<bool>,
 }
 
 /// The scorers.

@@ -524,6 +524,20 @@ impl SparseCoder {
         }
     }
 
+    /// The decoder matrix: row `i` is latent `i`'s direction in the output space, as
+    /// [`decode`](Self::decode) adds it (a folded norm scaling factor included); `None` for
+    /// [`neurons`](Self::neurons) and encoder-only checkpoints. A transcoder's rows live at its
+    /// output, not at [`hook`](Self::hook).
+    ///
+    /// # Shapes
+    /// `[width, d_out]`.
+    pub fn decoder_weight(&self) -> Option<&Tensor> {
+        match &self.inner {
+            Inner::Dictionary(d) => d.w_dec.as_ref(),
+            Inner::Neurons { .. } => None,
+        }
+    }
+
     /// Checks that activations of dimension `d_model` read at `hook` (or at the coder's own hook
     /// point when `None`) fit this coder. Call once before streaming a model's activations in.
     pub fn check_input(&self, hook: Option<HookPoint>, d_model: usize) -> Result<()> {
@@ -940,6 +954,26 @@ mod tests {
         );
         let neurons = SparseCoder::neurons(4, None).unwrap();
         assert!(neurons.encoder_rows().is_err() && neurons.decoder_rows().is_err());
+    }
+
+    #[test]
+    fn the_decoder_rows_are_what_decode_adds() {
+        let mut sae = random(6, 10, Activation::TopK { k: 1 });
+        sae.fold_norm_scaling_factor(2.0).unwrap();
+        let latents = SparseLatents {
+            indices: Tensor::from_slice(&[3i64]).reshape([1, 1]),
+            values: Tensor::from_slice(&[1.0f32]).reshape([1, 1]),
+        };
+        let Inner::Dictionary(d) = &sae.inner else {
+            unreachable!()
+        };
+        let direction = sae.decode(&latents, None).unwrap() - &d.b_dec;
+        let row = sae.decoder_weight().unwrap().get(3);
+        assert!(direction.squeeze().allclose(&row, 1e-6, 1e-6, false));
+        assert!(SparseCoder::neurons(8, None)
+            .unwrap()
+            .decoder_weight()
+            .is_none());
     }
 
     #[test]

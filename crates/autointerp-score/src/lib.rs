@@ -55,6 +55,7 @@
 //!     test: vec![ex("the Thames", 3.0), ex("the Rhine", 2.0)],
 //!     non_activating: vec![ex("the bank", 0.0), ex("a loan", 0.0)],
 //!     stats: LatentStats::default(),
+//!     logits: None,
 //! };
 //! let explanation = Explanation { latent: record.id, text: "Names of rivers.".into() };
 //!
@@ -105,6 +106,7 @@
 //!     test: vec![ex("the Thames", 3.0), ex("the Rhine", 2.0)],
 //!     non_activating: vec![ex("the bank", 0.0), ex("a loan", 0.0)],
 //!     stats: LatentStats::default(),
+//!     logits: None,
 //! };
 //! let cfg = ClassifierConfig { n_examples_shown: 4, ..ClassifierConfig::default() };
 //! let batches = detection_batches(&record, &cfg)?;

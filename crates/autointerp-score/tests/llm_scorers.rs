@@ -41,6 +41,7 @@ fn records() -> [LatentRecord; 2] {
             .collect(),
         non_activating: support::silent(),
         stats: LatentStats::default(),
+        logits: None,
     };
     [rivers, weekdays]
 }
@@ -420,6 +421,7 @@ fn intruder_on_a_small_latent_shows_full_trials_or_skips_it() {
             .collect(),
         non_activating: records()[0].non_activating.clone(),
         stats: LatentStats::default(),
+        logits: None,
     };
     let scorer = IntruderScorer::new(&client, IntruderConfig::default());
     let result = block_on(scorer.score(&small)).unwrap();
@@ -701,6 +703,7 @@ fn small_record(activating: &[&str], silent: &[&str]) -> LatentRecord {
             .collect(),
         non_activating: silent.iter().map(|t| example(t, None, None)).collect(),
         stats: LatentStats::default(),
+        logits: None,
     }
 }
 

@@ -49,6 +49,7 @@ fn record() -> LatentRecord {
             n_tokens: 1000,
             max_activation: 5.0,
         },
+        logits: None,
     }
 }
 

@@ -86,6 +86,10 @@ pub struct ExplainerContext {
     pub threshold: f32,
     /// At most this many tokens are listed per example (`shot_example` uses it).
     pub max_listed_tokens: usize,
+    /// The tokens the latent's decoder direction promotes most, JSON-quoted and escaped,
+    /// strongest first; empty unless the explainer is asked to show them and the record has
+    /// them.
+    pub promoted: Vec<String>,
 }
 
 /// Variables of `contrastive.jinja`.
@@ -101,6 +105,10 @@ pub struct ContrastiveContext {
     pub threshold: f32,
     /// At most this many tokens are listed per example.
     pub max_listed_tokens: usize,
+    /// The tokens the latent's decoder direction promotes most, JSON-quoted and escaped,
+    /// strongest first; empty unless the explainer is asked to show them and the record has
+    /// them.
+    pub promoted: Vec<String>,
 }
 
 /// Variables of `detection.jinja` and `fuzzing.jinja`.
@@ -248,6 +256,7 @@ pub(crate) fn samples(
         .map(|e| Excerpt::plain(escape_text(&e.text())))
         .collect();
     let explanation = "Names of rivers [EXPLANATION]: <<x>>".to_string();
+    let promoted = vec![r#"" Paris""#.to_string(), r#""\n""#.to_string()];
     let mut out = Vec::new();
     match kind {
         K::Explainer => {
@@ -258,6 +267,7 @@ pub(crate) fn samples(
                     cot,
                     threshold: 0.3,
                     max_listed_tokens: 10,
+                    promoted: if cot { promoted.clone() } else { vec![] },
                 }));
             }
         }
@@ -269,6 +279,11 @@ pub(crate) fn samples(
                     show_activations,
                     threshold: 0.3,
                     max_listed_tokens: 10,
+                    promoted: if show_activations {
+                        promoted.clone()
+                    } else {
+                        vec![]
+                    },
                 }));
             }
         }

@@ -74,5 +74,6 @@ pub fn rivers() -> LatentRecord {
             .collect(),
         non_activating: silent(),
         stats: LatentStats::default(),
+        logits: None,
     }
 }
