@@ -30,6 +30,23 @@ pub enum Error {
         /// The cause.
         source: serde_json::Error,
     },
+    /// An export found no usable explanation in the results directory.
+    #[error("{}: no usable explanation to export (every explanation file is missing, empty or a failure placeholder)", path.display())]
+    NoExplanations {
+        /// The results directory's `explanations/` folder.
+        path: PathBuf,
+    },
+    /// An export option is invalid, or does not fit the results (e.g. a hook point that the
+    /// Neuronpedia source template cannot name).
+    #[error("{}: invalid {option}: {message}", path.display())]
+    InvalidOption {
+        /// The results directory being exported.
+        path: PathBuf,
+        /// The option, as the CLI names its flag (e.g. `source-template`).
+        option: &'static str,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 /// Result with this crate's [`Error`].

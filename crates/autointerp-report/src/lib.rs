@@ -58,11 +58,22 @@
 //! unreadable or malformed files are listed in [`Summary::problems`] and skipped, never a panic.
 //! Only a missing results directory and failures to write the report are errors.
 //!
+//! # Exports
+//!
+//! [`export_neuronpedia`] writes the explanations, and their scores, in Neuronpedia's dataset
+//! format (`<modelId>/<sourceId>/explanations/batch-<n>.jsonl.gz`, the files its importer
+//! reads), naming each hook point's source from a template such as `{layer}-res-16k`.
+//! [`saebench_summary`] summarises the scores in SAEBench's terms (`autointerp_score`,
+//! `autointerp_std_dev` per scorer, with bootstrap intervals and the random-explanation
+//! control). What each carries, and where it differs from the original, is in the
+//! [`export` module's documentation](export).
+//!
 //! Example: `cargo run --release -p autointerp-report --example report_demo`.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod export;
 mod html;
 mod plots;
 mod results;
@@ -75,6 +86,12 @@ pub use autointerp_score::{Bootstrap, ConfidenceInterval};
 use serde::{Deserialize, Serialize};
 
 pub use error::{Error, Result};
+pub use export::{
+    default_neuronpedia_score_type, export_neuronpedia, neuronpedia_rows, saebench_metrics,
+    saebench_summary, NeuronpediaExplanation, NeuronpediaExplanationScore, NeuronpediaExport,
+    NeuronpediaOptions, NeuronpediaRows, SaeBenchMetrics, SaeBenchSummary, NEURONPEDIA_BATCH_SIZE,
+    NEURONPEDIA_DEFAULT_AUTHOR_ID,
+};
 pub use html::{escape_html, script_safe_json};
 pub use plots::{PlotFile, PlotKind};
 pub use results::{

@@ -127,11 +127,11 @@ pub struct Summary {
     pub problems: Vec<Problem>,
 }
 
-fn mean(x: &[f64]) -> Option<f64> {
+pub(crate) fn mean(x: &[f64]) -> Option<f64> {
     (!x.is_empty()).then(|| x.iter().sum::<f64>() / x.len() as f64)
 }
 
-fn mean_ci(values: &[f64], bootstrap: &Bootstrap) -> Option<ConfidenceInterval> {
+pub(crate) fn mean_ci(values: &[f64], bootstrap: &Bootstrap) -> Option<ConfidenceInterval> {
     bootstrap.interval(values, |s| {
         Some(s.iter().copied().sum::<f64>() / s.len() as f64)
     })
