@@ -7,7 +7,8 @@
 # source takes about 5 minutes on 2 cores (once, into ~/.cache/autointerp/llama-cpp-venv).
 # Results of a run are in docs/PERFORMANCE.md ("A llama.cpp server").
 #
-# Usage: scripts/llama-cpp-check.sh [OUT_DIR]   (default: results/llama-cpp-check)
+# Usage: [BIN=path/to/autointerp] scripts/llama-cpp-check.sh [OUT_DIR]
+#        (default OUT_DIR: results/llama-cpp-check)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-results/llama-cpp-check}
@@ -34,8 +35,13 @@ for _ in $(seq 120); do
 done
 url=http://127.0.0.1:$port/v1
 
-cargo build --quiet --release -p autointerp-cli
-bin=target/release/autointerp
+# BIN: an autointerp binary already built (e.g. target/debug/autointerp); the server, not the
+# binary, sets the pace here.
+bin=${BIN:-}
+if [[ -z $bin ]]; then
+  cargo build --quiet --release -p autointerp-cli
+  bin=target/release/autointerp
+fi
 rm -rf "$out"
 
 log "chat"

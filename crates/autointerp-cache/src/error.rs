@@ -69,8 +69,9 @@ pub enum Error {
     },
     /// A text dataset and no tokenizer to tokenize it.
     #[error(
-        "the text dataset {dataset:?} cannot be tokenized without a tokenizer: add a \
-         tokenizer.json to the model or pass a pre-tokenized .safetensors dataset"
+        "the text dataset {dataset:?} cannot be tokenized: the model has no tokenizer (no \
+         tokenizer.json, or a GGUF file without tokenizer metadata); add a tokenizer.json to the \
+         model, pass --tokenizer, or pass a pre-tokenized .safetensors dataset"
     )]
     NoTokenizer {
         /// The dataset as given.

@@ -12,7 +12,9 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use autointerp_core::{read_json_bounded, MAX_HUB_METADATA_BYTES};
 use hf_hub::api::sync::{ApiBuilder, ApiError, ApiRepo};
+use hf_hub::api::RepoInfo;
 use hf_hub::{Cache, Repo, RepoType};
 
 use crate::{Error, Result};
@@ -197,8 +199,15 @@ impl Failure {
     }
 }
 
+/// The repo's file names. hf-hub's `info()` reads the answer unbounded; this reads at most
+/// [`MAX_HUB_METADATA_BYTES`].
 fn listing(repo: &ApiRepo) -> Result<Vec<String>, Failure> {
-    let info = repo.info().map_err(Failure::from)?;
+    let answer = repo
+        .info_request()
+        .call()
+        .map_err(|e| Failure::from(ApiError::RequestError(Box::new(e))))?;
+    let info: RepoInfo = read_json_bounded(answer.into_reader(), MAX_HUB_METADATA_BYTES)
+        .map_err(|e| Failure::Other(format!("the repo listing: {e}")))?;
     Ok(info.siblings.into_iter().map(|s| s.rfilename).collect())
 }
 
@@ -496,6 +505,43 @@ mod tests {
             !shown.contains("hf_secret123") && shown.contains("[redacted]"),
             "{shown}"
         );
+    }
+
+    /// An endpoint that declares a 1 GiB listing and streams spaces: refused at the bound, with
+    /// the reason, instead of reading it all.
+    #[test]
+    fn endless_listings_stop_at_the_bound() {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                            content-length: 1073741824\r\n\r\n";
+                let chunk = vec![b' '; 1 << 16];
+                if stream.write_all(head.as_bytes()).is_err() {
+                    continue;
+                }
+                while stream.write_all(&chunk).is_ok() {}
+            }
+        });
+        let cache = tempfile::tempdir().unwrap();
+        let opts = HubOptions {
+            endpoint,
+            cache_dir: cache.path().to_path_buf(),
+            token: None,
+            offline: false,
+        };
+        let err = parquet_files(&ds(None, "train"), &opts)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than 33554432 bytes"), "{err}");
     }
 
     fn ds(config: Option<&str>, split: &str) -> HubDataset {

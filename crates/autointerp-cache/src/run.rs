@@ -164,6 +164,30 @@ pub struct HookStats {
     pub seconds: f64,
 }
 
+impl HookStats {
+    /// The stats of each hook point as a table for a terminal: tokens, live latents, the
+    /// fractions firing on more than 1 % and 10 % of tokens, L0 and the rate.
+    pub fn table(stats: &[HookStats]) -> String {
+        let mut out = format!(
+            "{:<24} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}",
+            "hook point", "tokens", "alive", ">1%", ">10%", "L0", "tokens/s"
+        );
+        for s in stats {
+            out.push_str(&format!(
+                "\n{:<24} {:>10} {:>7.1}% {:>7.1}% {:>7.1}% {:>8.1} {:>10.0}",
+                s.hookpoint.to_string(),
+                s.n_tokens,
+                100.0 * s.alive_fraction,
+                100.0 * s.frac_firing_over_1pct,
+                100.0 * s.frac_firing_over_10pct,
+                s.mean_l0,
+                s.n_tokens as f64 / s.seconds.max(1e-9)
+            ));
+        }
+        out
+    }
+}
+
 /// The run checkpoint: all hooks' spill lengths at one row boundary, written atomically, so every
 /// hook resumes from the same row; then, once every row is spilled, which hooks' split files are
 /// written.

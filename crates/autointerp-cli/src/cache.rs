@@ -12,9 +12,11 @@ use autointerp_core::split::Tokens;
 use autointerp_latents::ShardInfo;
 use autointerp_model::{Model, Tokenizer};
 use autointerp_run::overrides::number;
+use autointerp_run::TenthLines;
 use autointerp_sae::load_coders;
+use indicatif::ProgressBar;
 
-use crate::common::{bar, load_model, parse_hookpoints, spinner, DeviceArgs, LogLines};
+use crate::common::{bar, load_model, log_tenth, parse_hookpoints, spinner, DeviceArgs};
 
 /// `autointerp cache`.
 #[derive(Debug, Clone, clap::Args)]
@@ -98,28 +100,14 @@ impl CacheArgs {
     }
 }
 
-/// The token rows of the run (all of them; sharding happens after).
-pub fn token_rows(args: &CacheArgs, tok: Option<&Tokenizer>) -> Result<Tokens> {
-    dataset_rows(&args.dataset_spec(), &args.model, tok)
-}
-
-/// The token rows of `dataset`, with a spinner while a Hub dataset downloads; `model` names the
-/// model whose tokenizer `tok` is, for the error when it has none.
+/// The token rows of `dataset`, with a spinner while a Hub dataset downloads.
 pub fn dataset_rows(dataset: &DatasetSpec, model: &str, tok: Option<&Tokenizer>) -> Result<Tokens> {
     let source = &dataset.source;
     let from_hub = !Path::new(source).exists() && is_hub_repo_id(source);
     let wait = from_hub.then(|| spinner(&format!("fetching the parquet files of {source}")));
     let rows = dataset.token_rows(tok);
-    if let Some(wait) = wait {
-        wait.finish_and_clear();
-    }
-    rows.map_err(|e| match e {
-        autointerp_cache::Error::NoTokenizer { .. } => anyhow::Error::new(e).context(format!(
-            "model {model:?} has no tokenizer (no tokenizer.json, or a GGUF file without \
-             tokenizer metadata)"
-        )),
-        e => e.into(),
-    })
+    wait.inspect(ProgressBar::finish_and_clear);
+    rows.with_context(|| format!("model {model:?}"))
 }
 
 /// Caches the latents of `args`; `tok` is needed only for a text dataset (pre-tokenized ids need
@@ -136,7 +124,7 @@ pub fn run_cache(
         |h| model.hook_dim(h),
         model.device(),
     )?;
-    let mut tokens = token_rows(args, tok)?;
+    let mut tokens = dataset_rows(&args.dataset_spec(), &args.model, tok)?;
     let out = &args.out;
     if let Some(spec) = &args.shard {
         let shard: Shard = spec.parse().context("--shard")?;
@@ -166,39 +154,20 @@ pub fn run_cache(
     .with_model_has_tokenizer(tok.is_some())
     .with_sparse_model(&args.sparse_model);
     let progress = bar((tokens.rows * tokens.ctx_len) as u64, "tokens");
-    let mut lines = LogLines::new("cache");
+    let mut lines = TenthLines::new("cache");
     let ctx = tokens.ctx_len as u64;
     let stats = cache_dataset(out, model, &coders, &tokens, &cfg, |p| {
         progress.set_position(p.rows_done as u64 * ctx);
-        lines.update(&progress, "tokens");
+        log_tenth(&mut lines, &progress, "tokens");
     })?;
     progress.finish_and_clear();
     Ok(stats)
 }
 
-pub fn print_stats(stats: &[HookStats]) {
-    println!(
-        "{:<24} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10}",
-        "hook point", "tokens", "alive", ">1%", ">10%", "L0", "tokens/s"
-    );
-    for s in stats {
-        println!(
-            "{:<24} {:>10} {:>7.1}% {:>7.1}% {:>7.1}% {:>8.1} {:>10.0}",
-            s.hookpoint.to_string(),
-            s.n_tokens,
-            100.0 * s.alive_fraction,
-            100.0 * s.frac_firing_over_1pct,
-            100.0 * s.frac_firing_over_10pct,
-            s.mean_l0,
-            s.n_tokens as f64 / s.seconds.max(1e-9)
-        );
-    }
-}
-
 pub fn run_command(args: CacheArgs) -> Result<()> {
     let (model, tok) = load_model(&args.model, &args.device)?;
     let stats = run_cache(&args, &model, tok.as_ref())?;
-    print_stats(&stats);
+    println!("{}", HookStats::table(&stats));
     eprintln!("cache written to {}", args.out.join("latents").display());
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use autointerp_core::HookPoint;
 use autointerp_model::{DType, Model, Tokenizer};
+use autointerp_run::TenthLines;
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// Device and precision options shared by commands that run a model.
@@ -38,20 +39,9 @@ pub fn load_model_with_tokenizer(spec: &str, dev: &DeviceArgs) -> Result<(Model,
     Ok((model, tok))
 }
 
-/// Parses hook point names (each may still hold a comma-separated list) and checks each against
-/// the model (layer in range).
+/// Hook point names (each may be a comma-separated list), checked against the model.
 pub fn parse_hookpoints(list: &[String], model: &Model) -> Result<Vec<HookPoint>> {
-    let mut hooks = Vec::new();
-    let names = list.iter().flat_map(|s| s.split(','));
-    for name in names.map(str::trim).filter(|s| !s.is_empty()) {
-        let hook: HookPoint = name.parse()?;
-        model
-            .hook_dim(hook)
-            .with_context(|| format!("hook point {name:?}"))?;
-        if !hooks.contains(&hook) {
-            hooks.push(hook);
-        }
-    }
+    let hooks = model.parse_hook_points(list)?;
     anyhow::ensure!(!hooks.is_empty(), "--hookpoints is empty");
     Ok(hooks)
 }
@@ -68,52 +58,12 @@ pub fn bar(len: u64, unit: &str) -> ProgressBar {
     bar
 }
 
-/// Where a hidden bar (stderr not a terminal: a log file, a batch job) still reports: one line
-/// per tenth of the way, so that a long run's log shows it is alive and how fast it goes.
-#[derive(Debug)]
-pub struct LogLines {
-    what: String,
-    next: u64,
-    started: std::time::Instant,
-    /// The position at the first update: work resumed from a checkpoint is not this run's pace.
-    first: Option<u64>,
-}
-
-impl LogLines {
-    /// Lines prefixed with `what`.
-    pub fn new(what: impl Into<String>) -> Self {
-        Self {
-            what: what.into(),
-            next: 1,
-            started: std::time::Instant::now(),
-            first: None,
-        }
-    }
-
-    /// Logs a line when `bar` is hidden and has passed the next tenth; `msg` is appended.
-    pub fn update(&mut self, bar: &ProgressBar, msg: &str) {
-        let (pos, len) = (bar.position(), bar.length().unwrap_or(0));
-        let first = *self.first.get_or_insert(pos);
-        if !bar.is_hidden() || len == 0 || pos * 10 < self.next * len {
-            return;
-        }
-        while self.next * len <= pos * 10 {
-            self.next += 1;
-        }
-        let secs = self.started.elapsed().as_secs_f64();
-        let done = pos - first.min(pos);
-        let rate = done as f64 / secs.max(1e-9);
-        // Slow items (latents) read better as seconds each.
-        let pace = if rate >= 1.0 {
-            format!("{rate:.0}/s")
-        } else {
-            format!("{:.1} s each", secs / done.max(1) as f64)
-        };
-        eprintln!(
-            "{}: {:.0}% ({pos}/{len}, {pace}) {msg}",
-            self.what,
-            100.0 * pos as f64 / len as f64
-        );
+/// Logs a line per tenth of `bar`'s way (with `msg`) when the bar is hidden: stderr is not a
+/// terminal.
+pub fn log_tenth(lines: &mut TenthLines, bar: &ProgressBar, msg: &str) {
+    let line = lines.line(bar.position(), bar.length().unwrap_or(0));
+    if let Some(line) = line.filter(|_| bar.is_hidden()) {
+        eprintln!("{line} {msg}");
     }
 }
 

@@ -6,12 +6,10 @@ mod activations;
 mod cache;
 mod chat;
 mod common;
-mod delphi;
 mod demo;
 mod latents;
 mod report;
 mod run;
-mod run_log;
 mod train;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -41,6 +39,10 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Summarise a results folder: tables, plots and an HTML page to browse latents.
     Report(report::ReportArgs),
+    /// A results folder in other tools' formats: Neuronpedia's import files, a SAEBench-style
+    /// summary.
+    #[command(subcommand)]
+    Export(report::ExportArgs),
     /// Cache, explain and score latents end to end (delphi's `python -m delphi`); resumable.
     Run(Box<run::RunArgs>),
     /// Explain the latents of an existing cache or results folder.
@@ -49,12 +51,27 @@ enum Command {
     Score(run::ScoreArgs),
 }
 
+/// This process's `run.log`, opened by `run`, `explain` and `score` once they know their folder.
+static RUN_LOG: std::sync::LazyLock<autointerp_run::RunLog> =
+    std::sync::LazyLock::new(autointerp_run::RunLog::default);
+
+/// Prints a line on stderr and writes it to the run log.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let line = format!($($arg)*);
+        eprintln!("{line}");
+        $crate::RUN_LOG.write_line(&line);
+    }};
+}
+pub(crate) use say;
+
 fn main() -> std::process::ExitCode {
     init_logging();
     // Registers libtorch's CUDA kernels where a GPU build of torch is present; no-op on CPU.
     autointerp_model::init_cuda();
     // delphi's command lines, pasted, parse as ours (`--n_tokens`, `--filter_bos False`).
-    let args = match delphi::normalize(std::env::args_os(), &Cli::command()) {
+    let args = std::env::args_os();
+    let args = match autointerp_run::delphi_args::normalize_args(args, &Cli::command()) {
         Ok(args) => args,
         Err(e) => {
             eprintln!("error: {e}");
@@ -69,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Cache(args) => cache::run_command(args),
         Command::Latents(args) => latents::run(args),
         Command::Report(args) => report::run(args),
+        Command::Export(args) => report::export(args),
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run_command(*args),
         Command::Explain(args) => run::explain_command(args),
@@ -101,7 +119,7 @@ fn init_logging() {
         .with(
             fmt::layer()
                 .with_ansi(false)
-                .with_writer(run_log::RunLog)
+                .with_writer(|| RUN_LOG.clone())
                 .with_filter(filter("info")),
         )
         .init();

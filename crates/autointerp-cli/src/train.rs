@@ -10,7 +10,8 @@ use autointerp_run::overrides::number;
 use autointerp_sae::train::TrainConfig;
 
 use crate::cache::dataset_rows;
-use crate::common::{bar, load_model_with_tokenizer, parse_hookpoints, DeviceArgs, LogLines};
+use crate::common::{bar, load_model_with_tokenizer, log_tenth, parse_hookpoints, DeviceArgs};
+use autointerp_run::TenthLines;
 
 /// `autointerp train-sae`.
 #[derive(Debug, Clone, clap::Args)]
@@ -96,7 +97,7 @@ pub fn train(args: &TrainArgs, model: &Model, tok: &Tokenizer) -> Result<PathBuf
         eval_tokens: args.eval_tokens,
     };
     let progress = bar(0, "tokens");
-    let mut lines = LogLines::new("train-sae");
+    let mut lines = TenthLines::new("train-sae");
     let ctx = rows.ctx_len as u64;
     let (dir, summary) = train_sae(model, hook, &rows, &cfg, &args.out, |p| {
         progress.set_length(p.rows_total as u64 * ctx);
@@ -106,20 +107,10 @@ pub fn train(args: &TrainArgs, model: &Model, tok: &Tokenizer) -> Result<PathBuf
             p.stats.fvu,
             100.0 * p.stats.dead_fraction
         );
-        lines.update(&progress, &msg);
+        log_tenth(&mut lines, &progress, &msg);
         progress.set_message(msg);
     })?;
     progress.finish();
-    eprintln!(
-        "trained on {} tokens in {:.0} s: train FVU {:.3}, dead {:.2}%{}",
-        summary.tokens,
-        summary.seconds,
-        summary.train_fvu,
-        100.0 * summary.dead_fraction,
-        summary.eval.as_ref().map_or_else(String::new, |m| format!(
-            "; held-out ({} tokens) FVU {:.3}, L0 {:.1}",
-            summary.eval_tokens, m.fvu, m.mean_l0
-        ))
-    );
+    eprintln!("{summary}");
     Ok(dir)
 }

@@ -39,7 +39,7 @@ pub use chat::{Message, Role};
 pub use embed::{EmbedError, EmbedFuture, Embedder};
 pub use error::{Error, Result};
 pub use hook::HookPoint;
-pub use hub_id::is_hub_repo_id;
+pub use hub_id::{is_hub_repo_id, read_json_bounded, MAX_HUB_METADATA_BYTES};
 pub use record::{
     Example, Explanation, LatentId, LatentLogits, LatentRecord, LatentStats, Score, TokenLogit,
 };

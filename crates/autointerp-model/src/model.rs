@@ -213,6 +213,24 @@ impl Model {
         })
     }
 
+    /// Hook point names parsed and checked against this model (layer in range), repeats
+    /// dropped; each name may itself be a comma-separated list (`layers.3,layers.5`).
+    ///
+    /// # Errors
+    /// An unknown name ([`Error::Core`]) or a layer out of range ([`Error::HookLayer`]).
+    pub fn parse_hook_points(&self, names: &[impl AsRef<str>]) -> Result<Vec<HookPoint>> {
+        let mut hooks = Vec::new();
+        let names = names.iter().flat_map(|s| s.as_ref().split(','));
+        for name in names.map(str::trim).filter(|s| !s.is_empty()) {
+            let hook: HookPoint = name.parse()?;
+            self.hook_dim(hook)?;
+            if !hooks.contains(&hook) {
+                hooks.push(hook);
+            }
+        }
+        Ok(hooks)
+    }
+
     /// An empty KV cache for [`Model::forward_step`].
     pub fn new_cache(&self) -> KvCache {
         KvCache::new(self.n_layers())

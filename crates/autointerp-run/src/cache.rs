@@ -120,14 +120,9 @@ pub fn ensure_cache(
         "caching {names} into {}",
         latents.display()
     )));
-    let tokens = dataset.token_rows(tok.as_ref()).map_err(|e| match e {
-        autointerp_cache::Error::NoTokenizer { .. } => Error::Config(format!(
-            "model {:?} has no tokenizer (no tokenizer.json, or a GGUF file without tokenizer \
-             metadata): {e}",
-            cfg.model
-        )),
-        e => e.into(),
-    })?;
+    let tokens = dataset
+        .token_rows(tok.as_ref())
+        .with_context(|| format!("model {:?}", cfg.model))?;
     let cache_cfg = CacheConfig {
         batch_size: NonZeroUsize::new(cfg.batch_size).context("batch_size must be at least 1")?,
         n_splits: cfg.n_splits,

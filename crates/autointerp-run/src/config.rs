@@ -396,6 +396,49 @@ impl RunConfig {
         Ok(file.config)
     }
 
+    /// The settings `explain` and `score` start from for the cache or results folder at `path`,
+    /// writing into `layout`: `file` (the user's own `--config`) when given, else the folder's
+    /// saved `run_config.json` (of `layout`, then of `path`), else the defaults. Each note names
+    /// the file it is about.
+    ///
+    /// A results folder may come from anyone, so its saved config does not decide which of this
+    /// machine's secrets go to which host: the API key variables it names are dropped (with a
+    /// note), and keys are sent only when named by the caller.
+    pub fn for_folder(
+        file: Option<&Path>,
+        path: &Path,
+        layout: &crate::Layout,
+    ) -> Result<ConfigFile> {
+        let saved = [layout.run_config(), crate::Layout::new(path).run_config()];
+        let Some(source) = file
+            .map(Path::to_path_buf)
+            .or_else(|| saved.into_iter().find(|p| p.is_file()))
+        else {
+            return Ok(ConfigFile {
+                config: Self::default(),
+                notes: Vec::new(),
+            });
+        };
+        let mut read = Self::read_file(&source)?;
+        if file.is_none() {
+            let named = [
+                read.config.api_key_env.take(),
+                read.config.embedding_api_key_env.take(),
+            ];
+            if named.iter().any(Option::is_some) {
+                read.notes.push(
+                    "it names API key variables; they are not used (pass --api-key-env or \
+                     --embedding-api-key-env to send a key)"
+                        .into(),
+                );
+            }
+        }
+        for note in &mut read.notes {
+            *note = format!("{}: {note}", source.display());
+        }
+        Ok(read)
+    }
+
     /// Reads a config file: JSON (a `.json` name, or text that opens with `{`) as
     /// [`RunConfig::from_json_file`] does, else TOML as [`RunConfig::from_toml_file`] does.
     pub fn read_file(path: &Path) -> Result<ConfigFile> {

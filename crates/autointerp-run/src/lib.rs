@@ -41,6 +41,8 @@ mod build;
 mod cache;
 mod config;
 mod delphi;
+#[cfg(feature = "clap")]
+pub mod delphi_args;
 mod error;
 mod firing_counts;
 mod layout;
@@ -49,6 +51,7 @@ pub mod overrides;
 mod pipeline;
 mod plan;
 mod progress;
+mod run_log;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::num::NonZeroUsize;
@@ -76,7 +79,8 @@ pub use error::{Error, Result};
 pub use firing_counts::torch_dict_of_longs;
 pub use layout::{load_explanations, Failure, FailureLog};
 pub use pipeline::{add_usage, Tally};
-pub use progress::{Cancel, Event, Progress};
+pub use progress::{Cancel, Event, Progress, TenthLines};
+pub use run_log::RunLog;
 
 use crate::error::{ensure, Context};
 use crate::pipeline::{Engine, Phase, Shared};
@@ -129,6 +133,59 @@ pub struct RunSummary {
     /// Whether the [`Cancel`] token stopped the run before the end (what was written is
     /// complete; the same run started again resumes).
     pub cancelled: bool,
+}
+
+impl RunSummary {
+    /// What the run did, as lines for a person: latents done, failed and skipped (under
+    /// `min_examples` activating examples), score files with failed items, the control, tokens
+    /// and cost, where failures and results are.
+    pub fn lines(&self, min_examples: usize) -> Vec<String> {
+        let main = &self.main;
+        let mut out = vec![format!(
+            "{} latents done ({} explained), {} failed; {} already done; {} skipped (fewer \
+             than {min_examples} activating examples)",
+            main.done, main.explained, main.failed, self.already_done, main.skipped
+        )];
+        let phases = std::iter::once(("", main))
+            .chain(self.control.as_ref().map(|c| ("random control: ", c)));
+        for (what, t) in phases {
+            if t.incomplete > 0 {
+                out.push(format!(
+                    "{what}{} latents have scores with failed items ({} items); run the same \
+                     command again to retry exactly those",
+                    t.incomplete, t.failed_items
+                ));
+            }
+            if t.too_few > 0 {
+                out.push(format!(
+                    "{what}{} scores not computed: too few examples for the scorer",
+                    t.too_few
+                ));
+            }
+        }
+        if let Some(r) = &self.control {
+            out.push(format!(
+                "random control: {} latents scored, {} failed",
+                r.done, r.failed
+            ));
+        }
+        let cost = self
+            .usage
+            .cost
+            .map_or_else(String::new, |c| format!(", cost ${c:.4}"));
+        out.push(format!(
+            "tokens: {} prompt + {} completion{cost}",
+            self.usage.prompt_tokens, self.usage.completion_tokens
+        ));
+        if self.failures_written > 0 {
+            out.push(format!(
+                "failures recorded in {}",
+                self.layout.failures().display()
+            ));
+        }
+        out.push(format!("results in {}", self.layout.root().display()));
+        out
+    }
 }
 
 /// One run over a latent cache: see the crate docs.

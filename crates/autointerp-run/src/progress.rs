@@ -112,3 +112,59 @@ impl Cancel {
         self.abort.subscribe()
     }
 }
+
+/// Progress as log lines, for when no bar can be drawn (stderr a log file, a batch job): one line
+/// per tenth of the way, so that a long run's log shows it is alive and how fast it goes.
+///
+/// ```
+/// let mut lines = autointerp_run::TenthLines::new("cache");
+/// assert_eq!(lines.line(0, 100), None);
+/// assert!(lines.line(10, 100).unwrap().starts_with("cache: 10% (10/100, "));
+/// assert_eq!(lines.line(15, 100), None);
+/// ```
+#[derive(Debug)]
+pub struct TenthLines {
+    what: String,
+    next: u64,
+    started: std::time::Instant,
+    /// The position at the first call: work resumed from a checkpoint is not this run's pace.
+    first: Option<u64>,
+}
+
+impl TenthLines {
+    /// Lines prefixed with `what`.
+    pub fn new(what: impl Into<String>) -> Self {
+        Self {
+            what: what.into(),
+            next: 1,
+            started: std::time::Instant::now(),
+            first: None,
+        }
+    }
+
+    /// The line to log at `pos` of `len`, when it has passed the next tenth: the percentage,
+    /// the position and the pace since the first call.
+    pub fn line(&mut self, pos: u64, len: u64) -> Option<String> {
+        let first = *self.first.get_or_insert(pos);
+        if len == 0 || pos * 10 < self.next * len {
+            return None;
+        }
+        while self.next * len <= pos * 10 {
+            self.next += 1;
+        }
+        let secs = self.started.elapsed().as_secs_f64();
+        let done = pos - first.min(pos);
+        let rate = done as f64 / secs.max(1e-9);
+        // Slow items (latents) read better as seconds each.
+        let pace = if rate >= 1.0 {
+            format!("{rate:.0}/s")
+        } else {
+            format!("{:.1} s each", secs / done.max(1) as f64)
+        };
+        Some(format!(
+            "{}: {:.0}% ({pos}/{len}, {pace})",
+            self.what,
+            100.0 * pos as f64 / len as f64
+        ))
+    }
+}

@@ -68,7 +68,18 @@ fn online(repo: &str, hookpoints: &[&str], device: Device) -> Result<Vec<(String
         .build()
         .map_err(|e| hub_err(format!("cannot set up the hub client: {e}")))?;
     let api_repo = api.model(repo.to_string());
-    let info = match api_repo.info() {
+    // hf-hub's `info()` reads the answer unbounded; at most MAX_HUB_METADATA_BYTES here.
+    let info = api_repo
+        .info_request()
+        .call()
+        .map_err(|e| e.to_string())
+        .and_then(|answer| {
+            autointerp_core::read_json_bounded::<hf_hub::api::RepoInfo>(
+                answer.into_reader(),
+                autointerp_core::MAX_HUB_METADATA_BYTES,
+            )
+        });
+    let info = match info {
         Ok(info) => info,
         Err(e) => {
             return from_cache(

@@ -307,6 +307,28 @@ pub struct TrainSummary {
     pub eval_tokens: u64,
 }
 
+impl std::fmt::Display for TrainSummary {
+    /// `trained on N tokens in S s: train FVU …, dead …%; held-out (M tokens) FVU …, L0 …`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "trained on {} tokens in {:.0} s: train FVU {:.3}, dead {:.2}%",
+            self.tokens,
+            self.seconds,
+            self.train_fvu,
+            100.0 * self.dead_fraction
+        )?;
+        if let Some(m) = &self.eval {
+            write!(
+                f,
+                "; held-out ({} tokens) FVU {:.3}, L0 {:.1}",
+                self.eval_tokens, m.fvu, m.mean_l0
+            )?;
+        }
+        Ok(())
+    }
+}
+
 /// Trains `trainer` for one pass over the training rows, writes the SAE to `dir` (sparsify's
 /// layout) with `train_stats.json` beside it, and measures the written SAE on the held-out rows.
 ///

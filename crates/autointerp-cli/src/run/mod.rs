@@ -20,9 +20,8 @@ pub use autointerp_run::{ExplainerKind, Overwrite, Provider, RunConfig, ScorerKi
 use autointerp_run::{Layout, Run, RunSummary, Stages};
 
 use self::progress::Bars;
-use crate::cache::print_stats;
-use crate::delphi::DelphiArgs;
-use crate::run_log::{self, say};
+use crate::{say, RUN_LOG};
+use autointerp_run::delphi_args::DelphiArgs;
 
 /// `autointerp run`.
 #[derive(Debug, clap::Args)]
@@ -70,12 +69,13 @@ pub struct RunArgs {
     delphi: DelphiArgs,
 }
 
-/// `autointerp explain`.
+/// What `explain` and `score` share: the folder they work on and the settings besides their own.
 #[derive(Debug, clap::Args)]
-pub struct ExplainArgs {
-    /// A results folder (`autointerp run`) or a latent cache (`autointerp cache --out`).
+pub struct FolderArgs {
+    /// A results folder (`autointerp run`); for `explain`, a latent cache (`autointerp cache
+    /// --out`) too.
     path: PathBuf,
-    /// Where `explanations/` goes [default: PATH].
+    /// Where `explanations/` and `scores/` go (and `score` reads `explanations/`) [default: PATH].
     #[arg(long)]
     out: Option<PathBuf>,
     /// The model whose tokenizer decodes the examples [default: PATH's run_config.json, else the
@@ -94,15 +94,13 @@ pub struct ExplainArgs {
     /// [default: PATH's run_config.json, else the cache's config.json].
     #[arg(long)]
     sparse_model: Option<String>,
-    /// Redo explanations that exist (`explanations`).
+    /// Redo what exists (`explanations` for `explain`, `scores` for `score`).
     #[arg(long, num_args = 1.., value_delimiter = ',')]
     overwrite: Option<Vec<Overwrite>>,
     #[command(flatten)]
     device: DeviceOverrides,
     #[command(flatten)]
     latents: LatentOverrides,
-    #[command(flatten)]
-    explain: ExplainOverrides,
     #[command(flatten)]
     embedder: EmbedderOverrides,
     #[command(flatten)]
@@ -111,45 +109,22 @@ pub struct ExplainArgs {
     delphi: DelphiArgs,
 }
 
+/// `autointerp explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    folder: FolderArgs,
+    #[command(flatten)]
+    explain: ExplainOverrides,
+}
+
 /// `autointerp score`.
 #[derive(Debug, clap::Args)]
 pub struct ScoreArgs {
-    /// A results folder with `explanations/` (`autointerp run` or `autointerp explain`).
-    path: PathBuf,
-    /// Where `scores/` goes, and `explanations/` is read [default: PATH].
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// The model whose tokenizer decodes the examples [default: PATH's run_config.json, else the
-    /// cache's `model_name`].
-    #[arg(long)]
-    model: Option<String>,
-    /// A tokenizer for a model that has none (`tokenizer.json`, an HF folder, a `.gguf` file or
-    /// a Hub id) [default: the model's].
-    #[arg(long)]
-    tokenizer: Option<String>,
-    /// A TOML file of settings (or a run_config.json, autointerp's or delphi's), used instead of
-    /// PATH's run_config.json. Flags override it.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// The sparse coders, for `--neighbours-type decoder_similarity` or `encoder_similarity`
-    /// [default: PATH's run_config.json, else the cache's config.json].
-    #[arg(long)]
-    sparse_model: Option<String>,
-    /// Redo scores that exist (`scores`).
-    #[arg(long, num_args = 1.., value_delimiter = ',')]
-    overwrite: Option<Vec<Overwrite>>,
     #[command(flatten)]
-    device: DeviceOverrides,
-    #[command(flatten)]
-    latents: LatentOverrides,
+    folder: FolderArgs,
     #[command(flatten)]
     score: ScoreOverrides,
-    #[command(flatten)]
-    embedder: EmbedderOverrides,
-    #[command(flatten)]
-    client: ClientOverrides,
-    #[command(flatten)]
-    delphi: DelphiArgs,
 }
 
 /// `autointerp run`.
@@ -191,13 +166,13 @@ pub fn run_with_config(cfg: RunConfig) -> Result<()> {
     );
     let layout = Layout::new(cfg.results_dir.join(&cfg.name));
     autointerp_run::save_config(&cfg, &layout)?;
-    run_log::open(&layout.run_log())?;
+    open_run_log(&layout)?;
     let bars = Bars::default();
     let built = autointerp_run::ensure_cache(&cfg, layout.root(), &bars)?;
     bars.clear();
     let mut run = Run::new(cfg.clone())?;
     if let Some(built) = built {
-        print_stats(&built.stats);
+        println!("{}", autointerp_cache::HookStats::table(&built.stats));
         if let (Some(tok), None) = (built.tokenizer, &cfg.tokenizer) {
             run = run.with_tokenizer(tok);
         }
@@ -207,29 +182,16 @@ pub fn run_with_config(cfg: RunConfig) -> Result<()> {
 
 /// `autointerp explain`.
 pub fn explain_command(args: ExplainArgs) -> Result<()> {
-    let layout = Layout::new(args.out.clone().unwrap_or_else(|| args.path.clone()));
-    let cfg = base_config(args.config.as_deref(), &args.path, &layout)?
-        .merge(&serde_json::json!({
-            "overwrite": args.overwrite,
-            "sparse_model": args.sparse_model,
-        }))?
-        .merge(&args.device)?
-        .merge(&args.latents)?
-        .merge(&args.explain)?
-        .merge(&args.embedder)?
-        .merge(&args.client)?;
-    cfg.validate()?;
-    ensure!(
-        cfg.explainer != ExplainerKind::None,
-        "nothing to do: --explainer none"
-    );
-    let run = open_cache(&args.path, args.model, args.tokenizer, cfg, &layout)?;
-    run_log::open(&layout.run_log())?;
-    execute(run, Stages::EXPLAIN)
+    folder_command(args.folder, &args.explain, Stages::EXPLAIN)
 }
 
 /// `autointerp score`.
 pub fn score_command(args: ScoreArgs) -> Result<()> {
+    folder_command(args.folder, &args.score, Stages::SCORE)
+}
+
+/// `explain` or `score` (`stages`) on a folder, with the settings of that stage.
+fn folder_command(args: FolderArgs, stage: &impl serde::Serialize, stages: Stages) -> Result<()> {
     let layout = Layout::new(args.out.clone().unwrap_or_else(|| args.path.clone()));
     let cfg = base_config(args.config.as_deref(), &args.path, &layout)?
         .merge(&serde_json::json!({
@@ -238,40 +200,31 @@ pub fn score_command(args: ScoreArgs) -> Result<()> {
         }))?
         .merge(&args.device)?
         .merge(&args.latents)?
-        .merge(&args.score)?
+        .merge(stage)?
         .merge(&args.embedder)?
         .merge(&args.client)?;
     cfg.validate()?;
-    ensure!(!cfg.scorers.is_empty(), "nothing to do: no --scorers");
+    if stages.explain {
+        ensure!(
+            cfg.explainer != ExplainerKind::None,
+            "nothing to do: --explainer none"
+        );
+    } else {
+        ensure!(!cfg.scorers.is_empty(), "nothing to do: no --scorers");
+    }
     let run = open_cache(&args.path, args.model, args.tokenizer, cfg, &layout)?;
-    run_log::open(&layout.run_log())?;
-    execute(run, Stages::SCORE)
+    open_run_log(&layout)?;
+    execute(run, stages)
 }
 
-/// The settings `explain` and `score` start from: `--config`, else the folder's saved
-/// `run_config.json`, else the defaults.
+/// The settings `explain` and `score` start from (see `RunConfig::for_folder`), its notes
+/// printed.
 fn base_config(file: Option<&Path>, path: &Path, layout: &Layout) -> Result<RunConfig> {
-    if let Some(file) = file {
-        return read_config(file);
+    let read = RunConfig::for_folder(file, path, layout)?;
+    for note in &read.notes {
+        eprintln!("note: {note}");
     }
-    for saved in [layout.run_config(), Layout::new(path).run_config()] {
-        if saved.is_file() {
-            let mut cfg = read_config(&saved)?;
-            // A results folder may come from anyone: its config must not decide which of this
-            // machine's secrets go to which host. Keys are named on this command line (or in
-            // the user's own --config) only.
-            let named = [cfg.api_key_env.take(), cfg.embedding_api_key_env.take()];
-            if named.iter().any(Option::is_some) {
-                eprintln!(
-                    "note: {} names API key variables; they are not used (pass --api-key-env or \
-                     --embedding-api-key-env to send a key)",
-                    saved.display()
-                );
-            }
-            return Ok(cfg);
-        }
-    }
-    Ok(RunConfig::default())
+    Ok(read.config)
 }
 
 /// A config file (TOML, or a run_config.json of ours or delphi's), its notes printed.
@@ -281,6 +234,12 @@ fn read_config(path: &Path) -> Result<RunConfig> {
         eprintln!("note: {}: {note}", path.display());
     }
     Ok(file.config)
+}
+
+/// Opens the results folder's `run.log` for this command.
+fn open_run_log(layout: &Layout) -> Result<()> {
+    let argv: Vec<String> = std::env::args().collect();
+    Ok(RUN_LOG.open(&layout.run_log(), &argv)?)
 }
 
 /// A run over the cache at `path`, writing into `layout`, decoding with `--tokenizer`, else
@@ -355,7 +314,7 @@ fn print_scores(layout: &Layout) {
         Ok(summary) => {
             let text = summary.to_text();
             println!("\n{text}");
-            run_log::write(&format!("\n{text}"));
+            RUN_LOG.write_line(&format!("\n{text}"));
         }
         Err(e) => say!("could not summarise the scores: {e}"),
     }
@@ -363,50 +322,7 @@ fn print_scores(layout: &Layout) {
 
 /// Prints what the phases did.
 fn print_summary(s: &RunSummary, min_examples: usize) {
-    let main = &s.main;
-    say!(
-        "{} latents done ({} explained), {} failed; {} already done; {} skipped (fewer than \
-         {min_examples} activating examples)",
-        main.done,
-        main.explained,
-        main.failed,
-        s.already_done,
-        main.skipped
-    );
-    for (what, t) in
-        std::iter::once(("", main)).chain(s.control.as_ref().map(|c| ("random control: ", c)))
-    {
-        if t.incomplete > 0 {
-            say!(
-                "{what}{} latents have scores with failed items ({} items); run the same command again to retry exactly those",
-                t.incomplete, t.failed_items
-            );
-        }
-        if t.too_few > 0 {
-            say!(
-                "{what}{} scores not computed: too few examples for the scorer",
-                t.too_few
-            );
-        }
+    for line in s.lines(min_examples) {
+        say!("{line}");
     }
-    if let Some(r) = &s.control {
-        say!(
-            "random control: {} latents scored, {} failed",
-            r.done,
-            r.failed
-        );
-    }
-    let cost = s
-        .usage
-        .cost
-        .map_or_else(String::new, |c| format!(", cost ${c:.4}"));
-    say!(
-        "tokens: {} prompt + {} completion{cost}",
-        s.usage.prompt_tokens,
-        s.usage.completion_tokens
-    );
-    if s.failures_written > 0 {
-        say!("failures recorded in {}", s.layout.failures().display());
-    }
-    say!("results in {}", s.layout.root().display());
 }

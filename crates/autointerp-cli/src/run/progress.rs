@@ -4,10 +4,11 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use autointerp_run::TenthLines;
 use autointerp_run::{Event, Progress};
 use indicatif::ProgressBar;
 
-use crate::common::{bar, spinner, LogLines};
+use crate::common::{bar, log_tenth, spinner};
 
 /// The bar of the phase in progress, and a spinner while a model loads.
 #[derive(Default)]
@@ -17,7 +18,7 @@ pub struct Bars {
 
 #[derive(Default)]
 struct State {
-    bar: Option<(ProgressBar, LogLines)>,
+    bar: Option<(ProgressBar, TenthLines)>,
     spinner: Option<ProgressBar>,
 }
 
@@ -54,16 +55,16 @@ impl Progress for Bars {
                 tokens_total,
             } => {
                 let (b, lines) = state.bar.get_or_insert_with(|| {
-                    (bar(tokens_total as u64, "tokens"), LogLines::new("cache"))
+                    (bar(tokens_total as u64, "tokens"), TenthLines::new("cache"))
                 });
                 b.set_position(tokens_done as u64);
-                lines.update(b, "tokens");
+                log_tenth(lines, b, "tokens");
             }
             Event::PhaseStarted { label, latents } => {
                 let b = bar(latents as u64, "latents");
                 b.enable_steady_tick(Duration::from_millis(500));
                 b.set_message(label.to_string());
-                state.bar = Some((b, LogLines::new("latents")));
+                state.bar = Some((b, TenthLines::new("latents")));
             }
             Event::LatentFinished { tally, usage } => {
                 if let Some((b, lines)) = &mut state.bar {
@@ -73,7 +74,7 @@ impl Progress for Bars {
                         .cost
                         .map_or_else(String::new, |c| format!(" · ${c:.4}"));
                     let status = format!("{} failed · {tokens} tokens{cost}", tally.failed);
-                    lines.update(b, &status);
+                    log_tenth(lines, b, &status);
                     b.set_message(status);
                 }
             }

@@ -2,7 +2,7 @@
 //! --hookpoints layers.5 layers.6 --filter_bos --scorers fuzz detection` runs as
 //! `autointerp run` with the same settings.
 //!
-//! Before clap parses, [`normalize`] rewrites every flag spelled with underscores into its dashed
+//! Before clap parses, [`normalize_args`] rewrites every flag spelled with underscores into its dashed
 //! form (`--n_tokens=5` → `--n-tokens=5`; values are left untouched), joins a boolean flag and a
 //! separate `true`/`false` (`--filter_bos False` → `--filter-bos=false`, as delphi's parser
 //! reads it), and refuses delphi's flags that have no counterpart here with an error naming the
@@ -40,7 +40,8 @@ const UNSUPPORTED: [(&str, &str); 6] = [
     ),
 ];
 
-/// delphi's flags that autointerp accepts and has nothing to do for: parsed, then never read.
+/// delphi's flags that autointerp accepts and has nothing to do for: flatten it into a command's
+/// arguments; it is parsed, then never read.
 #[derive(Debug, Clone, clap::Args)]
 #[allow(dead_code)]
 pub struct DelphiArgs {
@@ -56,7 +57,7 @@ pub struct DelphiArgs {
 
 /// `args` (the program name first) with delphi's spellings made autointerp's, for `cmd`;
 /// an error naming the flag for one of delphi's flags autointerp does not take.
-pub fn normalize(
+pub fn normalize_args(
     args: impl IntoIterator<Item = OsString>,
     cmd: &clap::Command,
 ) -> Result<Vec<OsString>, String> {
@@ -138,11 +139,50 @@ fn takes_optional_bool(cmd: &clap::Command, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::overrides::*;
     use clap::CommandFactory;
 
+    /// A command line shaped like `autointerp`'s: `run` with every settings group, and a
+    /// second command with a boolean flag of its own.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    #[derive(clap::Subcommand)]
+    #[allow(dead_code, clippy::large_enum_variant)]
+    enum Command {
+        Run {
+            model: Option<String>,
+            #[arg(long)]
+            name: Option<String>,
+            #[command(flatten)]
+            cache: CacheOverrides,
+            #[command(flatten)]
+            device: DeviceOverrides,
+            #[command(flatten)]
+            latents: LatentOverrides,
+            #[command(flatten)]
+            explain: ExplainOverrides,
+            #[command(flatten)]
+            score: ScoreOverrides,
+            #[command(flatten)]
+            embedder: EmbedderOverrides,
+            #[command(flatten)]
+            client: ClientOverrides,
+            #[command(flatten)]
+            delphi: DelphiArgs,
+        },
+        Cache {
+            #[arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true)]
+            skip_first_token: Option<bool>,
+        },
+    }
+
     fn norm(args: &[&str]) -> Result<Vec<String>, String> {
-        let cmd = crate::Cli::command();
-        normalize(args.iter().map(OsString::from), &cmd)
+        let cmd = Cli::command();
+        normalize_args(args.iter().map(OsString::from), &cmd)
             .map(|v| v.into_iter().map(|a| a.into_string().unwrap()).collect())
     }
 
@@ -199,7 +239,7 @@ mod tests {
         );
     }
 
-    /// Every numeric flag of every command takes Python's digit groups (`10_000`).
+    /// Every numeric setting takes Python's digit groups (`10_000`).
     #[test]
     fn every_numeric_flag_takes_digit_groups() {
         use std::any::TypeId;
@@ -230,10 +270,10 @@ mod tests {
             }
         }
         let mut lines = Vec::new();
-        walk(&crate::Cli::command(), &["autointerp".into()], &mut lines);
-        assert!(lines.len() > 40, "{} numeric flags", lines.len());
+        walk(&Cli::command(), &["autointerp".into()], &mut lines);
+        assert!(lines.len() > 30, "{} numeric flags", lines.len());
         for argv in lines {
-            if let Err(e) = crate::Cli::command().try_get_matches_from(&argv) {
+            if let Err(e) = Cli::command().try_get_matches_from(&argv) {
                 assert!(
                     !matches!(
                         e.kind(),
