@@ -96,7 +96,8 @@ fn a_killed_cache_run_resumes_to_identical_files() {
             "21_41.safetensors",
             "42_63.safetensors",
             "config.json",
-            "firing_counts.json"
+            "firing_counts.json",
+            "vocab_projection.json"
         ]
     );
 

@@ -212,6 +212,8 @@ fn folder_command(args: FolderArgs, stage: &impl serde::Serialize, stages: Stage
     } else {
         ensure!(!cfg.scorers.is_empty(), "nothing to do: no --scorers");
     }
+    // A folder that is no cache is refused before run.log is written into it.
+    autointerp_latents::LatentCache::open(&args.path)?;
     let run = open_cache(&args.path, args.model, args.tokenizer, cfg, &layout)?;
     open_run_log(&layout)?;
     execute(run, stages)
