@@ -24,6 +24,7 @@ if [[ ! -x $venv/bin/python ]] || ! "$venv/bin/python" -c 'import llama_cpp.serv
   "$venv/bin/pip" install -q 'llama-cpp-python[server]==0.3.36'
 fi
 
+mkdir -p "$(dirname "$out")"
 log "starting llama-cpp-python's server on port $port (one request at a time)"
 "$venv/bin/python" -m llama_cpp.server --model "$SMOLLM2_GGUF" --model_alias smollm2 \
   --port "$port" --n_ctx 8192 --n_threads 2 >"$out.server.log" 2>&1 &
@@ -48,7 +49,7 @@ log "chat"
 $bin chat --model "openai:$url/smollm2" --prompt "What is the capital of France? One word." --max-tokens 16
 
 common=("$SMOLLM2_GGUF" neurons:32 --hookpoints layers.1.mlp.hidden --dataset "$SOTU_DIR"
-  --n-tokens 20000 --ctx-len 64 --max-latents 6 --min-examples 20 --n-examples-train 10
+  --n-tokens 20000 --ctx-len 64 --max-latents 2 --min-examples 20 --n-examples-train 10
   --n-examples-test 10 --n-non-activating 10 --results-dir "$(dirname "$out")"
   --name "$(basename "$out")" --explainer-model smollm2 --explainer-base-url "$url"
   --max-requests 1 --request-timeout 300 --queue-timeout 3600)

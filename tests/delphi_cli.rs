@@ -491,23 +491,8 @@ fn fuzz_type_active_highlights_activating_text_wrongly() {
     for (name, fuzz_type) in [("default", None), ("active", Some("active"))] {
         write_cache(&results.join(name), 4, &tok);
         let server = Server::start(Faults::default());
-        let mut args = vec![
-            "run",
-            tok_s,
-            "unused",
-            "--results-dir",
-            results_s,
-            "--name",
-            name,
-            "--hookpoints",
-            HOOK,
-            "--scorers",
-            "fuzz",
-            "--explainer-model",
-            "m",
-            "--explainer-base-url",
-            &server.url,
-        ];
+        let mut args = run_args(tok_s, results_s, name, &server.url);
+        args.extend(["--scorers", "fuzz"]);
         args.extend(RECORD_FLAGS);
         if let Some(t) = fuzz_type {
             args.extend(["--fuzz-type", t]);

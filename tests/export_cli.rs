@@ -79,7 +79,10 @@ fn a_results_folder_exports_to_neuronpedia_and_saebench() {
     ]);
     assert!(out.status.success(), "{out:?}");
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(said.contains("2 explanations and 2 scores of 2 latents"), "{said}");
+    assert!(
+        said.contains("2 explanations and 2 scores of 2 latents"),
+        "{said}"
+    );
     let batch = root.join("neuronpedia/gemma-2-2b/6-res-16k/explanations/batch-0.jsonl.gz");
     let mut text = String::new();
     flate2::read::GzDecoder::new(std::fs::File::open(&batch).unwrap())
@@ -91,7 +94,12 @@ fn a_results_folder_exports_to_neuronpedia_and_saebench() {
         .collect();
     let described: Vec<(&str, &str)> = rows
         .iter()
-        .map(|r| (r["index"].as_str().unwrap(), r["description"].as_str().unwrap()))
+        .map(|r| {
+            (
+                r["index"].as_str().unwrap(),
+                r["description"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(described, [("2", "Rivers"), ("5", "Weekdays")]);
     assert_eq!(rows[0]["explanationModelName"], "Qwen2.5-7B-Instruct");
@@ -113,12 +121,23 @@ fn a_missing_folder_is_named() {
     let path = missing.to_str().unwrap();
     for args in [
         vec!["export", "saebench", path],
-        vec!["export", "neuronpedia", path, "--model-id", "m", "--source-template", "{layer}"],
+        vec![
+            "export",
+            "neuronpedia",
+            path,
+            "--model-id",
+            "m",
+            "--source-template",
+            "{layer}",
+        ],
     ] {
         let out = autointerp(&args);
         assert_eq!(out.status.code(), Some(1), "{out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains("no-such-run") && err.lines().count() == 1, "{err}");
+        assert!(
+            err.contains("no-such-run") && err.lines().count() == 1,
+            "{err}"
+        );
         assert!(!missing.exists());
     }
 }

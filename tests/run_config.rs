@@ -111,20 +111,8 @@ fn request_settings_reach_the_server() {
     write_cache(&results.join("limits"), 4, &tok);
     let server = Server::start(Faults::default());
     let (tok_s, results_s) = (tok.to_str().unwrap(), results.to_str().unwrap());
-    let mut args = vec![
-        "run",
-        tok_s,
-        "unused",
-        "--results-dir",
-        results_s,
-        "--name",
-        "limits",
-        "--hookpoints",
-        HOOK,
-        "--explainer-model",
-        "m",
-        "--explainer-base-url",
-        &server.url,
+    let mut args = run_args(tok_s, results_s, "limits", &server.url);
+    args.extend([
         "--scorers",
         "detection,intruder,simulation",
         "--simulation-mode",
@@ -143,7 +131,7 @@ fn request_settings_reach_the_server() {
         "44",
         "--simulation-max-tokens",
         "77",
-    ];
+    ]);
     args.extend(RECORD_FLAGS);
     assert_success(&autointerp(&args));
     let bodies = server.bodies();
@@ -170,21 +158,9 @@ fn request_settings_reach_the_server() {
     assert_eq!(saved["request_timeout_secs"], 30.0);
     assert_eq!(saved["extra_body"]["top_k"], 20);
 
-    let bad = autointerp(&[
-        "run",
-        tok_s,
-        "unused",
-        "--results-dir",
-        results_s,
-        "--name",
-        "limits",
-        "--explainer-model",
-        "m",
-        "--explainer-base-url",
-        &server.url,
-        "--extra-body",
-        r#"{"model": "other"}"#,
-    ]);
+    let mut bad = run_args(tok_s, results_s, "limits", &server.url);
+    bad.extend(["--extra-body", r#"{"model": "other"}"#]);
+    let bad = autointerp(&bad);
     assert_eq!(bad.status.code(), Some(1), "{bad:?}");
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("extra_body may not set `model`"), "{err}");
@@ -214,25 +190,13 @@ fn a_prompt_folder_replaces_the_built_in_prompts_and_a_bad_one_fails_at_start() 
     std::fs::write(mine.join("detection.jinja"), marked).unwrap();
     let (tok_s, results_s) = (tok.to_str().unwrap(), results.to_str().unwrap());
     let run = |name: &str, prompts: &std::path::Path| {
-        let mut args = vec![
-            "run",
-            tok_s,
-            "unused",
-            "--results-dir",
-            results_s,
-            "--name",
-            name,
-            "--hookpoints",
-            HOOK,
-            "--explainer-model",
-            "m",
-            "--explainer-base-url",
-            &server.url,
+        let mut args = run_args(tok_s, results_s, name, &server.url);
+        args.extend([
             "--scorers",
             "detection",
             "--prompt-dir",
             prompts.to_str().unwrap(),
-        ];
+        ]);
         args.extend(RECORD_FLAGS);
         autointerp(&args)
     };
@@ -279,23 +243,8 @@ fn saved_configs_hold_no_credentials_and_send_no_keys() {
         .replace("http://", "http://user:hunter2@")
         .replace("/v1", "/v1?key=abc123");
     let (tok_s, results_s) = (tok.to_str().unwrap(), results.to_str().unwrap());
-    let mut args = vec![
-        "run",
-        tok_s,
-        "unused",
-        "--results-dir",
-        results_s,
-        "--name",
-        "secrets",
-        "--hookpoints",
-        HOOK,
-        "--explainer-model",
-        "m",
-        "--explainer-base-url",
-        &with_credentials,
-        "--scorers",
-        "detection",
-    ];
+    let mut args = run_args(tok_s, results_s, "secrets", &with_credentials);
+    args.extend(["--scorers", "detection"]);
     args.extend(RECORD_FLAGS);
     let out = autointerp(&args);
     assert_success(&out);

@@ -166,6 +166,28 @@ pub fn text(n: usize) -> String {
         .join(" ")
 }
 
+/// `run TOKENIZER unused --results-dir RESULTS --name NAME --hookpoints layers.0
+/// --explainer-model m --explainer-base-url URL`: a run over a cache of [`write_cache`] (whose
+/// model argument only names the tokenizer) against a test server; callers add their flags.
+#[allow(dead_code)]
+pub fn run_args<'a>(tok: &'a str, results: &'a str, name: &'a str, url: &'a str) -> Vec<&'a str> {
+    vec![
+        "run",
+        tok,
+        "unused",
+        "--results-dir",
+        results,
+        "--name",
+        name,
+        "--hookpoints",
+        HOOK,
+        "--explainer-model",
+        "m",
+        "--explainer-base-url",
+        url,
+    ]
+}
+
 /// Runs the `autointerp` binary to the end.
 pub fn autointerp(args: &[&str]) -> Output {
     command(args).output().expect("run autointerp")
