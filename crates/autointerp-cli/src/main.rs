@@ -119,7 +119,7 @@ fn init_logging() {
         .with(
             fmt::layer()
                 .with_ansi(false)
-                .with_writer(|| RUN_LOG.clone())
+                .with_writer(|| &*RUN_LOG)
                 .with_filter(filter("info")),
         )
         .init();

@@ -87,16 +87,6 @@ impl Write for &RunLog {
     }
 }
 
-impl Write for RunLog {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Now, as UTC `YYYY-MM-DD HH:MM:SS`.
 fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
