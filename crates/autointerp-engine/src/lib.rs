@@ -42,6 +42,7 @@ use std::thread;
 use std::time::Duration;
 
 use autointerp_model::{DType, Model, Tokenizer};
+pub use autointerp_sae::edit::{Edit, Steering};
 use serde::{Deserialize, Serialize};
 use tch::Device;
 use tokio::sync::{mpsc, oneshot};
@@ -255,6 +256,10 @@ pub struct GenerateRequest {
     /// The first prompt position [`GenerateRequest::prompt_logprobs`] covers (at least 1: the
     /// first token has nothing before it); earlier positions are `None`.
     pub prompt_logprobs_start: usize,
+    /// Edits applied at every position, prompt and generated (steering, ablation). Rows of a
+    /// batch share one steering (requests of another wait for the next batch), and steered
+    /// prompts neither use nor fill the prefix cache, whose keys and values are unsteered.
+    pub steering: Option<Steering>,
 }
 
 impl GenerateRequest {
@@ -273,7 +278,15 @@ impl GenerateRequest {
             logprobs: None,
             prompt_logprobs: None,
             prompt_logprobs_start: 1,
+            steering: None,
         }
+    }
+
+    /// Applies `steering`'s edits at every position.
+    #[must_use]
+    pub fn with_steering(mut self, steering: Steering) -> Self {
+        self.steering = Some(steering);
+        self
     }
 
     /// Samples at `temperature` from the nucleus of mass `top_p`.
@@ -741,6 +754,7 @@ impl LocalEngine {
             logprobs: req.logprobs.map(usize::from),
             prompt_logprobs: req.prompt_logprobs.map(usize::from),
             prompt_logprobs_start: 1,
+            steering: None,
         };
         let prompt_ids = gen.prompt.clone();
         let out = self.generate(gen).await?;

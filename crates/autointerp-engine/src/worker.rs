@@ -15,7 +15,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::detok::IncrementalDecoder;
 use super::prefix::{Pieces, PrefixCache, Span};
-use super::{EngineConfig, EngineStats, FinishReason, GenerateRequest, Generation, TokenLogprob};
+use super::{
+    EngineConfig, EngineStats, FinishReason, GenerateRequest, Generation, Steering, TokenLogprob,
+};
 use crate::{Error, Result};
 
 /// Prompt positions unembedded at once for prompt logprobs (`[chunk, vocab]` floats).
@@ -112,6 +114,9 @@ impl Worker {
         let max_batch = self.config.max_batch_size.max(1);
         let budget = self.config.max_batch_tokens.max(1);
         let mut longest = first.req.prompt.len();
+        let steering = first.req.steering.clone();
+        // Jobs of another steering, passed over: back to the front of the queue, in order.
+        let mut other = Vec::new();
         let mut batch = vec![first];
         let deadline = Instant::now() + self.config.batch_wait;
         // Whether `job` may join: false keeps it (first in line) for the next batch.
@@ -156,13 +161,30 @@ impl Worker {
             if job.reply.is_closed() {
                 continue;
             }
+            if job.req.steering != steering {
+                other.push(job);
+                continue;
+            }
             if !admit(&job, &batch) {
                 pending.push_front(job);
                 break;
             }
             batch.push(job);
         }
+        for job in other.into_iter().rev() {
+            pending.push_front(job);
+        }
         batch
+    }
+
+    /// Hooks that apply `steering`'s edits (none without one).
+    fn edit_hooks(steering: Option<&Steering>) -> Hooks {
+        let mut hooks = Hooks::new();
+        for (point, edit) in steering.map(Steering::edits).unwrap_or_default() {
+            let edit = edit.clone();
+            hooks = hooks.try_intervene(*point, move |x| edit.apply(x));
+        }
+        hooks
     }
 
     /// Runs one batch and answers each of its jobs; a failure (or a panic in libtorch) fails
@@ -234,8 +256,14 @@ impl Worker {
         if !need_prompt_lp && !need_decode {
             return Ok(0);
         }
-        let store = self.prefix.is_some();
-        let reused = self.reuse(&prompts)?;
+        let steering = rows.first().and_then(|r| r.job.req.steering.clone());
+        // Stored keys and values are unsteered: steered rows neither reuse nor store them.
+        let store = self.prefix.is_some() && steering.is_none();
+        let reused = if steering.is_none() {
+            self.reuse(&prompts)?
+        } else {
+            prompts.iter().map(|_| Pieces::default()).collect()
+        };
         let cached: usize = reused.iter().map(Pieces::len).sum();
         let Prefilled {
             mut cache,
@@ -247,8 +275,9 @@ impl Worker {
             need_decode,
             store || need_prompt_lp,
             store,
+            steering.as_ref(),
         )?;
-        if let Some(prefix) = self.prefix.as_mut() {
+        if let Some(prefix) = self.prefix.as_mut().filter(|_| store) {
             for (prompt, p) in prompts.iter().zip(&pieces) {
                 prefix.insert(prompt, p).map_err(engine_error)?;
             }
@@ -270,7 +299,7 @@ impl Worker {
         }
 
         let model = &self.model;
-        let step_hooks = Hooks::new().with_logits(Logits::Last);
+        let step_hooks = Self::edit_hooks(steering.as_ref()).with_logits(Logits::Last);
         let mut logits = logits.ok_or_else(|| engine_error("the model returned no logits"))?;
         loop {
             // [batch, vocab] in f32.
@@ -340,7 +369,7 @@ impl Worker {
             .map(|p| prefix.lookup(p, p.len() - 1))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(engine_error)?;
-        let done = self.prefill(&group_prompts, group_reused, false, true, true)?;
+        let done = self.prefill(&group_prompts, group_reused, false, true, true, None)?;
         let prefix = self.prefix.as_mut().expect("checked above");
         for (p, pieces) in group_prompts.iter().zip(&done.rows) {
             prefix.insert(p, pieces).map_err(engine_error)?;
@@ -365,6 +394,7 @@ impl Worker {
         logits: bool,
         resid: bool,
         kv: bool,
+        steering: Option<&Steering>,
     ) -> Result<Prefilled> {
         let model = &self.model;
         let device = model.device();
@@ -419,7 +449,11 @@ impl Worker {
             input = input.with_attention_mask(&mask);
         }
         let last_layer = HookPoint::Residual(model.n_layers().saturating_sub(1));
-        let mut hooks = Hooks::new().with_logits(if logits { Logits::Last } else { Logits::None });
+        let mut hooks = Self::edit_hooks(steering).with_logits(if logits {
+            Logits::Last
+        } else {
+            Logits::None
+        });
         if resid {
             hooks = hooks.capture(last_layer);
         }

@@ -153,6 +153,14 @@ pub enum Error {
         /// Shape, dtype and device of the tensor it returned.
         found: String,
     },
+    /// An intervention that failed (e.g. an edit whose width is not the hook point's).
+    #[error("intervention at {hook} failed: {source}")]
+    InterventionFailed {
+        /// The hook point.
+        hook: autointerp_core::HookPoint,
+        /// Why.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A token id outside the model's vocabulary.
     #[error("token id {id} is outside the model's vocabulary of {vocab}")]
     TokenId {

@@ -10,8 +10,11 @@ use tch::Tensor;
 use crate::{Error, Result};
 
 /// A function that replaces the tensor at a hook point. It gets the tensor the model computed
-/// and returns the one the model continues with, of the same shape, dtype and device.
-pub type Intervention = Box<dyn Fn(&Tensor) -> Tensor + Send>;
+/// and returns the one the model continues with, of the same shape, dtype and device, or says
+/// why it cannot (the forward pass then fails with [`Error::InterventionFailed`]).
+pub type Intervention = Box<
+    dyn Fn(&Tensor) -> std::result::Result<Tensor, Box<dyn std::error::Error + Send + Sync>> + Send,
+>;
 
 /// Which logits a forward pass computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -89,7 +92,32 @@ impl Hooks {
         point: HookPoint,
         f: impl Fn(&Tensor) -> Tensor + Send + 'static,
     ) -> Self {
-        self.interventions.insert(point, Box::new(f));
+        self.interventions
+            .insert(point, Box::new(move |x| Ok(f(x))));
+        self
+    }
+
+    /// Like [`Hooks::intervene`], with a function that may fail, e.g. an
+    /// `autointerp_sae::edit::Edit` (`|x| edit.apply(x)`); its error fails the forward pass,
+    /// naming `point`.
+    #[must_use]
+    pub fn try_intervene<E>(
+        mut self,
+        point: HookPoint,
+        f: impl Fn(&Tensor) -> std::result::Result<Tensor, E> + Send + 'static,
+    ) -> Self
+    where
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.interventions
+            .insert(point, Box::new(move |x| f(x).map_err(Into::into)));
+        self
+    }
+
+    /// The same interventions, capturing nothing.
+    #[must_use]
+    pub fn without_captures(mut self) -> Self {
+        self.captures.clear();
         self
     }
 
@@ -143,7 +171,10 @@ impl Hooks {
         let x = match self.interventions.get(&point) {
             None => x,
             Some(f) => {
-                let y = f(&x);
+                let y = f(&x).map_err(|source| Error::InterventionFailed {
+                    hook: point,
+                    source,
+                })?;
                 if y.size() != x.size() || y.kind() != x.kind() || y.device() != x.device() {
                     let describe =
                         |t: &Tensor| format!("{:?} {:?} on {:?}", t.size(), t.kind(), t.device());

@@ -351,9 +351,27 @@ impl Model {
         attention_mask: Option<&Tensor>,
         options: &GenerateOptions,
     ) -> Result<Tensor> {
+        self.generate_with(input_ids, attention_mask, options, Hooks::new())
+    }
+
+    /// [`Model::generate`] with `hooks`' interventions applied in every forward step: at every
+    /// prompt position in the prefill and at each new token's, as a PyTorch forward hook
+    /// stays registered through `generate`. Steering and ablation generate this way (see
+    /// `autointerp_sae::edit`). Captures are not kept; only the last position's logits are
+    /// computed.
+    ///
+    /// # Errors
+    /// As [`Model::forward`], including a failed intervention.
+    pub fn generate_with(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        options: &GenerateOptions,
+        hooks: Hooks,
+    ) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
         let mut cache = self.new_cache();
-        let hooks = Hooks::new().with_logits(Logits::Last);
+        let hooks = hooks.without_captures().with_logits(Logits::Last);
         let ids = input_ids.f_to_device(self.device)?.f_to_kind(Kind::Int64)?;
         let mut input = Input::new(&ids);
         if let Some(m) = attention_mask {

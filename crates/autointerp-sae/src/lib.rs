@@ -65,6 +65,7 @@
 #![warn(missing_docs)]
 
 mod coder;
+pub mod edit;
 mod error;
 mod files;
 mod gemmascope;

@@ -7,8 +7,9 @@
 //! description. A good explanation makes the model expect the activating examples, so their loss
 //! drops more than that of non-activating examples.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use autointerp_client::{TokenScorer, Usage};
 use autointerp_core::{Explanation, LatentRecord, Score};
@@ -96,17 +97,77 @@ fn mean_loss(losses: &[f32]) -> Option<f64> {
     m.is_finite().then_some(m)
 }
 
+/// Bytes of baseline log-probabilities a [`SurprisalScorer`] keeps (about 250,000 excerpts of 32 tokens).
+pub const BASELINE_MEMO_BYTES: usize = 64 << 20;
+
+/// Log-probabilities after the baseline prefix, by excerpt text, oldest dropped first beyond a
+/// byte budget.
+///
+/// The baseline prefix does not depend on the explanation, so an excerpt's losses after it are
+/// the same for every explanation scored on it: the random-explanation control and best-of-K
+/// samples score the same excerpts again, and would otherwise pay a quarter of the scorer's
+/// forward passes (half of the control's) for numbers already known.
+#[derive(Debug, Default)]
+struct BaselineMemo {
+    losses: HashMap<Arc<str>, Arc<[f32]>>,
+    order: VecDeque<Arc<str>>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl BaselineMemo {
+    fn new(budget: usize) -> Self {
+        Self {
+            budget,
+            ..Self::default()
+        }
+    }
+
+    fn cost(text: &str, losses: &[f32]) -> usize {
+        // The text is held twice (key and queue share one allocation) plus map overhead.
+        text.len() + std::mem::size_of_val(losses) + 64
+    }
+
+    fn get(&self, text: &str) -> Option<Arc<[f32]>> {
+        self.losses.get(text).cloned()
+    }
+
+    fn insert(&mut self, text: &str, losses: Arc<[f32]>) {
+        let cost = Self::cost(text, &losses);
+        if cost > self.budget || self.losses.contains_key(text) {
+            return;
+        }
+        while self.bytes + cost > self.budget {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(l) = self.losses.remove(&old) {
+                self.bytes -= Self::cost(&old, &l);
+            }
+        }
+        let key: Arc<str> = Arc::from(text);
+        self.order.push_back(Arc::clone(&key));
+        self.losses.insert(key, losses);
+        self.bytes += cost;
+    }
+}
+
 /// The surprisal scorer: each test and non-activating example is scored by a [`TokenScorer`]
 /// after [`surprisal_prefix`] of the explanation and of [`SurprisalConfig::baseline`].
 ///
 /// The score is the ROC AUC of the loss reduction (mean per-token loss without the explanation
 /// minus with it) separating activating (positive) from non-activating examples; NaN when the
 /// examples scored lack one of the two classes.
+///
+/// Log-probabilities after the baseline are remembered per excerpt (up to [`BASELINE_MEMO_BYTES`], shared
+/// by clones), so scoring a second explanation on the same excerpts (the random control,
+/// best-of-K) asks the model only for the explanation's side.
 #[derive(Debug, Clone)]
 pub struct SurprisalScorer<T> {
     model: T,
     config: SurprisalConfig,
     prompts: Arc<PromptSet>,
+    memo: Arc<Mutex<BaselineMemo>>,
 }
 
 impl<T> SurprisalScorer<T> {
@@ -116,7 +177,15 @@ impl<T> SurprisalScorer<T> {
             model,
             config,
             prompts: PromptSet::embedded(),
+            memo: Arc::new(Mutex::new(BaselineMemo::new(BASELINE_MEMO_BYTES))),
         }
+    }
+
+    /// Keeps at most `bytes` of baseline log-probabilities (0: none, every excerpt is scored twice).
+    #[must_use]
+    pub fn with_baseline_memo_bytes(mut self, bytes: usize) -> Self {
+        self.memo = Arc::new(Mutex::new(BaselineMemo::new(bytes)));
+        self
     }
 
     /// Builds its prefixes from `prompts`' `surprisal.jinja` instead of the built-in one.
@@ -146,11 +215,21 @@ impl<T: TokenScorer> SurprisalScorer<T> {
         let with = surprisal_prefix_with(&self.prompts, &explanation.text)?;
         let without = surprisal_prefix_with(&self.prompts, &self.config.baseline)?;
         let texts: Vec<String> = examples.iter().map(|(e, _)| e.text()).collect();
+        // A poisoned lock only means another task panicked mid-insert; the map is still whole.
+        let memo = || self.memo.lock().unwrap_or_else(|e| e.into_inner());
         let calls = texts.iter().map(|text| async {
-            let (a, b) = futures::join!(
-                self.model.logprobs(&without, text),
-                self.model.logprobs(&with, text)
-            );
+            let known = memo().get(text);
+            let baseline = async {
+                match known {
+                    Some(losses) => Ok(losses.to_vec()),
+                    None => {
+                        let lp = self.model.logprobs(&without, text).await?;
+                        memo().insert(text, Arc::from(lp.as_slice()));
+                        Ok(lp)
+                    }
+                }
+            };
+            let (a, b) = futures::join!(baseline, self.model.logprobs(&with, text));
             Ok::<_, autointerp_client::Error>((a?, b?))
         });
         let results = unless_all_failed(futures::future::join_all(calls).await)?;

@@ -894,3 +894,40 @@ fn surprisal_auc_on_a_hand_checked_case() {
         Err(Error::Client(_))
     ));
 }
+
+#[test]
+fn surprisal_asks_for_an_excerpts_baseline_once() {
+    // The random control and best-of-K score the same excerpts again with another explanation:
+    // the baseline side is remembered, the explanation side asked anew, and the scores are those
+    // of a scorer that remembers nothing.
+    let record = small_record(
+        &["the Thames", "the Rhine"],
+        &["a bank", "a loan", "broken x"],
+    );
+    let explain = |text: &str| Explanation {
+        latent: record.id,
+        text: text.into(),
+    };
+    let model = DescriptionReader {
+        calls: AtomicUsize::new(0),
+    };
+    let fresh = DescriptionReader {
+        calls: AtomicUsize::new(0),
+    };
+    let scorer = SurprisalScorer::new(&model, SurprisalConfig::default());
+    let forgetful =
+        SurprisalScorer::new(&fresh, SurprisalConfig::default()).with_baseline_memo_bytes(0);
+    for (i, text) in ["Thames and Rhine", "bank loan", "rivers"]
+        .iter()
+        .enumerate()
+    {
+        let a = block_on(scorer.score(&record, &explain(text))).unwrap();
+        let b = block_on(forgetful.score(&record, &explain(text))).unwrap();
+        assert_eq!(a.score, b.score);
+        assert_eq!(a.details, b.details);
+        // 5 excerpts: the first explanation asks for both sides of each (10 calls); later ones
+        // only for the explanation's side, and for the baseline of the one that failed.
+        assert_eq!(model.calls.load(Ordering::SeqCst), 10 + 6 * i, "{text}");
+        assert_eq!(fresh.calls.load(Ordering::SeqCst), 10 * (i + 1));
+    }
+}
