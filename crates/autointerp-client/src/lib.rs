@@ -56,6 +56,7 @@ mod client;
 mod embed;
 mod error;
 mod http;
+mod intervener;
 mod openai;
 mod redact;
 mod settings;
@@ -68,6 +69,9 @@ pub use autointerp_core::{EmbedError, EmbedFuture, Embedder};
 pub use client::{ChatFuture, Client, DynClient, SharedClient};
 pub use embed::OpenAiEmbedder;
 pub use error::{Error, Result};
+pub use intervener::{
+    DynIntervener, Intervener, Intervention, InterventionFuture, SharedIntervener, SteeredPair,
+};
 pub use openai::OpenAiClient;
 pub use redact::{redact_url, RedactedUrl};
 pub use settings::{

@@ -33,6 +33,7 @@
 mod detok;
 mod embed;
 mod prefix;
+mod steer;
 mod template;
 mod worker;
 
@@ -51,6 +52,7 @@ use autointerp_client::{ChatRequest, ChatResponse, Client, TokenLogprobs, TokenS
 pub use autointerp_client::{Error, Result};
 use detok::{token_pieces, token_text, tokenizer_error};
 pub use embed::LocalEmbedder;
+pub use steer::{InterventionConfig, LocalIntervener, NEUTRAL_PROMPTS};
 pub use template::{ChatTemplate, RenderOptions};
 use worker::{Job, Worker, GREEDY_BELOW};
 
@@ -404,6 +406,8 @@ struct Shared {
     device: Device,
     config: EngineConfig,
     stats: Arc<Mutex<EngineStats>>,
+    /// The model's width at each of its hook points (steering checks edits against them).
+    hook_dims: HashMap<autointerp_core::HookPoint, usize>,
 }
 
 /// A language model running in this process that answers [`ChatRequest`]s ([`Client`]) and
@@ -517,6 +521,11 @@ impl LocalEngine {
             .max(1);
         let (tx, rx) = mpsc::channel(config.queue_size.max(1));
         let stats = Arc::new(Mutex::new(EngineStats::default()));
+        let hook_dims = model
+            .hook_points()
+            .into_iter()
+            .filter_map(|h| model.hook_dim(h).ok().map(|d| (h, d)))
+            .collect();
         let shared = Shared {
             tx,
             tokenizer: tokenizer.clone(),
@@ -527,6 +536,7 @@ impl LocalEngine {
             device: model.device(),
             config: config.clone(),
             stats: Arc::clone(&stats),
+            hook_dims,
         };
         let sliding = model
             .config()
@@ -567,6 +577,25 @@ impl LocalEngine {
             .map_err(|problem| Error::ChatTemplate {
                 problem: problem.clone(),
             })
+    }
+
+    /// The model's width at `point` (`d_model` for the residual stream, the MLP's hidden width
+    /// at `layers.N.mlp.hidden`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a hook point the model does not have.
+    pub fn hook_dim(&self, point: autointerp_core::HookPoint) -> Result<usize> {
+        self.shared.hook_dims.get(&point).copied().ok_or_else(|| {
+            Error::Config(format!(
+                "the model has no hook point {point} (it has {} layers)",
+                self.shared
+                    .hook_dims
+                    .keys()
+                    .filter_map(|h| h.layer())
+                    .max()
+                    .map_or(0, |l| l + 1)
+            ))
+        })
     }
 
     /// The tokens generation stops at by default.

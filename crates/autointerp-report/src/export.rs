@@ -896,6 +896,7 @@ fn metric_name(kind: Option<ScoreKind>) -> &'static str {
     match kind {
         Some(ScoreKind::Simulation) => "correlation",
         Some(ScoreKind::Embedding | ScoreKind::Surprisal) => "auc",
+        Some(ScoreKind::SurprisalIntervention) => "logprob_gain_per_kl",
         _ => "accuracy",
     }
 }

@@ -4,8 +4,8 @@ use autointerp_core::LatentRecord;
 use autointerp_score::files::parse_score_details;
 use autointerp_score::metrics::{pearson, roc_auc};
 use autointerp_score::{
-    simulation_targets, ClassifierSummary, Confusion, ExampleOutcome, IntruderOutcome,
-    ScoreDetails, ScoredSimulation,
+    simulation_targets, surprisal_intervention_value, ClassifierSummary, Confusion, ExampleOutcome,
+    IntruderOutcome, ScoreDetails, ScoredSimulation,
 };
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +23,12 @@ pub enum ScoreKind {
     Embedding,
     /// Surprisal: one loss reduction per example; the score is its ROC AUC.
     Surprisal,
+    /// Intervention: one judged pair of continuations per prompt; the score is the fraction
+    /// whose steered continuation the judge named.
+    Intervention,
+    /// Surprisal intervention: the explanation's log-probability gain after steered text per
+    /// prompt; the score is the mean gain per nat of KL.
+    SurprisalIntervention,
 }
 
 /// One latent's score from one scorer, recomputed from its score file.
@@ -93,6 +99,29 @@ pub(crate) fn parse_score(
             ScoreKind::Surprisal,
             outcomes.iter().map(|o| (o.activating, o.loss_reduction)),
         ),
+        ScoreDetails::Intervention { trials } => {
+            let mut s = intruder_like(trials.iter().map(|t| t.correct));
+            s.kind = ScoreKind::Intervention;
+            s
+        }
+        ScoreDetails::SurprisalIntervention { outcomes } => {
+            let value = surprisal_intervention_value(outcomes);
+            let n_failed = details.n_failed();
+            LatentScore {
+                kind: ScoreKind::SurprisalIntervention,
+                value,
+                // A failed prompt counts as no gain.
+                value_counted: or_zero(Some(if outcomes.is_empty() || !value.is_finite() {
+                    0.0
+                } else {
+                    value * (outcomes.len() - n_failed) as f64 / outcomes.len() as f64
+                })),
+                n_failed,
+                n_items: outcomes.len(),
+                classifier: None,
+                probabilities: Vec::new(),
+            }
+        }
     })
 }
 
@@ -132,15 +161,21 @@ fn classifier(outcomes: &[ExampleOutcome], summary: &ClassifierSummary) -> Laten
 }
 
 fn intruder(outcomes: &[IntruderOutcome]) -> LatentScore {
-    let scored = outcomes.iter().filter(|o| o.correct.is_some()).count();
-    let right = outcomes.iter().filter(|o| o.correct == Some(true)).count();
+    intruder_like(outcomes.iter().map(|o| o.correct))
+}
+
+/// Accuracy over trials answered (a failed trial counted wrong in `value_counted`).
+fn intruder_like(correct: impl Iterator<Item = Option<bool>>) -> LatentScore {
+    let correct: Vec<Option<bool>> = correct.collect();
+    let scored = correct.iter().filter(|c| c.is_some()).count();
+    let right = correct.iter().filter(|&&c| c == Some(true)).count();
     let ratio = |n: usize| (n > 0).then(|| right as f64 / n as f64);
     LatentScore {
         kind: ScoreKind::Intruder,
         value: ratio(scored).unwrap_or(f64::NAN),
-        value_counted: or_zero(ratio(outcomes.len())),
-        n_failed: outcomes.len() - scored,
-        n_items: outcomes.len(),
+        value_counted: or_zero(ratio(correct.len())),
+        n_failed: correct.len() - scored,
+        n_items: correct.len(),
         classifier: None,
         probabilities: Vec::new(),
     }

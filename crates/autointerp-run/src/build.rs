@@ -8,8 +8,11 @@ use autointerp_client::{
     ChatRequest, Client, Embedder, Error as ClientError, HttpSettings, OpenAiClient,
     OpenAiEmbedder, SharedClient, DEFAULT_EMBEDDING_REQUESTS_IN_FLIGHT,
 };
+use autointerp_core::HookPoint;
 use autointerp_core::Message;
-use autointerp_engine::{EngineConfig, LocalEmbedder, LocalEngine};
+use autointerp_engine::{
+    EngineConfig, InterventionConfig, LocalEmbedder, LocalEngine, LocalIntervener,
+};
 use autointerp_explain::{DynExplainer, GenerationConfig};
 use autointerp_score::{DynScorer, Needs, ScorerDeps, ScorerOptions};
 
@@ -267,6 +270,7 @@ pub(crate) fn scorers(
     kinds: &[ScorerKind],
     chat: Option<&Chat>,
     embedder: Option<&Arc<dyn Embedder>>,
+    hooks: &[HookPoint],
     progress: &dyn Progress,
 ) -> Result<Vec<Box<dyn DynScorer>>> {
     let options = ScorerOptions {
@@ -286,19 +290,62 @@ pub(crate) fn scorers(
         prompts: Some(cfg.prompts()?),
         ..ScorerDeps::default()
     };
-    if kinds.iter().any(|k| k.needs() == Needs::Embedder) {
+    if kinds.iter().any(|k| k.asks(Needs::Embedder)) {
         deps.embedder = Some(match embedder {
             Some(e) => Arc::clone(e),
             None => self::embedder(cfg, progress)?,
         });
     }
-    if kinds.iter().any(|k| k.needs() == Needs::TokenScorer) {
-        deps.token_scorer = Some(Arc::new(surprisal_engine(cfg, chat, progress)?));
+    let mut base = None;
+    if kinds.iter().any(|k| k.asks(Needs::TokenScorer)) {
+        let engine = surprisal_engine(cfg, chat, progress)?;
+        deps.token_scorer = Some(Arc::new(engine.clone()));
+        base = Some((cfg.surprisal_model.clone().unwrap_or_default(), engine));
+    }
+    if kinds.iter().any(|k| k.asks(Needs::Intervener)) {
+        deps.intervener = Some(Arc::new(intervener(cfg, chat, base, hooks, progress)?));
     }
     kinds
         .iter()
         .map(|k| Ok(k.build(&options, &deps)?))
         .collect()
+}
+
+/// The subject model in this process, steered along the latents of `hooks` by the intervention
+/// scorers: the explainer's or the surprisal scorer's engine when that is the same model.
+fn intervener(
+    cfg: &RunConfig,
+    chat: Option<&Chat>,
+    base: Option<(String, LocalEngine)>,
+    hooks: &[HookPoint],
+    progress: &dyn Progress,
+) -> Result<LocalIntervener> {
+    ensure!(
+        !cfg.model.is_empty(),
+        "the intervention scorers steer the model itself: --model (or the results'          run_config.json) must name it (an HF folder, .gguf file or Hub id)"
+    );
+    ensure!(
+        !cfg.sparse_model.is_empty(),
+        "the intervention scorers steer along the sparse coders' decoder rows: --sparse-model          (or the results' run_config.json) must name them"
+    );
+    let engine = match (chat.and_then(|c| c.local.as_ref()), base) {
+        (Some(e), _) if cfg.explainer_model == cfg.model => e.clone(),
+        (_, Some((source, e))) if source == cfg.model => e,
+        _ => local_engine(cfg, &cfg.model, progress)?,
+    };
+    let device = engine.device();
+    let coders =
+        autointerp_sae::load_coders(&cfg.sparse_model, hooks, |h| engine.hook_dim(h), device)
+            .with_context(|| format!("--sparse-model {:?}", cfg.sparse_model))?;
+    let config = InterventionConfig {
+        target_kl: cfg.intervention_kl,
+        max_new_tokens: cfg.intervention_max_tokens,
+        ..InterventionConfig::default()
+    };
+    let coders = coders
+        .into_iter()
+        .map(|(h, c)| (h, autointerp_sae::edit::Edit::share(c)));
+    LocalIntervener::new(engine, coders, config).context("the intervention scorers")
 }
 
 /// The base model of the surprisal scorer: `--surprisal-model`, shared with the explainer when
@@ -332,7 +379,7 @@ fn local_embedding_model<'a>(cfg: &RunConfig, model: &'a str) -> Option<&'a str>
 /// Whether the run embeds text: the embedding scorer among `kinds`, or embedding-based
 /// non-activating examples.
 pub(crate) fn needs_embedder(cfg: &RunConfig, kinds: &[ScorerKind]) -> bool {
-    kinds.iter().any(|k| k.needs() == Needs::Embedder)
+    kinds.iter().any(|k| k.asks(Needs::Embedder))
         || cfg.non_activating_source == NonActivatingSource::Embedding
 }
 
@@ -395,11 +442,11 @@ mod tests {
             .contains("--explainer-model"));
         cfg.explainer_model = "m".into();
         let chat = chat_client(&cfg, &()).unwrap();
-        let err = scorers(&cfg, &[ScorerKind::Embedding], Some(&chat), None, &())
+        let err = scorers(&cfg, &[ScorerKind::Embedding], Some(&chat), None, &[], &())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--embedding-model"), "{err}");
-        let err = scorers(&cfg, &[ScorerKind::Surprisal], Some(&chat), None, &())
+        let err = scorers(&cfg, &[ScorerKind::Surprisal], Some(&chat), None, &[], &())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--surprisal-model"), "{err}");

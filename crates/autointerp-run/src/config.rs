@@ -272,6 +272,11 @@ pub struct RunConfig {
     /// The base language model of the surprisal scorer (HF folder, `.gguf` file or Hub id), run
     /// in this process.
     pub surprisal_model: Option<String>,
+    /// The KL divergence (nats) of the next-token distribution after each neutral prompt that
+    /// the intervention scorers calibrate a latent's steering strength to.
+    pub intervention_kl: f64,
+    /// Tokens of each continuation the intervention scorers generate (greedy).
+    pub intervention_max_tokens: usize,
     /// Also score each latent with the explanation of another latent (`scores/random/`).
     pub random_control: bool,
 
@@ -359,6 +364,8 @@ impl Default for RunConfig {
             embedding_model: None,
             embedding_api_key_env: None,
             surprisal_model: None,
+            intervention_kl: 1.0,
+            intervention_max_tokens: 16,
             random_control: false,
             prompt_dir: None,
             max_concurrency: 8,
@@ -619,6 +626,15 @@ impl RunConfig {
         ] {
             ensure!(n >= 1, "{name} must be at least 1");
         }
+        ensure!(
+            self.intervention_kl.is_finite() && self.intervention_kl > 0.0,
+            "intervention_kl must be a positive number of nats, got {}",
+            self.intervention_kl
+        );
+        ensure!(
+            self.intervention_max_tokens >= 1,
+            "intervention_max_tokens must be at least 1"
+        );
         ensure!(
             self.num_examples_per_scorer_prompt >= 1,
             "num_examples_per_scorer_prompt must be at least 1"

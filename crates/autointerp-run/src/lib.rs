@@ -517,7 +517,20 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
     } else {
         None
     };
-    let mut scorers = build::scorers(cfg, &kinds, chat.as_ref(), embedder.as_ref(), progress)?;
+    let chosen_hooks: Vec<HookPoint> = selection
+        .iter()
+        .map(|l| l.hookpoint)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut scorers = build::scorers(
+        cfg,
+        &kinds,
+        chat.as_ref(),
+        embedder.as_ref(),
+        &chosen_hooks,
+        progress,
+    )?;
     if stages.score {
         scorers.extend(extra_scorers);
     }

@@ -204,6 +204,13 @@ pub struct ScoreOverrides {
     /// or Hub id [required by it].
     #[cfg_attr(feature = "clap", arg(long))]
     pub surprisal_model: Option<String>,
+    /// The KL divergence (nats) of the next-token distribution that the intervention scorers
+    /// calibrate each latent's steering strength to [default: 1.0].
+    #[cfg_attr(feature = "clap", arg(long, value_parser = number::<f64>))]
+    pub intervention_kl: Option<f64>,
+    /// Tokens of each steered and clean continuation of the intervention scorers [default: 16].
+    #[cfg_attr(feature = "clap", arg(long, value_parser = number::<usize>))]
+    pub intervention_max_tokens: Option<usize>,
     /// Also score each latent with another latent's explanation (`scores/random/`).
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true))]
     pub random_control: Option<bool>,

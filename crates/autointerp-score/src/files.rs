@@ -72,6 +72,8 @@ enum Kind {
     Simulation,
     Embedding,
     Surprisal,
+    Intervention,
+    SurprisalIntervention,
 }
 
 impl Kind {
@@ -83,6 +85,8 @@ impl Kind {
             "simulation" => Some(Self::Simulation),
             "embedding" => Some(Self::Embedding),
             "surprisal" => Some(Self::Surprisal),
+            crate::INTERVENTION => Some(Self::Intervention),
+            crate::SURPRISAL_INTERVENTION => Some(Self::SurprisalIntervention),
             _ => None,
         }
     }
@@ -93,6 +97,10 @@ impl Kind {
         let has = |k: &str| first.get(k).is_some();
         if has("scored_sequence_simulations") {
             Some(Self::Simulation)
+        } else if has("steered_first") {
+            Some(Self::Intervention)
+        } else if has("steered_logprob") {
+            Some(Self::SurprisalIntervention)
         } else if has("correct_index") || has("sample") {
             Some(Self::Intruder)
         } else if has("similarity") {
@@ -141,7 +149,7 @@ pub fn parse_score_details(
         Some(first) => Kind::sniff(first).ok_or_else(|| {
             serde_json::Error::custom(
                 "records are not those of a known scorer (detection, fuzz, intruder, \
-                 simulation, embedding, surprisal)",
+                 simulation, embedding, surprisal, intervention, surprisal-intervention)",
             )
         })?,
         None => Kind::of_scorer(scorer).ok_or_else(|| {
@@ -170,6 +178,12 @@ pub fn parse_score_details(
             outcomes: serde_json::from_value(list).map_err(bad)?,
         },
         Kind::Surprisal => ScoreDetails::Surprisal {
+            outcomes: serde_json::from_value(list).map_err(bad)?,
+        },
+        Kind::Intervention => ScoreDetails::Intervention {
+            trials: serde_json::from_value(list).map_err(bad)?,
+        },
+        Kind::SurprisalIntervention => ScoreDetails::SurprisalIntervention {
             outcomes: serde_json::from_value(list).map_err(bad)?,
         },
     })

@@ -3,15 +3,15 @@
 
 use std::sync::Arc;
 
-use autointerp_client::{Embedder, SharedClient, SharedTokenScorer};
+use autointerp_client::{Embedder, SharedClient, SharedIntervener, SharedTokenScorer};
 use autointerp_explain::prompts::PromptSet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
     AnswerMode, ClassifierConfig, DetectionScorer, DynScorer, EmbeddingConfig, EmbeddingScorer,
-    Error, FuzzConfig, FuzzMode, FuzzingScorer, GenerationConfig, IntruderConfig, IntruderScorer,
-    Result, SimulationConfig, SimulationMode, SimulationScorer, SurprisalConfig, SurprisalScorer,
-    WrongCount,
+    Error, FuzzConfig, FuzzMode, FuzzingScorer, GenerationConfig, InterventionScorer,
+    IntruderConfig, IntruderScorer, Result, SimulationConfig, SimulationMode, SimulationScorer,
+    SurprisalConfig, SurprisalInterventionScorer, SurprisalScorer, WrongCount,
 };
 
 /// A scorer, named as delphi names its score folders.
@@ -31,6 +31,14 @@ pub enum ScorerKind {
     Surprisal,
     /// Is the explanation's embedding closer to activating excerpts?
     Embedding,
+    /// Which continuation was steered along the latent? (a judge, and the subject model run
+    /// in this process)
+    Intervention,
+    /// Is the explanation likelier after text steered along the latent? (a base model, and the
+    /// subject model run in this process)
+    #[serde(rename = "surprisal-intervention", alias = "surprisal_intervention")]
+    #[cfg_attr(feature = "clap", value(name = "surprisal-intervention"))]
+    SurprisalIntervention,
 }
 
 /// What a scorer asks.
@@ -42,6 +50,8 @@ pub enum Needs {
     Embedder,
     /// A base model that scores tokens ([`SharedTokenScorer`]).
     TokenScorer,
+    /// The subject model, steered ([`SharedIntervener`]).
+    Intervener,
 }
 
 /// The options the scorers built by [`ScorerKind::build`] share.
@@ -96,8 +106,10 @@ pub struct ScorerDeps {
     pub chat: Option<SharedClient>,
     /// The embedder of the embedding scorer.
     pub embedder: Option<Arc<dyn Embedder>>,
-    /// The base model of the surprisal scorer.
+    /// The base model of the surprisal scorers.
     pub token_scorer: Option<SharedTokenScorer>,
+    /// The steered subject model of the intervention scorers.
+    pub intervener: Option<SharedIntervener>,
     /// The prompt templates of every scorer that sends prompts (e.g. a run's `--prompt-dir`,
     /// loaded with [`PromptSet::from_dir`]); the built-in ones when `None`.
     pub prompts: Option<Arc<PromptSet>>,
@@ -105,13 +117,15 @@ pub struct ScorerDeps {
 
 impl ScorerKind {
     /// Every scorer, in the order of this enum.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::Detection,
         Self::Fuzz,
         Self::Intruder,
         Self::Simulation,
         Self::Surprisal,
         Self::Embedding,
+        Self::Intervention,
+        Self::SurprisalIntervention,
     ];
 
     /// The scorer's folder name (`detection`, `fuzz`, …).
@@ -123,21 +137,30 @@ impl ScorerKind {
             Self::Simulation => crate::SIMULATION,
             Self::Surprisal => crate::SURPRISAL,
             Self::Embedding => crate::EMBEDDING,
+            Self::Intervention => crate::INTERVENTION,
+            Self::SurprisalIntervention => crate::SURPRISAL_INTERVENTION,
         }
     }
 
     /// What the scorer asks.
-    pub fn needs(self) -> Needs {
+    pub fn needs(self) -> &'static [Needs] {
         match self {
-            Self::Detection | Self::Fuzz | Self::Intruder | Self::Simulation => Needs::Chat,
-            Self::Embedding => Needs::Embedder,
-            Self::Surprisal => Needs::TokenScorer,
+            Self::Detection | Self::Fuzz | Self::Intruder | Self::Simulation => &[Needs::Chat],
+            Self::Embedding => &[Needs::Embedder],
+            Self::Surprisal => &[Needs::TokenScorer],
+            Self::Intervention => &[Needs::Chat, Needs::Intervener],
+            Self::SurprisalIntervention => &[Needs::TokenScorer, Needs::Intervener],
         }
+    }
+
+    /// Whether the scorer asks for `what`.
+    pub fn asks(self, what: Needs) -> bool {
+        self.needs().contains(&what)
     }
 
     /// Whether the scorer asks the chat model.
     pub fn uses_chat(self) -> bool {
-        self.needs() == Needs::Chat
+        self.asks(Needs::Chat)
     }
 
     /// The scorer, asking what `deps` holds.
@@ -148,6 +171,16 @@ impl ScorerKind {
         let missing =
             |what: &str| Error::InvalidConfig(format!("the {} scorer needs {what}", self.name()));
         let chat = || deps.chat.clone().ok_or_else(|| missing("a chat client"));
+        let intervener = || {
+            deps.intervener
+                .clone()
+                .ok_or_else(|| missing("the subject model in this process, to steer"))
+        };
+        let token_scorer = || {
+            deps.token_scorer
+                .clone()
+                .ok_or_else(|| missing("a token scorer (a base model)"))
+        };
         let prompts = deps.prompts.clone().unwrap_or_else(PromptSet::embedded);
         let classifier = ClassifierConfig {
             n_examples_shown: options.n_examples_shown,
@@ -206,14 +239,19 @@ impl ScorerKind {
                 EmbeddingConfig::default(),
             )),
             Self::Surprisal => Box::new(
-                SurprisalScorer::new(
-                    deps.token_scorer
-                        .clone()
-                        .ok_or_else(|| missing("a token scorer (a base model)"))?,
-                    SurprisalConfig::default(),
-                )
-                .with_prompts(prompts),
+                SurprisalScorer::new(token_scorer()?, SurprisalConfig::default())
+                    .with_prompts(prompts),
             ),
+            Self::Intervention => Box::new(
+                InterventionScorer::new(chat()?, intervener()?, options.seed).with_logprobs(
+                    (options.answer == AnswerMode::Logprob)
+                        .then_some(options.logprobs.unwrap_or(5).max(5)),
+                ),
+            ),
+            Self::SurprisalIntervention => Box::new(SurprisalInterventionScorer::new(
+                token_scorer()?,
+                intervener()?,
+            )),
         })
     }
 }

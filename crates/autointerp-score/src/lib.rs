@@ -20,6 +20,8 @@
 //! | [`SimulationScorer`]: each token's 0–10 activation | LLM (prompt logprobs or JSON) | correlation |
 //! | [`EmbeddingScorer`]: is the explanation closer to activating excerpts? | embedder | ROC AUC |
 //! | [`SurprisalScorer`]: does the explanation lower the loss of activating excerpts? | base LM | ROC AUC |
+//! | [`InterventionScorer`]: which continuation was steered along the latent? | intervener + LLM | accuracy (chance 0.5) |
+//! | [`SurprisalInterventionScorer`]: is the explanation likelier after steered text? | intervener + base LM | Δ log p per nat of KL |
 //!
 //! ```
 //! use autointerp_client::{ChatRequest, ChatResponse, Client};
@@ -132,6 +134,7 @@ mod embedding;
 mod error;
 pub mod files;
 mod fuzz;
+mod intervention;
 mod intruder;
 mod kind;
 pub mod metrics;
@@ -140,7 +143,10 @@ mod scorer;
 mod simulation;
 mod surprisal;
 
-pub use autointerp_client::{Embedder, TokenLogprobs, TokenScorer, Usage};
+pub use autointerp_client::{
+    Embedder, Intervener, Intervention, SharedIntervener, SteeredPair, TokenLogprobs, TokenScorer,
+    Usage,
+};
 pub use autointerp_explain::GenerationConfig;
 pub use classifier::{
     first_token_probability, label_probabilities, parse_labels, parse_labels_with, AnswerMode,
@@ -159,6 +165,11 @@ pub use files::{read_classifier_file, read_score_file, score_file_path, write_sc
 pub use fuzz::{
     fuzz_batches, fuzz_prompt, fuzz_prompt_one, fuzz_prompt_one_with, fuzz_prompt_with, FuzzConfig,
     FuzzMode, Fuzzing, FuzzingScorer, WrongCount, FUZZ,
+};
+pub use intervention::{
+    intervention_prompt, surprisal_intervention_prefix, surprisal_intervention_value,
+    InterventionScorer, InterventionSummary, InterventionTrial, SurprisalInterventionOutcome,
+    SurprisalInterventionScorer, INTERVENTION, SURPRISAL_INTERVENTION,
 };
 pub use intruder::{
     intruder_prompt, intruder_prompt_with, intruder_trials, parse_intruder, parse_intruder_with,

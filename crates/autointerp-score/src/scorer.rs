@@ -197,6 +197,10 @@ impl ScorerResult {
             ScoreDetails::Simulation { groups } => write_score_file(dir, scorer, latent, groups),
             ScoreDetails::Embedding { outcomes } => write_score_file(dir, scorer, latent, outcomes),
             ScoreDetails::Surprisal { outcomes } => write_score_file(dir, scorer, latent, outcomes),
+            ScoreDetails::Intervention { trials } => write_score_file(dir, scorer, latent, trials),
+            ScoreDetails::SurprisalIntervention { outcomes } => {
+                write_score_file(dir, scorer, latent, outcomes)
+            }
         }
     }
 }
@@ -233,6 +237,16 @@ pub enum ScoreDetails {
         /// Test examples, then non-activating ones.
         outcomes: Vec<SurprisalOutcome>,
     },
+    /// The judged intervention scorer: one trial per prompt.
+    Intervention {
+        /// One per prompt.
+        trials: Vec<crate::InterventionTrial>,
+    },
+    /// The surprisal intervention scorer: one outcome per prompt.
+    SurprisalIntervention {
+        /// One per prompt.
+        outcomes: Vec<crate::SurprisalInterventionOutcome>,
+    },
 }
 
 impl ScoreDetails {
@@ -252,6 +266,10 @@ impl ScoreDetails {
                 .iter()
                 .filter(|o| o.loss_reduction.is_none())
                 .count(),
+            Self::Intervention { trials } => trials.iter().filter(|t| t.correct.is_none()).count(),
+            Self::SurprisalIntervention { outcomes } => {
+                outcomes.iter().filter(|o| o.gain().is_none()).count()
+            }
         }
     }
 
@@ -265,6 +283,8 @@ impl ScoreDetails {
                 .map_or(0, |g| g.scored_sequence_simulations.len() + g.n_failed),
             Self::Embedding { outcomes } => outcomes.len(),
             Self::Surprisal { outcomes } => outcomes.len(),
+            Self::Intervention { trials } => trials.len(),
+            Self::SurprisalIntervention { outcomes } => outcomes.len(),
         }
     }
 }
