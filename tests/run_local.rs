@@ -1,7 +1,9 @@
 //! The in-process engine behind `--explainer-provider local` and `--surprisal-model`, on a tiny
 //! random llama (autointerp-model's fixture) with the fixture's word-level tokenizer: it answers
-//! nonsense, so explanations fail (and are recorded), but the surprisal scorer scores.
+//! nonsense, so explanations fail (and are recorded), but the surprisal scorer scores, and the
+//! intervention scorers steer it along a sparse coder's decoder rows.
 
+mod cache_support;
 mod run_support;
 
 use run_support::*;
@@ -143,4 +145,92 @@ fn the_embedding_scorer_runs_a_local_sentence_model() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("not-a-model"), "{err}");
+}
+
+#[test]
+fn the_intervention_scorers_steer_the_local_model_and_score_with_the_control() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, cache) = cache_with_two_explanations(dir.path());
+    let sae = cache_support::write_sae(&dir.path().join("sae"), HOOK, 32, 8, 2);
+    let m = model.to_str().unwrap();
+    let mut args = vec![
+        "score",
+        cache.to_str().unwrap(),
+        "--scorers",
+        "intervention,surprisal-intervention",
+        "--model",
+        m,
+        "--sparse-model",
+        sae.to_str().unwrap(),
+        "--surprisal-model",
+        m,
+        "--explainer-provider",
+        "local",
+        "--explainer-model",
+        m,
+        "--classifier-answer",
+        "logprob",
+        "--intervention-max-tokens",
+        "4",
+        "--random-control",
+    ];
+    args.extend(RECORD_FLAGS);
+    assert_success(&autointerp(&args));
+    for scorer in ["intervention", "surprisal-intervention"] {
+        for folder in [
+            format!("scores/{scorer}"),
+            format!("scores/random/{scorer}"),
+        ] {
+            for i in 0..2 {
+                let path = cache.join(&folder).join(format!("{}.txt", latent(i)));
+                let records: Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                let records = records.as_array().unwrap();
+                assert_eq!(records.len(), 8, "one per neutral prompt: {path:?}");
+                for r in records {
+                    assert!(r["strength"].as_f64().unwrap() > 0.0, "{r}");
+                    assert_eq!(r["target_kl"], 1.0, "{r}");
+                    assert!(r["kl"].as_f64().unwrap() > 0.0, "{r}");
+                    assert_ne!(r["clean"], r["steered"], "{r}");
+                }
+                if scorer == "intervention" {
+                    // The judge was asked each time; the tiny vocabulary has no digits, so its
+                    // answers are failed trials, recorded with what it wrote.
+                    assert!(records.iter().all(|r| r["raw"].is_string()), "{records:?}");
+                    assert!(
+                        records.iter().all(|r| r["correct"].is_null()),
+                        "{records:?}"
+                    );
+                } else {
+                    assert!(
+                        records.iter().all(|r| r["steered_logprob"].is_number()),
+                        "{records:?}"
+                    );
+                }
+            }
+        }
+        // The same steering for the real and the control explanation.
+        let read = |f: &str| -> Value {
+            serde_json::from_slice(
+                &std::fs::read(cache.join(f).join(format!("{}.txt", latent(0)))).unwrap(),
+            )
+            .unwrap()
+        };
+        let (real, control) = (
+            read(&format!("scores/{scorer}")),
+            read(&format!("scores/random/{scorer}")),
+        );
+        assert_eq!(real[0]["strength"], control[0]["strength"]);
+        assert_eq!(real[0]["steered"], control[0]["steered"]);
+    }
+    // The report reads both.
+    assert_success(&autointerp(&[
+        "report",
+        cache.to_str().unwrap(),
+        "--no-plots",
+    ]));
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(cache.join("report/summary.json")).unwrap()).unwrap();
+    let text = summary.to_string();
+    assert!(text.contains("surprisal-intervention"), "{text}");
 }

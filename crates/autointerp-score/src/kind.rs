@@ -242,12 +242,15 @@ impl ScorerKind {
                 SurprisalScorer::new(token_scorer()?, SurprisalConfig::default())
                     .with_prompts(prompts),
             ),
-            Self::Intervention => Box::new(
-                InterventionScorer::new(chat()?, intervener()?, options.seed).with_logprobs(
-                    (options.answer == AnswerMode::Logprob)
-                        .then_some(options.logprobs.unwrap_or(5).max(5)),
-                ),
-            ),
+            Self::Intervention => {
+                // In the logprob mode the digit is read off the first token's alternatives.
+                let logprob = options.answer == AnswerMode::Logprob;
+                Box::new(
+                    InterventionScorer::new(chat()?, intervener()?, options.seed)
+                        .with_logprobs(logprob.then_some(options.logprobs.unwrap_or(5).max(5)))
+                        .with_generation(answer(if logprob { 1 } else { 8 })),
+                )
+            }
             Self::SurprisalIntervention => Box::new(SurprisalInterventionScorer::new(
                 token_scorer()?,
                 intervener()?,
