@@ -234,3 +234,44 @@ fn the_intervention_scorers_steer_the_local_model_and_score_with_the_control() {
     let text = summary.to_string();
     assert!(text.contains("surprisal-intervention"), "{text}");
 }
+
+#[test]
+fn the_output_explainer_steers_the_local_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let cache = dir.path().join("cache");
+    write_cache(&cache, 4, &model);
+    let sae = cache_support::write_sae(&dir.path().join("sae"), HOOK, 32, 8, 2);
+    let m = model.to_str().unwrap();
+    let mut args = vec![
+        "explain",
+        cache.to_str().unwrap(),
+        "--explainer",
+        "ensemble",
+        "--model",
+        m,
+        "--sparse-model",
+        sae.to_str().unwrap(),
+        "--explainer-provider",
+        "local",
+        "--explainer-model",
+        m,
+        "--explainer-max-tokens",
+        "8",
+        "--latents",
+        "0,1",
+    ];
+    args.extend(RECORD_FLAGS);
+    let out = autointerp(&args);
+    assert_success(&out);
+    // The tiny model's answers (it knows no explanation marker, so its whole one-line answer
+    // is taken) are explanations of both latents.
+    for i in 0..2 {
+        let path = cache
+            .join("explanations")
+            .join(format!("{}.txt", latent(i)));
+        assert!(path.exists(), "{path:?}");
+    }
+    let log = std::fs::read_to_string(cache.join("run.log")).unwrap();
+    assert!(!log.contains("shows no token changes"), "{log}");
+}

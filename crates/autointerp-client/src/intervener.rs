@@ -37,6 +37,10 @@ pub struct Intervention {
     pub converged: bool,
     /// One pair per prompt.
     pub pairs: Vec<SteeredPair>,
+    /// The tokens whose next-token probability the steering raised most, averaged over the
+    /// prompts, with that rise, largest first (Gur-Arieh et al.'s "token change").
+    #[serde(default)]
+    pub promoted: Vec<(String, f64)>,
 }
 
 /// Steers a subject model along a latent and continues prompts with and without it. Shared

@@ -52,7 +52,7 @@ use autointerp_client::{ChatRequest, ChatResponse, Client, TokenLogprobs, TokenS
 pub use autointerp_client::{Error, Result};
 use detok::{token_pieces, token_text, tokenizer_error};
 pub use embed::LocalEmbedder;
-pub use steer::{InterventionConfig, LocalIntervener, NEUTRAL_PROMPTS};
+pub use steer::{InterventionConfig, LocalIntervener, NEUTRAL_PROMPTS, TOKEN_CHANGE};
 pub use template::{ChatTemplate, RenderOptions};
 use worker::{Job, Worker, GREEDY_BELOW};
 

@@ -179,6 +179,11 @@ impl LocalIntervener {
         &self.config
     }
 
+    /// The engine it steers.
+    pub fn engine(&self) -> &LocalEngine {
+        &self.engine
+    }
+
     fn vocab(&self) -> usize {
         self.engine.shared.vocab_size
     }
@@ -294,10 +299,10 @@ impl LocalIntervener {
         let clean = self.clean().await?;
         let ids: Vec<Vec<u32>> = clean.iter().map(|c| c.ids.clone()).collect();
         let target = self.config.target_kl;
-        let mean_kl = |steered: Vec<Vec<f32>>| {
+        let mean_kl = |steered: &[Vec<f32>]| {
             clean
                 .iter()
-                .zip(&steered)
+                .zip(steered)
                 .map(|(c, s)| kl(&c.next, s))
                 .sum::<f64>()
                 / clean.len() as f64
@@ -308,13 +313,17 @@ impl LocalIntervener {
             self.config.strength_range.0.ln(),
             self.config.strength_range.1.ln(),
         );
-        let mut best: Option<(f64, f64)> = None;
+        let mut best: Option<(f64, f64, Vec<Vec<f32>>)> = None;
         for _ in 0..self.config.max_steps {
             let s = ((lo + hi) / 2.0).exp();
             let steering = self.steering(latent, s)?;
-            let k = mean_kl(self.next_tokens(&ids, Some(&steering)).await?);
-            if best.is_none_or(|(_, b)| (k - target).abs() < (b - target).abs()) {
-                best = Some((s, k));
+            let next = self.next_tokens(&ids, Some(&steering)).await?;
+            let k = mean_kl(&next);
+            if best
+                .as_ref()
+                .is_none_or(|(_, b, _)| (k - target).abs() < (b - target).abs())
+            {
+                best = Some((s, k, next));
             }
             if (k - target).abs() <= self.config.kl_tolerance * target {
                 break;
@@ -325,7 +334,8 @@ impl LocalIntervener {
                 hi = s.ln();
             }
         }
-        let (strength, reached) = best.expect("max_steps > 0, checked in new");
+        let (strength, reached, next) = best.expect("max_steps > 0, checked in new");
+        let promoted = self.token_change(&clean, &next)?;
         let steering = self.steering(latent, strength)?;
         let steered = self.continue_prompts(&ids, Some(&steering)).await?;
         Ok(Intervention {
@@ -342,9 +352,41 @@ impl LocalIntervener {
                     steered,
                 })
                 .collect(),
+            promoted,
         })
     }
+
+    /// The [`TOKEN_CHANGE`] tokens whose probability after the prompts rose most under the
+    /// steering (`steered`: its next-token log-probabilities per prompt), mean rise first.
+    fn token_change(
+        &self,
+        clean: &[CleanPrompt],
+        steered: &[Vec<f32>],
+    ) -> Result<Vec<(String, f64)>> {
+        let tok = self.engine.tokenizer_or_error()?;
+        let mut rise = vec![0.0f64; self.vocab()];
+        for (c, s) in clean.iter().zip(steered) {
+            for (r, (&lc, &ls)) in rise.iter_mut().zip(c.next.iter().zip(s)) {
+                *r += (f64::from(ls).exp() - f64::from(lc).exp()) / clean.len() as f64;
+            }
+        }
+        let mut order: Vec<usize> = (0..rise.len()).filter(|&i| rise[i] > 0.0).collect();
+        order.sort_by(|&a, &b| rise[b].total_cmp(&rise[a]));
+        order
+            .into_iter()
+            .take(TOKEN_CHANGE)
+            .map(|i| {
+                let text = tok
+                    .decode(&[i as u32], false)
+                    .map_err(crate::detok::tokenizer_error)?;
+                Ok((text, rise[i]))
+            })
+            .collect()
+    }
 }
+
+/// Tokens kept in [`Intervention::promoted`].
+pub const TOKEN_CHANGE: usize = 10;
 
 impl Intervener for LocalIntervener {
     async fn intervene(&self, latent: LatentId) -> Result<Arc<Intervention>> {

@@ -148,6 +148,13 @@ async fn a_planted_latent_scores_near_1_and_a_wrong_explanation_near_chance() {
         steered > clean,
         "steering along w{word} did not make it say w{word}: {first:?}"
     );
+    // The token change names the planted word first.
+    assert_eq!(
+        first.promoted[0].0,
+        format!("w{word}"),
+        "{:?}",
+        first.promoted
+    );
     // Remembered: the second ask runs nothing.
     let batches = engine.stats().batches;
     let again = intervener.intervene(latent).await.unwrap();
@@ -198,4 +205,63 @@ fn said_word(text: &str, id: i64) -> usize {
     text.split_whitespace()
         .filter(|w| *w == format!("w{id}"))
         .count()
+}
+
+/// Explains from the prompt's token-change line: the first token listed.
+struct FirstChanged;
+
+impl Client for FirstChanged {
+    async fn chat(&self, req: ChatRequest) -> autointerp_client::Result<ChatResponse> {
+        let prompt = &req.messages.last().unwrap().content;
+        let line = prompt
+            .lines()
+            .find_map(|l| l.strip_prefix("Tokens that became likelier when steering along it: "))
+            .unwrap_or("nothing");
+        let first = line.split(", ").next().unwrap().trim_matches('"');
+        Ok(ChatResponse {
+            text: format!("[EXPLANATION]: says {first}"),
+            ..ChatResponse::default()
+        })
+    }
+}
+
+#[tokio::test]
+async fn the_output_explainer_reads_the_token_change() {
+    use autointerp_explain::{Explainer, OutputExplainer, OutputMode};
+    let model = Model::from_hf_dir(fixture(), Device::Cpu, DType::F32).unwrap();
+    let (word, direction) = planted(&model);
+    let opts = (Kind::Float, Device::Cpu);
+    let w_dec = Tensor::zeros([2, 32], opts);
+    w_dec.get(1).copy_(&direction);
+    let coder = SparseCoder::new(
+        Weights {
+            w_enc: Tensor::randn([32, 2], opts),
+            b_enc: Tensor::zeros([2], opts),
+            w_dec: Some(w_dec),
+            b_dec: Tensor::zeros([32], opts),
+            w_skip: None,
+        },
+        Activation::Relu,
+    )
+    .unwrap();
+    let engine =
+        LocalEngine::from_model(model, Some(word_tokenizer()), EngineConfig::default()).unwrap();
+    let hook = HookPoint::Residual(1);
+    let config = InterventionConfig {
+        prompts: vec!["w10 w20".into(), "w30 w40 w50".into()],
+        max_new_tokens: 2,
+        ..InterventionConfig::default()
+    };
+    let intervener = LocalIntervener::new(engine, [(hook, Edit::share(coder))], config).unwrap();
+    let record = LatentRecord {
+        id: LatentId::new(hook, 1),
+        train: vec![],
+        test: vec![],
+        non_activating: vec![],
+        stats: LatentStats::default(),
+        logits: None,
+    };
+    let explainer = OutputExplainer::new(FirstChanged, Some(&intervener), OutputMode::Output);
+    let outcome = explainer.explain(&record).await.unwrap();
+    assert_eq!(outcome.explanation().unwrap().text, format!("says w{word}"));
 }

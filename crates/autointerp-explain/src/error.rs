@@ -71,6 +71,16 @@ pub enum Error {
         /// The latent.
         latent: LatentId,
     },
+    /// The output-centric explainer has nothing to show: no vocabulary projection in the
+    /// record and no model to steer.
+    #[error(
+        "latent {latent}: nothing to show of its output (no vocabulary projection in its record, \
+         and no model in this process to steer)"
+    )]
+    NoOutputData {
+        /// The latent.
+        latent: LatentId,
+    },
     /// A prompt template failed to render (see [`crate::prompts`]).
     #[error(transparent)]
     Prompt(#[from] crate::prompts::PromptError),

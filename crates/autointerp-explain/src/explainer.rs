@@ -215,7 +215,7 @@ impl ExplainOutcome {
 }
 
 /// Sends `messages` and reads the answer for `latent`, which follows `marker`.
-async fn ask<C: Client>(
+pub(crate) async fn ask<C: Client>(
     client: &C,
     generation: &GenerationConfig,
     latent: LatentId,

@@ -100,6 +100,7 @@ mod generation;
 pub mod highlight;
 mod kind;
 mod load;
+mod output;
 mod parse;
 mod prompt;
 pub mod prompts;
@@ -121,6 +122,7 @@ pub use load::{
     explanation_file_name, load_explanations, random_control, read_explanation_file,
     write_explanation, LoadedExplanations, DELPHI_PLACEHOLDERS,
 };
+pub use output::{output_prompt, OutputExplainer, OutputMode, ENSEMBLE_EXAMPLES};
 pub use parse::{parse_explanation, parse_explanation_with, EXPLANATION_MARKER};
 pub use prompt::{
     activation_line, default_prompt, default_prompt_for_examples, default_prompt_with,

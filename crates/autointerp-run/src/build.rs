@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use autointerp_client::{
     ChatRequest, Client, Embedder, Error as ClientError, HttpSettings, OpenAiClient,
-    OpenAiEmbedder, SharedClient, DEFAULT_EMBEDDING_REQUESTS_IN_FLIGHT,
+    OpenAiEmbedder, SharedClient, SharedIntervener, DEFAULT_EMBEDDING_REQUESTS_IN_FLIGHT,
 };
 use autointerp_core::HookPoint;
 use autointerp_core::Message;
@@ -251,6 +251,7 @@ impl Probe<'_> {
 pub(crate) fn explainer(
     cfg: &RunConfig,
     chat: Option<&SharedClient>,
+    intervener: Option<&Arc<LocalIntervener>>,
 ) -> Result<Option<Box<dyn DynExplainer>>> {
     let generation = GenerationConfig::default().with_max_tokens(cfg.explainer_max_tokens);
     Ok(cfg.explainer.build_with_prompts(
@@ -259,6 +260,7 @@ pub(crate) fn explainer(
         cfg.explainer_prefill,
         cfg.explainer_logits,
         cfg.prompts()?,
+        intervener.map(|i| Arc::clone(i) as SharedIntervener),
     ))
 }
 
@@ -270,7 +272,7 @@ pub(crate) fn scorers(
     kinds: &[ScorerKind],
     chat: Option<&Chat>,
     embedder: Option<&Arc<dyn Embedder>>,
-    hooks: &[HookPoint],
+    intervener: Option<&Arc<LocalIntervener>>,
     progress: &dyn Progress,
 ) -> Result<Vec<Box<dyn DynScorer>>> {
     let options = ScorerOptions {
@@ -296,14 +298,14 @@ pub(crate) fn scorers(
             None => self::embedder(cfg, progress)?,
         });
     }
-    let mut base = None;
     if kinds.iter().any(|k| k.asks(Needs::TokenScorer)) {
-        let engine = surprisal_engine(cfg, chat, progress)?;
-        deps.token_scorer = Some(Arc::new(engine.clone()));
-        base = Some((cfg.surprisal_model.clone().unwrap_or_default(), engine));
+        deps.token_scorer = Some(Arc::new(surprisal_engine(cfg, chat, intervener, progress)?));
     }
     if kinds.iter().any(|k| k.asks(Needs::Intervener)) {
-        deps.intervener = Some(Arc::new(intervener(cfg, chat, base, hooks, progress)?));
+        let Some(i) = intervener else {
+            bail!("the intervention scorers need the model in this process to steer");
+        };
+        deps.intervener = Some(Arc::clone(i) as SharedIntervener);
     }
     kinds
         .iter()
@@ -313,10 +315,9 @@ pub(crate) fn scorers(
 
 /// The subject model in this process, steered along the latents of `hooks` by the intervention
 /// scorers: the explainer's or the surprisal scorer's engine when that is the same model.
-fn intervener(
+pub(crate) fn intervener(
     cfg: &RunConfig,
     chat: Option<&Chat>,
-    base: Option<(String, LocalEngine)>,
     hooks: &[HookPoint],
     progress: &dyn Progress,
 ) -> Result<LocalIntervener> {
@@ -328,9 +329,8 @@ fn intervener(
         !cfg.sparse_model.is_empty(),
         "the intervention scorers steer along the sparse coders' decoder rows: --sparse-model          (or the results' run_config.json) must name them"
     );
-    let engine = match (chat.and_then(|c| c.local.as_ref()), base) {
-        (Some(e), _) if cfg.explainer_model == cfg.model => e.clone(),
-        (_, Some((source, e))) if source == cfg.model => e,
+    let engine = match chat.and_then(|c| c.local.as_ref()) {
+        Some(e) if cfg.explainer_model == cfg.model => e.clone(),
         _ => local_engine(cfg, &cfg.model, progress)?,
     };
     let device = engine.device();
@@ -353,6 +353,7 @@ fn intervener(
 fn surprisal_engine(
     cfg: &RunConfig,
     chat: Option<&Chat>,
+    intervener: Option<&Arc<LocalIntervener>>,
     progress: &dyn Progress,
 ) -> Result<LocalEngine> {
     let Some(source) = &cfg.surprisal_model else {
@@ -364,6 +365,11 @@ fn surprisal_engine(
     if let Some(engine) = chat.and_then(|c| c.local.as_ref()) {
         if *source == cfg.explainer_model {
             return Ok(engine.clone());
+        }
+    }
+    if let Some(i) = intervener {
+        if *source == cfg.model {
+            return Ok(i.engine().clone());
         }
     }
     local_engine(cfg, source, progress)
@@ -442,11 +448,11 @@ mod tests {
             .contains("--explainer-model"));
         cfg.explainer_model = "m".into();
         let chat = chat_client(&cfg, &()).unwrap();
-        let err = scorers(&cfg, &[ScorerKind::Embedding], Some(&chat), None, &[], &())
+        let err = scorers(&cfg, &[ScorerKind::Embedding], Some(&chat), None, None, &())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--embedding-model"), "{err}");
-        let err = scorers(&cfg, &[ScorerKind::Surprisal], Some(&chat), None, &[], &())
+        let err = scorers(&cfg, &[ScorerKind::Surprisal], Some(&chat), None, None, &())
             .unwrap_err()
             .to_string();
         assert!(err.contains("--surprisal-model"), "{err}");

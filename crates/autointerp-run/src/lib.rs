@@ -63,7 +63,7 @@ use autointerp_core::{HookPoint, LatentId};
 use autointerp_explain::DynExplainer;
 use autointerp_latents::{HookCache, LatentCache, LatentDataset, LatentsConfig, NeighbourLists};
 use autointerp_model::Tokenizer;
-use autointerp_score::DynScorer;
+use autointerp_score::{DynScorer, Needs};
 
 pub use autointerp_core::layout::Layout;
 pub use build::preflight;
@@ -507,9 +507,42 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
         None if needs_chat => Some(build::chat_client(cfg, progress)?),
         None => None,
     };
+    let chosen_hooks: Vec<HookPoint> = selection
+        .iter()
+        .map(|l| l.hookpoint)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    // The model steered by the intervention scorers and the output-centric explainers (these
+    // show its token changes when the model and coders load here, and only the vocabulary
+    // projection otherwise).
+    let steers = explains && explainer.is_none() && cfg.explainer.steers();
+    let intervener = if kinds.iter().any(|k| k.asks(Needs::Intervener)) {
+        Some(Arc::new(build::intervener(
+            cfg,
+            chat.as_ref(),
+            &chosen_hooks,
+            progress,
+        )?))
+    } else if steers {
+        match build::intervener(cfg, chat.as_ref(), &chosen_hooks, progress) {
+            Ok(i) => Some(Arc::new(i)),
+            Err(e) => {
+                progress.event(Event::Notice(&format!(
+                    "the {:?} explainer shows no token changes: {e:#}",
+                    cfg.explainer
+                )));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let explainer = match explainer {
         Some(e) if explains => Some(e),
-        _ if explains => build::explainer(cfg, chat.as_ref().map(|c| &c.client))?,
+        _ if explains => {
+            build::explainer(cfg, chat.as_ref().map(|c| &c.client), intervener.as_ref())?
+        }
         _ => None,
     };
     let embedder = if build::needs_embedder(cfg, &kinds) {
@@ -517,18 +550,12 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
     } else {
         None
     };
-    let chosen_hooks: Vec<HookPoint> = selection
-        .iter()
-        .map(|l| l.hookpoint)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
     let mut scorers = build::scorers(
         cfg,
         &kinds,
         chat.as_ref(),
         embedder.as_ref(),
-        &chosen_hooks,
+        intervener.as_ref(),
         progress,
     )?;
     if stages.score {

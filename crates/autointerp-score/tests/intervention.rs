@@ -39,6 +39,7 @@ impl Intervener for Rivers {
                 pair("broken", " x", " river"),
                 pair("Yesterday", " it rained", " the river rose"),
             ],
+            promoted: vec![(" river".into(), 0.4)],
         }))
     }
 }
