@@ -503,3 +503,80 @@ fn explainer_logits_show_the_promoted_tokens_only_when_asked() {
         assert!(!prompt.contains("promotes"), "{prompt}");
     }
 }
+
+#[test]
+fn best_of_k_keeps_the_sample_that_scores_best_on_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = dir.path().join("tok");
+    write_tokenizer(&tok);
+    let results = dir.path().join("results");
+    let run_dir = results.join("k");
+    write_cache(&run_dir, 4, &tok);
+    let server = Server::start(Faults::default());
+    let (t, r) = (tok.to_str().unwrap(), results.to_str().unwrap());
+    let mut args = run_support::run_args(t, r, "k", &server.url);
+    // Seeds 22, 23, 24: the server misses the word on even seeds, so the second sample is the
+    // only right one, and the first (kept by a plain run) is wrong.
+    args.extend([
+        "--scorers",
+        "detection",
+        "--explainer-samples",
+        "3",
+        "--random-control",
+    ]);
+    args.extend(RECORD_FLAGS);
+    let out = autointerp(&args);
+    assert_success(&out);
+    for i in 0..4 {
+        let explanation = std::fs::read_to_string(
+            run_dir
+                .join("explanations")
+                .join(format!("{}.txt", latent(i))),
+        )
+        .unwrap();
+        assert_eq!(explanation, format!("\"the word {}\"", WORDS[i]));
+        let samples = read_json(&run_dir.join("samples").join(format!("{}.json", latent(i))));
+        assert_eq!(samples["chosen"], 1, "{samples}");
+        assert_eq!(samples["select"], "detection");
+        let s = samples["samples"].as_array().unwrap();
+        assert_eq!(s.len(), 3);
+        assert_eq!(s[0]["explanation"], "the word nothing");
+        assert_eq!(s[1]["validation_score"], 1.0);
+        assert_eq!(s[0]["validation_score"], 0.5);
+        // The first sample was scored on the same test examples as the kept one.
+        let first = read_json(
+            &run_dir
+                .join("samples/first/detection")
+                .join(format!("{}.txt", latent(i))),
+        );
+        let kept = read_json(
+            &run_dir
+                .join("scores/detection")
+                .join(format!("{}.txt", latent(i))),
+        );
+        let texts = |v: &Value| -> Vec<String> {
+            let mut t: Vec<String> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["str_tokens"].to_string())
+                .collect();
+            t.sort();
+            t
+        };
+        assert_eq!(texts(&first), texts(&kept));
+        // The record keeps every held-out example; each half has half of them.
+        let record = read_json(&run_dir.join("latents").join(format!("{}.json", latent(i))));
+        assert_eq!(record["test"].as_array().unwrap().len(), 4);
+        assert_eq!(
+            kept.as_array().unwrap().len(),
+            4,
+            "2 test + 2 non-activating"
+        );
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("detection, best of the sampled explanations: the kept explanations beat the first samples"),
+        "{stdout}"
+    );
+}

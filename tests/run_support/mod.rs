@@ -468,7 +468,11 @@ fn answer(body: &Value) -> (String, String, String) {
         };
         return ("intruder".into(), word, text);
     }
-    let word = majority(shown.iter().flat_map(|e| marked(e)));
+    let mut word = majority(shown.iter().flat_map(|e| marked(e)));
+    // Sampled explanations (best-of-K) carry a seed: even seeds miss the word.
+    if body["seed"].as_u64().is_some_and(|s| s % 2 == 0) {
+        word = "nothing".into();
+    }
     let text = format!("The marked tokens are all the same word.\n[EXPLANATION]: the word {word}");
     ("explain".into(), word, text)
 }

@@ -77,6 +77,7 @@ pub mod export;
 mod html;
 mod plots;
 mod results;
+mod samples;
 mod scores;
 mod summary;
 
@@ -98,6 +99,7 @@ pub use results::{
     load_results, LatentResults, Problem, ProblemKind, Results, ScorerKey, CONTROL_DIRS,
     CONTROL_SUFFIX,
 };
+pub use samples::SampleGain;
 pub use scores::{LatentScore, ScoreKind};
 pub use summary::{summarize, ClassifierMeans, ControlComparison, ScorerSummary, Summary};
 

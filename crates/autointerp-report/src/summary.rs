@@ -125,6 +125,9 @@ pub struct Summary {
     pub run_config: Option<serde_json::Value>,
     /// Everything missing or unreadable, in the order found.
     pub problems: Vec<Problem>,
+    /// Best-of-K (`--explainer-samples`): the kept explanations against the first samples,
+    /// per choosing scorer; empty without samples.
+    pub best_of_k: Vec<crate::SampleGain>,
 }
 
 pub(crate) fn mean(x: &[f64]) -> Option<f64> {
@@ -193,6 +196,7 @@ pub fn summarize(results: &Results, bootstrap: &Bootstrap) -> Summary {
         scorers,
         run_config: results.run_config.clone(),
         problems: results.problems.clone(),
+        best_of_k: crate::samples::sample_gains(&results.root, bootstrap),
     }
 }
 
@@ -483,6 +487,27 @@ impl Summary {
                     ci.estimate, ci.low, ci.high, vs.n_paired
                 ))
             })
+            .chain(self.best_of_k.iter().map(|g| {
+                let name = &g.scorer;
+                let Some(ci) = &g.paired_difference else {
+                    return format!(
+                        "{name}, best of the sampled explanations: no latent has a defined score \
+                         for both the kept and the first sample."
+                    );
+                };
+                let verdict = if ci.low > 0.0 {
+                    "the kept explanations beat the first samples"
+                } else if ci.high < 0.0 {
+                    "the kept explanations score BELOW the first samples"
+                } else {
+                    "the kept explanations cannot be told from the first samples"
+                };
+                format!(
+                    "{name}, best of the sampled explanations: {verdict} on the test examples \
+                     (paired difference {:+.3}, {pct:.0}% CI [{:+.3}, {:+.3}], {} latents).",
+                    ci.estimate, ci.low, ci.high, g.n_paired
+                )
+            }))
             .collect()
     }
 

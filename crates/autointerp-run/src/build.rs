@@ -253,7 +253,49 @@ pub(crate) fn explainer(
     chat: Option<&SharedClient>,
     intervener: Option<&Arc<LocalIntervener>>,
 ) -> Result<Option<Box<dyn DynExplainer>>> {
-    let generation = GenerationConfig::default().with_max_tokens(cfg.explainer_max_tokens);
+    let mut generation = GenerationConfig::default().with_max_tokens(cfg.explainer_max_tokens);
+    if let Some(t) = cfg.explainer_temperature {
+        generation = generation.with_temperature(t);
+    }
+    explainer_with(cfg, chat, intervener, generation)
+}
+
+/// The `--explainer-samples` explainers of best-of-K: the run's explainer at
+/// `--explainer-temperature` (0.7 by default), each with its own seed.
+pub(crate) fn sample_explainers(
+    cfg: &RunConfig,
+    chat: Option<&SharedClient>,
+    intervener: Option<&Arc<LocalIntervener>>,
+) -> Result<Vec<Box<dyn DynExplainer>>> {
+    let t = cfg.explainer_temperature.unwrap_or(0.7);
+    ensure!(
+        t > 0.0,
+        "--explainer-samples {} with --explainer-temperature 0 would draw the same explanation \
+         {} times; give a temperature above 0",
+        cfg.explainer_samples,
+        cfg.explainer_samples
+    );
+    (0..cfg.explainer_samples as u64)
+        .map(|i| {
+            let generation = GenerationConfig::default()
+                .with_max_tokens(cfg.explainer_max_tokens)
+                .with_temperature(t)
+                .with_seed(cfg.seed.wrapping_add(i));
+            explainer_with(cfg, chat, intervener, generation)?.ok_or_else(|| {
+                crate::Error::Config(
+                    "--explainer-samples needs an LLM explainer (and its client)".into(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn explainer_with(
+    cfg: &RunConfig,
+    chat: Option<&SharedClient>,
+    intervener: Option<&Arc<LocalIntervener>>,
+    generation: GenerationConfig,
+) -> Result<Option<Box<dyn DynExplainer>>> {
     Ok(cfg.explainer.build_with_prompts(
         chat.cloned(),
         generation,

@@ -194,6 +194,16 @@ pub struct RunConfig {
     /// End the explainer's prompt with the tokens each latent promotes most (its decoder
     /// direction's logit lens, when the cache has a vocabulary projection).
     pub explainer_logits: bool,
+    /// Explanations sampled per latent (best-of-K): with more than one, each latent's test and
+    /// non-activating examples are split in two halves, every sample is scored on the
+    /// validation half by `explainer_select`, and the best one is kept and scored on the test
+    /// half (the first sample too, to measure the gain).
+    pub explainer_samples: usize,
+    /// Sampling temperature of the explainer [default: 0, or 0.7 with several samples].
+    pub explainer_temperature: Option<f32>,
+    /// The scorer that picks the best of several samples [default: the first scorer that
+    /// reads the explanation].
+    pub explainer_select: Option<ScorerKind>,
     /// Who answers prompts.
     pub explainer_provider: Provider,
     /// The explainer and scorer model.
@@ -335,6 +345,9 @@ impl Default for RunConfig {
             explainer: ExplainerKind::Default,
             explainer_max_tokens: 1000,
             explainer_prefill: false,
+            explainer_samples: 1,
+            explainer_temperature: None,
+            explainer_select: None,
             explainer_logits: false,
             explainer_provider: Provider::Openai,
             explainer_model: String::new(),
@@ -635,6 +648,17 @@ impl RunConfig {
             self.intervention_max_tokens >= 1,
             "intervention_max_tokens must be at least 1"
         );
+        ensure!(
+            (1..=64).contains(&self.explainer_samples),
+            "explainer_samples must be between 1 and 64, got {}",
+            self.explainer_samples
+        );
+        if let Some(t) = self.explainer_temperature {
+            ensure!(
+                t.is_finite() && (0.0..=2.0).contains(&t),
+                "explainer_temperature must be between 0 and 2, got {t}"
+            );
+        }
         ensure!(
             self.num_examples_per_scorer_prompt >= 1,
             "num_examples_per_scorer_prompt must be at least 1"

@@ -570,7 +570,41 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
         .iter()
         .map(|s| s.scorer_reads_explanation())
         .collect();
-    let engine = Engine { explainer, scorers };
+    // Best-of-K: the sampling explainers, and the scorer that picks among them.
+    let (samples, select) = if explains && explainer.is_some() && cfg.explainer_samples > 1 {
+        ensure!(
+            stages.score,
+            "--explainer-samples {} picks the best sample with a scorer: run `autointerp run` \
+             (or `score`'s stage) with --scorers",
+            cfg.explainer_samples
+        );
+        let select = match cfg.explainer_select {
+            Some(kind) => names
+                .iter()
+                .position(|n| *n == kind.name())
+                .with_context(|| {
+                    format!(
+                        "--explainer-select {}: not among the run's --scorers ({})",
+                        kind.name(),
+                        names.join(", ")
+                    )
+                })?,
+            None => reads_explanation.iter().position(|&r| r).with_context(|| {
+                "--explainer-samples needs a scorer that reads the explanation to pick with"
+            })?,
+        };
+        let samples =
+            build::sample_explainers(cfg, chat.as_ref().map(|c| &c.client), intervener.as_ref())?;
+        (samples, Some(select))
+    } else {
+        (Vec::new(), None)
+    };
+    let engine = Engine {
+        explainer,
+        scorers,
+        samples,
+        select,
+    };
 
     // What is left to do.
     let redo_explanations = explains && cfg.overwrites(Overwrite::Explanations);

@@ -154,6 +154,18 @@ pub struct ExplainOverrides {
     /// max-activation + logits explainer does; latents without one get the plain prompt.
     #[cfg_attr(feature = "clap", arg(long, num_args = 0..=1, default_missing_value = "true", require_equals = true))]
     pub explainer_logits: Option<bool>,
+    /// Best-of-K: sample K explanations per latent, keep the one `--explainer-select` scores
+    /// best on half of the latent's held-out examples, and score it on the other half (with
+    /// the first sample, to report the gain) [default: 1]. Needs scorers (`run`).
+    #[cfg_attr(feature = "clap", arg(long, value_parser = number::<usize>))]
+    pub explainer_samples: Option<usize>,
+    /// The explainer's sampling temperature [default: 0, or 0.7 with --explainer-samples > 1].
+    #[cfg_attr(feature = "clap", arg(long, value_parser = number::<f32>))]
+    pub explainer_temperature: Option<f32>,
+    /// The scorer that picks the best sample [default: the first scorer that reads the
+    /// explanation].
+    #[cfg_attr(feature = "clap", arg(long))]
+    pub explainer_select: Option<ScorerKind>,
 }
 
 /// The scorers.

@@ -34,6 +34,11 @@ pub struct Engine {
     pub explainer: Option<Box<dyn DynExplainer>>,
     /// All requested scorers; a job names the ones it still needs.
     pub scorers: Vec<Box<dyn DynScorer>>,
+    /// Best-of-K: the sampling explainers and the index in `scorers` of the one that picks
+    /// (empty and `None` without it).
+    pub samples: Vec<Box<dyn DynExplainer>>,
+    /// See [`Engine::samples`].
+    pub select: Option<usize>,
 }
 
 /// What is still to do for one latent.
@@ -67,7 +72,11 @@ pub struct Retry {
 /// One latent going through the pipeline.
 #[derive(Clone)]
 pub struct Job {
+    /// What the explainer and scorers see: with best-of-K, the test half of the held-out
+    /// examples (train examples whole).
     record: Arc<LatentRecord>,
+    /// With best-of-K: the whole record (written to `latents/`) and its validation half.
+    halves: Option<(Arc<LatentRecord>, Arc<LatentRecord>)>,
     explanation: Option<Explanation>,
     scorers: Arc<[ScorerTask]>,
     /// A random-control job: the explanation is another latent's; scores go to `scores/random/`.
@@ -90,6 +99,10 @@ pub struct Explained {
     /// The explainer's outcome; `None` when the explanation was given.
     explained: Option<Result<ExplainOutcome, String>>,
     explanation: Option<Explanation>,
+    /// Best-of-K: every sample and the choice.
+    samples: Option<Samples>,
+    /// Best-of-K: the first sample, when another was chosen (scored on the test half too).
+    first: Option<Explanation>,
 }
 
 /// A job after the scorers.
@@ -98,6 +111,60 @@ pub struct Outcome {
     explained: Option<Result<ExplainOutcome, String>>,
     explanation: Option<Explanation>,
     scores: Vec<Scored>,
+    samples: Option<Samples>,
+    /// Best-of-K: the first sample's score on the test half by the choosing scorer.
+    first: Option<Scored>,
+}
+
+/// Best-of-K's record of one latent (`samples/<latent>.json`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Samples {
+    /// The scorer that chose.
+    pub select: &'static str,
+    /// Each sample, in the order drawn.
+    pub samples: Vec<Sample>,
+    /// The index of the one kept.
+    pub chosen: usize,
+    /// Tokens of the samples not kept (the kept one's are in the run's usage already).
+    #[serde(skip)]
+    pub extra_usage: Usage,
+}
+
+/// One sampled explanation.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Sample {
+    /// The explanation; `None` when the answer held none.
+    pub explanation: Option<String>,
+    /// Why there is none, or why it could not be scored.
+    pub error: Option<String>,
+    /// Its score on the validation half.
+    pub validation_score: Option<f64>,
+}
+
+/// Splits `record`'s held-out examples for best-of-K: the validation half (odd positions of
+/// the test examples, which come in quantile order, and of the non-activating ones) and the
+/// test half (even positions). Train examples go to both.
+pub fn split_held_out(record: &LatentRecord) -> (LatentRecord, LatentRecord) {
+    let halves = |v: &[autointerp_core::Example]| {
+        let (mut even, mut odd) = (Vec::new(), Vec::new());
+        for (i, e) in v.iter().enumerate() {
+            if i % 2 == 0 {
+                even.push(e.clone())
+            } else {
+                odd.push(e.clone())
+            }
+        }
+        (even, odd)
+    };
+    let (test, validation) = halves(&record.test);
+    let (silent_test, silent_validation) = halves(&record.non_activating);
+    let mut v = record.clone();
+    v.test = validation;
+    v.non_activating = silent_validation;
+    let mut t = record.clone();
+    t.test = test;
+    t.non_activating = silent_test;
+    (v, t)
 }
 
 /// What one scorer made of a job.
@@ -152,7 +219,15 @@ impl Engine {
                 job,
                 explained: None,
                 explanation: Some(e),
+                samples: None,
+                first: None,
             };
+        }
+        if let (Some(select), Some((_, validation))) = (self.select, &job.halves) {
+            if !self.samples.is_empty() {
+                let validation = Arc::clone(validation);
+                return self.best_of(job, &validation, select).await;
+            }
         }
         let explained = match &self.explainer {
             Some(x) => x.explain_boxed(&job.record).await.map_err(|e| chain(&e)),
@@ -166,6 +241,86 @@ impl Engine {
             job,
             explained: Some(explained),
             explanation,
+            samples: None,
+            first: None,
+        }
+    }
+
+    /// Best-of-K: every sample, scored on `validation` by scorer `select`; the best kept (the
+    /// first among equals; the first explained one when none has a defined score).
+    async fn best_of(&self, job: Job, validation: &LatentRecord, select: usize) -> Explained {
+        let outcomes =
+            futures::future::join_all(self.samples.iter().map(|x| x.explain_boxed(&job.record)))
+                .await;
+        let scorer = &self.scorers[select];
+        let scored = futures::future::join_all(outcomes.iter().map(|o| async move {
+            match o {
+                Ok(ExplainOutcome::Explained { explanation, .. }) => {
+                    match scorer.score_boxed(validation, explanation).await {
+                        Ok(r) => (Some(r.score.value).filter(|v| v.is_finite()), None),
+                        Err(e) => (None, Some(chain(&e))),
+                    }
+                }
+                Ok(ExplainOutcome::Failed { reason, .. }) => (None, Some(reason.clone())),
+                Err(e) => (None, Some(chain(e))),
+            }
+        }))
+        .await;
+        let explained = |i: usize| matches!(outcomes[i], Ok(ExplainOutcome::Explained { .. }));
+        let chosen = (0..outcomes.len())
+            .filter(|&i| scored[i].0.is_some())
+            .max_by(|&a, &b| {
+                let (x, y) = (
+                    scored[a].0.unwrap_or(f64::NAN),
+                    scored[b].0.unwrap_or(f64::NAN),
+                );
+                // max_by keeps the last of equals: compare indices the other way round.
+                x.total_cmp(&y).then(b.cmp(&a))
+            })
+            .or_else(|| (0..outcomes.len()).find(|&i| explained(i)))
+            .unwrap_or(0);
+        let mut extra_usage = Usage::default();
+        let samples = outcomes
+            .iter()
+            .zip(&scored)
+            .enumerate()
+            .map(|(i, (o, (score, error)))| {
+                if i != chosen {
+                    if let Ok(o) = o {
+                        add_usage(&mut extra_usage, o.usage());
+                    }
+                }
+                Sample {
+                    explanation: o
+                        .as_ref()
+                        .ok()
+                        .and_then(|o| o.explanation().map(|e| e.text.clone())),
+                    error: error.clone(),
+                    validation_score: *score,
+                }
+            })
+            .collect();
+        let first = match &outcomes[0] {
+            Ok(ExplainOutcome::Explained { explanation, .. }) => Some(explanation.clone()),
+            _ => None,
+        };
+        let mut outcomes = outcomes;
+        let explained = outcomes.swap_remove(chosen).map_err(|e| chain(&e));
+        let explanation = explained
+            .as_ref()
+            .ok()
+            .and_then(|o| o.explanation().cloned());
+        Explained {
+            job,
+            explained: Some(explained),
+            explanation,
+            first: first.filter(|_| chosen != 0),
+            samples: Some(Samples {
+                select: scorer.scorer_name(),
+                samples,
+                chosen,
+                extra_usage,
+            }),
         }
     }
 
@@ -205,10 +360,25 @@ impl Engine {
                 .await
             }
         };
+        // Best-of-K: the first sample on the same test half, by the choosing scorer.
+        let first = match (&x.first, self.select) {
+            (Some(e), Some(select)) => {
+                let scorer = &self.scorers[select];
+                let result = scorer.score_boxed(&x.job.record, e).await;
+                Some(Scored {
+                    name: scorer.scorer_name(),
+                    failed_before: None,
+                    result: result.map_err(|e| ScoreError::Failed(chain(&e))),
+                })
+            }
+            _ => None,
+        };
         Outcome {
             explained: x.explained,
             explanation: x.explanation,
             scores,
+            samples: x.samples,
+            first,
         }
     }
 }
@@ -296,6 +466,8 @@ struct Jobs<'a> {
     rx: Receiver<Fed>,
     plans: HashMap<LatentId, Plan>,
     control: bool,
+    /// Best-of-K: split each record's held-out examples ([`split_held_out`]).
+    split: bool,
     stop: Arc<AtomicBool>,
     progress: &'a dyn Progress,
     skipped: usize,
@@ -315,8 +487,18 @@ impl Iterator for Jobs<'_> {
                     let Some(plan) = self.plans.remove(&built.record.id) else {
                         continue;
                     };
+                    let (record, halves) = if self.split {
+                        let (validation, test) = split_held_out(&built.record);
+                        (
+                            Arc::new(test),
+                            Some((Arc::new(built.record), Arc::new(validation))),
+                        )
+                    } else {
+                        (Arc::new(built.record), None)
+                    };
                     return Some(Job {
-                        record: Arc::new(built.record),
+                        record,
+                        halves,
                         explanation: plan.explanation,
                         scorers: plan.scorers.into(),
                         control: self.control,
@@ -462,7 +644,11 @@ impl Writer<'_> {
                 write_explanation(&self.layout.explanations(true), e)?;
             }
         } else {
-            self.layout.write_record(&job.record)?;
+            let whole = job.halves.as_ref().map_or(&job.record, |(whole, _)| whole);
+            self.layout.write_record(whole)?;
+        }
+        if let Some(samples) = &outcome.samples {
+            self.write_samples(&job, samples, &outcome)?;
         }
         match outcome.explained {
             None => {}
@@ -507,6 +693,31 @@ impl Writer<'_> {
             self.tally.failed += 1;
         }
         self.finished();
+        Ok(())
+    }
+
+    /// Best-of-K's files: `samples/<latent>.json` (every sample, its validation score, the
+    /// choice) and `samples/first/<scorer>/<latent>.txt` (the first sample's test score by the
+    /// choosing scorer: the chosen one's own when it is the first).
+    fn write_samples(&mut self, job: &Job, samples: &Samples, outcome: &Outcome) -> Result<()> {
+        add_usage(&mut self.tally.usage, &samples.extra_usage);
+        let dir = self.layout.root().join("samples");
+        let json =
+            serde_json::to_vec_pretty(samples).map_err(|e| crate::Error::Config(e.to_string()))?;
+        autointerp_core::fs::write_atomic(&dir.join(format!("{}.json", job.record.id)), &json)
+            .map_err(|e| crate::Error::Config(format!("writing {}: {e}", dir.display())))?;
+        let first = if samples.chosen == 0 {
+            outcome
+                .scores
+                .iter()
+                .find(|s| s.name == samples.select)
+                .and_then(|s| s.result.as_ref().ok())
+        } else {
+            outcome.first.as_ref().and_then(|s| s.result.as_ref().ok())
+        };
+        if let Some(r) = first {
+            r.write_score_file(&dir.join("first"))?;
+        }
         Ok(())
     }
 
@@ -572,6 +783,7 @@ pub async fn run_phase(
         rx,
         plans: phase.plans.into_iter().collect(),
         control: phase.control,
+        split: shared.engine.select.is_some() && !shared.engine.samples.is_empty(),
         stop: shared.cancel.stop_flag(),
         progress: shared.progress,
         skipped: 0,
