@@ -147,8 +147,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         surprisal_model: Some(model_spec),
         // A 135M scorer cannot keep a `[1,0,…]` list format; one digit read from logprobs it can.
         classifier_answer: autointerp_score::AnswerMode::Logprob,
-        // The surprisal scorer's prefixes: the baseline's and those of the latents in flight
-        // (about 18 MB each for SmolLM2 in f32); more only raises the peak RSS.
+        // The surprisal prefixes in flight (~18 MB each in f32); more only raises the peak RSS.
         engine_prefix_cache_bytes: Some(96 << 20),
         random_control: true,
         max_concurrency: 4,
