@@ -527,14 +527,14 @@ fn best_of_k_keeps_the_sample_that_scores_best_on_validation() {
     args.extend(RECORD_FLAGS);
     let out = autointerp(&args);
     assert_success(&out);
-    for i in 0..4 {
+    for (i, word) in WORDS.iter().enumerate().take(4) {
         let explanation = std::fs::read_to_string(
             run_dir
                 .join("explanations")
                 .join(format!("{}.txt", latent(i))),
         )
         .unwrap();
-        assert_eq!(explanation, format!("\"the word {}\"", WORDS[i]));
+        assert_eq!(explanation, format!("\"the word {word}\""));
         let samples = read_json(&run_dir.join("samples").join(format!("{}.json", latent(i))));
         assert_eq!(samples["chosen"], 1, "{samples}");
         assert_eq!(samples["select"], "detection");

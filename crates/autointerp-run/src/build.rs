@@ -269,7 +269,7 @@ pub(crate) fn sample_explainers(
 ) -> Result<Vec<Box<dyn DynExplainer>>> {
     let t = cfg.explainer_temperature.unwrap_or(0.7);
     ensure!(
-        t > 0.0,
+        t.total_cmp(&0.0).is_gt(),
         "--explainer-samples {} with --explainer-temperature 0 would draw the same explanation \
          {} times; give a temperature above 0",
         cfg.explainer_samples,

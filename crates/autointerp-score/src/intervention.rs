@@ -285,7 +285,7 @@ pub fn surprisal_intervention_value(outcomes: &[SurprisalInterventionOutcome]) -
         .filter_map(SurprisalInterventionOutcome::gain)
         .collect();
     let kl = outcomes.first().map_or(0.0, |o| o.intervention.kl);
-    if gains.is_empty() || !(kl > 0.0) {
+    if gains.is_empty() || kl.is_nan() || kl <= 0.0 {
         return f64::NAN;
     }
     gains.iter().sum::<f64>() / gains.len() as f64 / kl
