@@ -579,4 +579,43 @@ fn best_of_k_keeps_the_sample_that_scores_best_on_validation() {
         stdout.contains("detection, best of the sampled explanations: the kept explanations beat the first samples"),
         "{stdout}"
     );
+
+    // Scoring again (the run's saved settings say best-of-K) keeps to the test half.
+    let mut again = vec![
+        "score",
+        run_dir.to_str().unwrap(),
+        "--explainer-base-url",
+        &server.url,
+        "--overwrite",
+        "scores",
+    ];
+    again.extend(RECORD_FLAGS);
+    assert_success(&autointerp(&again));
+    let kept = read_json(
+        &run_dir
+            .join("scores/detection")
+            .join(format!("{}.txt", latent(0))),
+    );
+    assert_eq!(
+        kept.as_array().unwrap().len(),
+        4,
+        "2 test + 2 non-activating"
+    );
+
+    // A causal scorer cannot choose: it would be tested on what it chose on.
+    let mut args = run_support::run_args(t, r, "k2", &server.url);
+    args.extend([
+        "--scorers",
+        "detection",
+        "--explainer-samples",
+        "2",
+        "--explainer-select",
+        "intervention",
+    ]);
+    args.extend(RECORD_FLAGS);
+    write_cache(&results.join("k2"), 4, &tok);
+    let out = autointerp(&args);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a causal scorer"), "{err}");
 }

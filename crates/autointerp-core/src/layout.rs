@@ -128,9 +128,15 @@ impl Layout {
             self.explanations(false),
             self.explanations(true),
             self.root.join("log"),
+            self.root.join("samples"),
         ];
-        for control in [false, true] {
-            if let Ok(entries) = std::fs::read_dir(self.scores(control)) {
+        let score_dirs = [
+            self.scores(false),
+            self.scores(true),
+            self.root.join("samples").join("first"),
+        ];
+        for parent in score_dirs {
+            if let Ok(entries) = std::fs::read_dir(parent) {
                 dirs.extend(
                     entries
                         .filter_map(|e| e.ok())

@@ -101,9 +101,11 @@ impl std::fmt::Debug for LocalIntervener {
     }
 }
 
-/// KL(p ‖ q) of two log-probability vectors over the same vocabulary.
+/// KL(p ‖ q) of two log-probability vectors over the same vocabulary; infinite when `q` is
+/// not a distribution (NaN from an overflowing steering), so the strength search backs off.
 fn kl(p: &[f32], q: &[f32]) -> f64 {
-    p.iter()
+    let d = p
+        .iter()
         .zip(q)
         .map(|(&lp, &lq)| {
             let (lp, lq) = (f64::from(lp), f64::from(lq));
@@ -113,8 +115,12 @@ fn kl(p: &[f32], q: &[f32]) -> f64 {
                 lp.exp() * (lp - lq)
             }
         })
-        .sum::<f64>()
-        .max(0.0)
+        .sum::<f64>();
+    if d.is_nan() {
+        f64::INFINITY
+    } else {
+        d.max(0.0)
+    }
 }
 
 impl LocalIntervener {
@@ -422,5 +428,6 @@ mod tests {
         assert!(kl(&p, &p).abs() < 1e-12);
         let q = [0.25f32.ln(), 0.25f32.ln(), 0.5f32.ln()];
         assert!((kl(&p, &q) - std::f64::consts::LN_2).abs() < 1e-6);
+        assert_eq!(kl(&p, &[f32::NAN; 3]), f64::INFINITY);
     }
 }

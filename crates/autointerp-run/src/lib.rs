@@ -578,20 +578,40 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
              (or `score`'s stage) with --scorers",
             cfg.explainer_samples
         );
-        let select = match cfg.explainer_select {
-            Some(kind) => names
+        // The causal scorers steer on the same prompts whatever the examples: choosing with
+        // one would measure the gain on the data the choice was made on.
+        let causal = |name: &str| {
+            [ScorerKind::Intervention, ScorerKind::SurprisalIntervention]
                 .iter()
-                .position(|n| *n == kind.name())
+                .any(|k| k.name() == name)
+        };
+        let select = match cfg.explainer_select {
+            Some(kind) => {
+                ensure!(
+                    !causal(kind.name()),
+                    "--explainer-select {}: a causal scorer scores every sample on the same \
+                     steered prompts, so it cannot choose on examples apart from those it is \
+                     tested on; choose with detection, fuzz, simulation, embedding or surprisal",
+                    kind.name()
+                );
+                names
+                    .iter()
+                    .position(|n| *n == kind.name())
+                    .with_context(|| {
+                        format!(
+                            "--explainer-select {}: not among the run's --scorers ({})",
+                            kind.name(),
+                            names.join(", ")
+                        )
+                    })?
+            }
+            None => (0..names.len())
+                .find(|&i| reads_explanation[i] && !causal(names[i]))
                 .with_context(|| {
-                    format!(
-                        "--explainer-select {}: not among the run's --scorers ({})",
-                        kind.name(),
-                        names.join(", ")
-                    )
+                    "--explainer-samples needs a scorer that reads the latent's examples and the \
+                     explanation (detection, fuzz, simulation, embedding or surprisal) to choose \
+                     with"
                 })?,
-            None => reads_explanation.iter().position(|&r| r).with_context(|| {
-                "--explainer-samples needs a scorer that reads the explanation to pick with"
-            })?,
         };
         let samples =
             build::sample_explainers(cfg, chat.as_ref().map(|c| &c.client), intervener.as_ref())?;
@@ -604,6 +624,7 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
         scorers,
         samples,
         select,
+        split: cfg.explainer_samples > 1,
     };
 
     // What is left to do.

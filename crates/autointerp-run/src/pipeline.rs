@@ -39,6 +39,10 @@ pub struct Engine {
     pub samples: Vec<Box<dyn DynExplainer>>,
     /// See [`Engine::samples`].
     pub select: Option<usize>,
+    /// Score on the test half of each latent's held-out examples ([`split_held_out`]): set
+    /// for every stage of a best-of-K run, so that a rerun that only scores (or resumes)
+    /// scores the kept explanations on the examples the choice never saw.
+    pub split: bool,
 }
 
 /// What is still to do for one latent.
@@ -125,7 +129,8 @@ pub struct Samples {
     pub samples: Vec<Sample>,
     /// The index of the one kept.
     pub chosen: usize,
-    /// Tokens of the samples not kept (the kept one's are in the run's usage already).
+    /// Tokens of the samples not kept and of the validation scorings (the kept explanation's
+    /// are in the run's usage already).
     #[serde(skip)]
     pub extra_usage: Usage,
 }
@@ -257,12 +262,14 @@ impl Engine {
             match o {
                 Ok(ExplainOutcome::Explained { explanation, .. }) => {
                     match scorer.score_boxed(validation, explanation).await {
-                        Ok(r) => (Some(r.score.value).filter(|v| v.is_finite()), None),
-                        Err(e) => (None, Some(chain(&e))),
+                        Ok(r) => (Some(r.score.value).filter(|v| v.is_finite()), None, r.usage),
+                        Err(e) => (None, Some(chain(&e)), Usage::default()),
                     }
                 }
-                Ok(ExplainOutcome::Failed { reason, .. }) => (None, Some(reason.clone())),
-                Err(e) => (None, Some(chain(e))),
+                Ok(ExplainOutcome::Failed { reason, .. }) => {
+                    (None, Some(reason.clone()), Usage::default())
+                }
+                Err(e) => (None, Some(chain(e)), Usage::default()),
             }
         }))
         .await;
@@ -284,7 +291,8 @@ impl Engine {
             .iter()
             .zip(&scored)
             .enumerate()
-            .map(|(i, (o, (score, error)))| {
+            .map(|(i, (o, (score, error, usage)))| {
+                add_usage(&mut extra_usage, usage);
                 if i != chosen {
                     if let Ok(o) = o {
                         add_usage(&mut extra_usage, o.usage());
@@ -715,8 +723,30 @@ impl Writer<'_> {
         } else {
             outcome.first.as_ref().and_then(|s| s.result.as_ref().ok())
         };
-        if let Some(r) = first {
-            r.write_score_file(&dir.join("first"))?;
+        if let Some(s) = &outcome.first {
+            if let Ok(r) = &s.result {
+                add_usage(&mut self.tally.usage, &r.usage);
+            }
+        }
+        match first {
+            Some(r) => {
+                r.write_score_file(&dir.join("first"))?;
+            }
+            None => {
+                // No first-sample score this time: an older one (of an earlier explanation)
+                // must not be paired with the new kept score.
+                let stale = autointerp_score::score_file_path(
+                    &dir.join("first"),
+                    samples.select,
+                    &job.record.id,
+                );
+                if stale.exists() {
+                    std::fs::remove_file(&stale).map_err(|source| crate::Error::Io {
+                        what: format!("removing {}", stale.display()),
+                        source,
+                    })?;
+                }
+            }
         }
         Ok(())
     }
@@ -783,7 +813,7 @@ pub async fn run_phase(
         rx,
         plans: phase.plans.into_iter().collect(),
         control: phase.control,
-        split: shared.engine.select.is_some() && !shared.engine.samples.is_empty(),
+        split: shared.engine.split,
         stop: shared.cancel.stop_flag(),
         progress: shared.progress,
         skipped: 0,

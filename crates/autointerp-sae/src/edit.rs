@@ -299,6 +299,13 @@ fn check_clampable(coder: &SharedCoder, latent: usize) -> Result<()> {
             "clamping latent {latent}: the coder has no decoder"
         )));
     }
+    if coder.needs_norm_scaling_factor() {
+        return Err(Error::Unsupported(format!(
+            "clamping latent {latent}: the coder's input scaling factor is unknown, so its \
+             activations are not in the units a clamp value means; fold it in first \
+             (SparseCoder::fold_norm_scaling_factor)"
+        )));
+    }
     if coder.is_transcoder() || coder.d_out() != coder.d_in() {
         return Err(Error::Unsupported(format!(
             "clamping latent {latent} of a transcoder: it reads one hook point and writes \

@@ -278,14 +278,19 @@ impl<C: Client, I: Intervener> Scorer for InterventionScorer<C, I> {
 
 /// The surprisal intervention score of `outcomes`: their mean gain (steered minus clean
 /// log-probability of the explanation) divided by the KL the steering reached; NaN when no
-/// prompt was scored or the steering did not move the output.
+/// prompt was scored, or when the calibration did not reach its target KL.
 pub fn surprisal_intervention_value(outcomes: &[SurprisalInterventionOutcome]) -> f64 {
     let gains: Vec<f64> = outcomes
         .iter()
         .filter_map(SurprisalInterventionOutcome::gain)
         .collect();
-    let kl = outcomes.first().map_or(0.0, |o| o.intervention.kl);
-    if gains.is_empty() || kl.is_nan() || kl <= 0.0 {
+    let Some(first) = outcomes.first() else {
+        return f64::NAN;
+    };
+    let kl = first.intervention.kl;
+    // Unconverged calibration: a latent whose direction barely moves the output would divide
+    // ordinary gains by a tiny KL.
+    if gains.is_empty() || !first.intervention.converged || kl.is_nan() || kl <= 0.0 {
         return f64::NAN;
     }
     gains.iter().sum::<f64>() / gains.len() as f64 / kl

@@ -192,6 +192,9 @@ impl<T> SurprisalScorer<T> {
     #[must_use]
     pub fn with_prompts(mut self, prompts: Arc<PromptSet>) -> Self {
         self.prompts = prompts;
+        // Another baseline prefix: what was remembered under the old one does not hold.
+        let budget = self.memo.lock().unwrap_or_else(|e| e.into_inner()).budget;
+        self.memo = Arc::new(Mutex::new(BaselineMemo::new(budget)));
         self
     }
 

@@ -138,6 +138,12 @@ fn surprisal_intervention_is_the_mean_gain_per_nat_of_kl() {
     };
     assert_eq!(surprisal_intervention_value(&outcomes), 4.0);
     assert_eq!(outcomes[0].intervention.strength, 12.5);
+    // A calibration that missed its target gives no score (no division by a stray KL).
+    let mut missed = outcomes.clone();
+    for o in &mut missed {
+        o.intervention.converged = false;
+    }
+    assert!(surprisal_intervention_value(&missed).is_nan());
 }
 
 #[test]
