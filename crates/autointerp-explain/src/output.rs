@@ -35,7 +35,10 @@ pub enum OutputMode {
 /// Activating examples an [`OutputMode::Ensemble`] prompt shows.
 pub const ENSEMBLE_EXAMPLES: usize = 10;
 
-/// The output-centric (or ensemble) explainer; see the [module](self) documentation.
+/// The output-centric (or ensemble) explainer: shows the tokens a latent's direction promotes
+/// (its record's vocabulary projection) and those that became likelier when the model was
+/// steered along it (from the [`Intervener`], when there is one), and in the
+/// [`OutputMode::Ensemble`] mode its activating examples too.
 #[derive(Debug, Clone)]
 pub struct OutputExplainer<C, I> {
     client: C,

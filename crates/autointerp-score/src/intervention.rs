@@ -145,7 +145,9 @@ fn read_answer(text: &str, logprobs: Option<&autointerp_client::TokenLogprobs>) 
     })
 }
 
-/// The judged intervention scorer; see the [module](self) documentation.
+/// The judged intervention scorer (`intervention`): for each of the [`Intervener`]'s prompts a
+/// judge reads the explanation and the clean and steered continuations, in a seeded random
+/// order, and names the steered one. Score: the share named right (chance 0.5).
 #[derive(Debug, Clone)]
 pub struct InterventionScorer<C, I> {
     client: C,
@@ -306,7 +308,9 @@ pub fn surprisal_intervention_prefix(prompt: &str, continuation: &str) -> String
     )
 }
 
-/// The surprisal intervention scorer; see the [module](self) documentation.
+/// The surprisal intervention scorer (`surprisal-intervention`): a base model's
+/// log-probability of the explanation after the steered text minus after the clean text, per
+/// prompt; the score is [`surprisal_intervention_value`].
 #[derive(Debug, Clone)]
 pub struct SurprisalInterventionScorer<T, I> {
     model: T,

@@ -191,5 +191,5 @@ pub use simulation::{
 };
 pub use surprisal::{
     surprisal_prefix, surprisal_prefix_with, SurprisalConfig, SurprisalOutcome, SurprisalScorer,
-    SURPRISAL,
+    BASELINE_MEMO_BYTES, SURPRISAL,
 };
