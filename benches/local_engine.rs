@@ -5,6 +5,8 @@
 //!   tokens per second;
 //! - `decode`: prompts of 16 tokens, 32 generated tokens each (end tokens ignored): generated
 //!   tokens per second, the short prefill included;
+//! - `steered`: `decode` at batch 16 with a direction added to the residual stream after layer
+//!   15 at every position (`GenerateRequest::with_steering`): what steering costs;
 //! - `shared`: 16 prompts that share a 400-token prefix (as detection prompts share the system
 //!   prompt, shots and explanation) and end in distinct 40-token suffixes, one generated token
 //!   each with its logprobs: prompt tokens per second. `off`: without the prefix cache; `cold`:
@@ -23,7 +25,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use autointerp_engine::{EngineConfig, GenerateRequest, LocalEngine};
+use autointerp_core::HookPoint;
+use autointerp_engine::{Edit, EngineConfig, GenerateRequest, LocalEngine, Steering};
 use autointerp_model::{parse_device, DType};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use futures::future::join_all;
@@ -125,6 +128,27 @@ fn local_engine(c: &mut Criterion) {
             |b| b.iter(|| run(&rt, &engine, &reqs)),
         );
     }
+
+    let hook = HookPoint::Residual(15);
+    let d = engine.hook_dim(hook).unwrap();
+    let direction: Vec<f32> = (0..d)
+        .map(|i| ((i * 7919) % 13) as f32 / 6.0 - 1.0)
+        .collect();
+    let steering = Steering::one(hook, Edit::add(direction, 4.0).unwrap());
+    let reqs: Vec<GenerateRequest> = prompts(&engine, 16, DECODE_PROMPT)
+        .into_iter()
+        .map(|p| {
+            GenerateRequest::new(p, DECODE_TOKENS)
+                .with_stop_token_ids([])
+                .with_steering(steering.clone())
+        })
+        .collect();
+    assert_eq!(run(&rt, &engine, &reqs), 16 * DECODE_TOKENS);
+    group.throughput(Throughput::Elements((16 * DECODE_TOKENS) as u64));
+    group.bench_function(
+        BenchmarkId::new("steered", format!("16x{DECODE_TOKENS}")),
+        |b| b.iter(|| run(&rt, &engine, &reqs)),
+    );
 
     // A new seed per batch: new suffixes (and, for `cold`, a new prefix).
     let fresh = std::cell::Cell::new(0u64);
