@@ -178,13 +178,13 @@ impl Worker {
     }
 
     /// Hooks that apply `steering`'s edits (none without one).
-    fn edit_hooks(steering: Option<&Steering>) -> Hooks {
+    fn edit_hooks(&self, steering: Option<&Steering>) -> Result<Hooks> {
         let mut hooks = Hooks::new();
         for (point, edit) in steering.map(Steering::edits).unwrap_or_default() {
-            let edit = edit.clone();
+            let edit = edit.prepare(self.model.device()).map_err(engine_error)?;
             hooks = hooks.try_intervene(*point, move |x| edit.apply(x));
         }
-        hooks
+        Ok(hooks)
     }
 
     /// Runs one batch and answers each of its jobs; a failure (or a panic in libtorch) fails
@@ -299,7 +299,9 @@ impl Worker {
         }
 
         let model = &self.model;
-        let step_hooks = Self::edit_hooks(steering.as_ref()).with_logits(Logits::Last);
+        let step_hooks = self
+            .edit_hooks(steering.as_ref())?
+            .with_logits(Logits::Last);
         let mut logits = logits.ok_or_else(|| engine_error("the model returned no logits"))?;
         loop {
             // [batch, vocab] in f32.
@@ -449,7 +451,7 @@ impl Worker {
             input = input.with_attention_mask(&mask);
         }
         let last_layer = HookPoint::Residual(model.n_layers().saturating_sub(1));
-        let mut hooks = Self::edit_hooks(steering).with_logits(if logits {
+        let mut hooks = self.edit_hooks(steering)?.with_logits(if logits {
             Logits::Last
         } else {
             Logits::None

@@ -210,15 +210,7 @@ impl Edit {
             )));
         }
         match self {
-            Self::Add { direction, scale } => {
-                let dir = Tensor::f_from_slice(direction)?
-                    .f_to_device(x.device())?
-                    .f_to_kind(Kind::Float)?
-                    .f_mul_scalar(*scale)?;
-                // In f32, then back: a bf16 model gets the same rounding as a forward hook
-                // adding an f32 vector to its activations and casting back.
-                Ok(x.f_to_kind(Kind::Float)?.f_add(&dir)?.f_to_kind(x.kind())?)
-            }
+            Self::Add { .. } => self.prepare(x.device())?.apply(x),
             Self::Clamp {
                 coder,
                 latent,
@@ -278,6 +270,67 @@ impl fmt::Display for Steering {
             write!(f, "{edit} at {hook}")?;
         }
         Ok(())
+    }
+}
+
+impl Edit {
+    /// The edit ready for activations on `device`: an added direction becomes a tensor there
+    /// once, rather than at every forward step (an [`Edit`] holds no tensor, so that it is
+    /// `Sync`; a [`PreparedEdit`] is only `Send`, as tensors are).
+    ///
+    /// # Errors
+    /// [`Error::Torch`] if the direction cannot be moved to `device`.
+    pub fn prepare(&self, device: tch::Device) -> Result<PreparedEdit> {
+        let added = match self {
+            Self::Add { direction, scale } => Some(
+                Tensor::f_from_slice(direction)?
+                    .f_to_device(device)?
+                    .f_to_kind(Kind::Float)?
+                    .f_mul_scalar(*scale)?,
+            ),
+            Self::Clamp { .. } | Self::Ablate { .. } => None,
+        };
+        Ok(PreparedEdit {
+            edit: self.clone(),
+            added,
+        })
+    }
+}
+
+/// An [`Edit`] with its tensors on a device ([`Edit::prepare`]).
+#[derive(Debug)]
+pub struct PreparedEdit {
+    edit: Edit,
+    /// `scale · direction` in f32, for [`Edit::Add`].
+    added: Option<Tensor>,
+}
+
+impl PreparedEdit {
+    /// [`Edit::apply`].
+    ///
+    /// # Errors
+    /// As [`Edit::apply`].
+    pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let Some(dir) = &self.added else {
+            return self.edit.apply(x);
+        };
+        let _guard = tch::no_grad_guard();
+        let d = *x.size().last().unwrap_or(&0);
+        if d != self.edit.dim() as i64 {
+            return Err(Error::Unsupported(format!(
+                "{}: made for activations of width {}, given width {d}",
+                self.edit,
+                self.edit.dim()
+            )));
+        }
+        let dir = if dir.device() == x.device() {
+            dir.shallow_clone()
+        } else {
+            dir.f_to_device(x.device())?
+        };
+        // In f32, then back: a bf16 model gets the same rounding as a forward hook adding an
+        // f32 vector to its activations and casting back.
+        Ok(x.f_to_kind(Kind::Float)?.f_add(&dir)?.f_to_kind(x.kind())?)
     }
 }
 
