@@ -101,6 +101,14 @@ impl std::fmt::Debug for LocalIntervener {
     }
 }
 
+/// `req` under `steering`, if any.
+fn steered(req: GenerateRequest, steering: Option<&Steering>) -> GenerateRequest {
+    match steering {
+        Some(s) => req.with_steering(s.clone()),
+        None => req,
+    }
+}
+
 /// KL(p ‖ q) of two log-probability vectors over the same vocabulary; infinite when `q` is
 /// not a distribution (NaN from an overflowing steering), so the strength search backs off.
 fn kl(p: &[f32], q: &[f32]) -> f64 {
@@ -202,13 +210,10 @@ impl LocalIntervener {
     ) -> Result<Vec<Vec<f32>>> {
         let vocab = self.vocab();
         let asks = prompts.iter().map(|ids| {
-            let mut req = GenerateRequest::new(ids.clone(), 1)
+            let req = GenerateRequest::new(ids.clone(), 1)
                 .with_stop_token_ids([])
                 .with_logprobs(vocab);
-            if let Some(s) = steering {
-                req = req.with_steering(s.clone());
-            }
-            self.engine.generate(req)
+            self.engine.generate(steered(req, steering))
         });
         futures::future::try_join_all(asks)
             .await?
@@ -237,11 +242,8 @@ impl LocalIntervener {
     ) -> Result<Vec<String>> {
         let tok = self.engine.tokenizer_or_error()?;
         let asks = prompts.iter().map(|ids| {
-            let mut req = GenerateRequest::new(ids.clone(), self.config.max_new_tokens);
-            if let Some(s) = steering {
-                req = req.with_steering(s.clone());
-            }
-            self.engine.generate(req)
+            let req = GenerateRequest::new(ids.clone(), self.config.max_new_tokens);
+            self.engine.generate(steered(req, steering))
         });
         futures::future::try_join_all(asks)
             .await?

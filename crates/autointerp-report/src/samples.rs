@@ -4,10 +4,13 @@
 //! of (kept − first), with its bootstrap interval; latents where the first sample was kept
 //! count as a gain of 0, as they should.
 
+use std::ffi::OsString;
 use std::path::Path;
 
+use autointerp_score::score_file_path;
 use serde::Serialize;
 
+use crate::results::{Results, ScorerKey};
 use crate::scores::parse_score;
 use crate::summary::{mean, mean_ci};
 use crate::{Bootstrap, ConfidenceInterval};
@@ -39,10 +42,12 @@ fn read(path: &Path, scorer: &str) -> Option<f64> {
     }
 }
 
-/// The gains of the best-of-K run in `root`, one per scorer under `samples/first/`; empty for
-/// a run without samples.
-pub(crate) fn sample_gains(root: &Path, bootstrap: &Bootstrap) -> Vec<SampleGain> {
-    let Ok(dirs) = std::fs::read_dir(root.join("samples").join("first")) else {
+/// The gains of the best-of-K run of `results`, one per scorer under `samples/first/`; empty
+/// for a run without samples. The kept explanations' scores are those `results` loaded from
+/// `scores/<scorer>/`; only the first samples' files are read here.
+pub(crate) fn sample_gains(results: &Results, bootstrap: &Bootstrap) -> Vec<SampleGain> {
+    let first_root = results.root.join("samples").join("first");
+    let Ok(dirs) = std::fs::read_dir(&first_root) else {
         return Vec::new();
     };
     let mut scorers: Vec<String> = dirs
@@ -54,24 +59,22 @@ pub(crate) fn sample_gains(root: &Path, bootstrap: &Bootstrap) -> Vec<SampleGain
     scorers
         .into_iter()
         .map(|scorer| {
-            let first_dir = root.join("samples").join("first").join(&scorer);
-            let kept_dir = root.join("scores").join(&scorer);
-            let mut names: Vec<_> = std::fs::read_dir(&first_dir)
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e.ok().map(|e| e.file_name()))
+            let key = ScorerKey::real(&scorer);
+            // In file-name order, as the files list (the bootstrap resamples in this order).
+            let mut pairs: Vec<(OsString, f64, f64)> = results
+                .latents
+                .values()
+                .filter_map(|l| {
+                    let kept = l.scores.get(&key).filter(|s| s.is_defined())?.value;
+                    let path = score_file_path(&first_root, &scorer, &l.id);
+                    let first = read(&path, &scorer)?;
+                    Some((path.file_name()?.to_owned(), kept, first))
+                })
                 .collect();
-            names.sort();
-            let (mut kept, mut first) = (Vec::new(), Vec::new());
-            for name in names {
-                let pair =
-                    read(&kept_dir.join(&name), &scorer).zip(read(&first_dir.join(&name), &scorer));
-                if let Some((k, f)) = pair {
-                    kept.push(k);
-                    first.push(f);
-                }
-            }
-            let diffs: Vec<f64> = kept.iter().zip(&first).map(|(k, f)| k - f).collect();
+            pairs.sort_by(|a, b| a.0.cmp(&b.0));
+            let kept: Vec<f64> = pairs.iter().map(|p| p.1).collect();
+            let first: Vec<f64> = pairs.iter().map(|p| p.2).collect();
+            let diffs: Vec<f64> = pairs.iter().map(|p| p.1 - p.2).collect();
             SampleGain {
                 scorer,
                 n_paired: diffs.len(),

@@ -196,7 +196,7 @@ pub fn summarize(results: &Results, bootstrap: &Bootstrap) -> Summary {
         scorers,
         run_config: results.run_config.clone(),
         problems: results.problems.clone(),
-        best_of_k: crate::samples::sample_gains(&results.root, bootstrap),
+        best_of_k: crate::samples::sample_gains(results, bootstrap),
     }
 }
 

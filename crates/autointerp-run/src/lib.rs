@@ -578,17 +578,14 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
              (or `score`'s stage) with --scorers",
             cfg.explainer_samples
         );
-        // The causal scorers steer on the same prompts whatever the examples: choosing with
-        // one would measure the gain on the data the choice was made on.
-        let causal = |name: &str| {
-            [ScorerKind::Intervention, ScorerKind::SurprisalIntervention]
-                .iter()
-                .any(|k| k.name() == name)
-        };
+        // The causal scorers (those that steer the model) score every sample on the same
+        // prompts whatever the examples: choosing with one would measure the gain on the data
+        // the choice was made on. `kinds` are the first of the run's scorers, in order.
+        let causal = |i: usize| kinds.get(i).is_some_and(|k| k.asks(Needs::Intervener));
         let select = match cfg.explainer_select {
             Some(kind) => {
                 ensure!(
-                    !causal(kind.name()),
+                    !kind.asks(Needs::Intervener),
                     "--explainer-select {}: a causal scorer scores every sample on the same \
                      steered prompts, so it cannot choose on examples apart from those it is \
                      tested on; choose with detection, fuzz, simulation, embedding or surprisal",
@@ -606,7 +603,7 @@ async fn execute(inputs: Inputs<'_>, progress: &dyn Progress) -> Result<RunSumma
                     })?
             }
             None => (0..names.len())
-                .find(|&i| reads_explanation[i] && !causal(names[i]))
+                .find(|&i| reads_explanation[i] && !causal(i))
                 .with_context(|| {
                     "--explainer-samples needs a scorer that reads the latent's examples and the \
                      explanation (detection, fuzz, simulation, embedding or surprisal) to choose \
